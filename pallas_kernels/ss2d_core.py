@@ -12,6 +12,13 @@ Shapes (K = 4 directions, d channels, R = dt_rank, N = d_state, L = H*W):
   A_logs           (K*d, N)          A = -exp(A_logs), k-major rows
   Ds               (K*d,)
 Returns the merged output (batch, H, W, d) in `out_dtype` (default x.dtype).
+
+`fused` picks the route: True runs `pallas_ss2d_fused` (cross-scan, scan and merge in one
+Pallas kernel family, no 4x expanded copies; needs the Pallas implementation), False the
+separate ops below, None (default) fused exactly when `impl` resolves to the Pallas kernel.
+That default is reasoned, not measured (no GPU was available): the fused route's byte floor
+is ~4-15x lower than the unfused pipeline's at DASS stage 1 (notes/kernel.md) and its
+kernels do the same per-step work plus O(R) multiply-adds for the in-kernel dt projection.
 """
 
 from __future__ import annotations
@@ -19,19 +26,30 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels import cross_scan as cs
-from pallas_kernels.dispatch import ScanImpl, selective_scan
+from pallas_kernels.cross_scan import cross_merge_channels_last, cross_scan_channels_last
+from pallas_kernels.dispatch import ScanImpl, resolve_impl, selective_scan
 
 K_DIRECTIONS = 4
 
 
 def ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
-              impl: ScanImpl | str = ScanImpl.AUTO, out_dtype=None, interpret=False):
+              impl: ScanImpl | str = ScanImpl.AUTO, out_dtype=None, interpret=False,
+              fused: bool | None = None):
+  pallas = resolve_impl(impl) is ScanImpl.PALLAS
+  if fused is None:
+    fused = pallas
+  if fused:
+    if not pallas:
+      raise ValueError(f"fused=True needs impl='pallas' (got {impl!r})")
+    from pallas_kernels import pallas_ss2d_fused
+    return pallas_ss2d_fused.ss2d_scan_fused(x, x_proj_weight, dt_projs_weight, dt_projs_bias,
+                                             A_logs, Ds, out_dtype=out_dtype,
+                                             interpret=interpret)
   batch, height, width, d = x.shape
   n = A_logs.shape[1]
   rank = dt_projs_weight.shape[2]
   length = height * width
-  xs = cs.cross_scan_channels_last(x)                                  # (b,K,d,L)
+  xs = cross_scan_channels_last(x)                                     # (b,K,d,L)
   x_dbl = jnp.einsum("bkdl,kcd->bkcl", xs, x_proj_weight.astype(xs.dtype))
   dt_low, b_ssm, c_ssm = jnp.split(x_dbl, [rank, rank + n], axis=2)
   dts = jnp.einsum("bkrl,kdr->bkdl", dt_low, dt_projs_weight.astype(xs.dtype))
@@ -42,5 +60,5 @@ def ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
       A, b_ssm, c_ssm, Ds.astype(jnp.float32),
       dt_projs_bias.reshape(-1).astype(jnp.float32),
       delta_softplus=True, out_dtype=out_dtype or x.dtype, impl=impl, interpret=interpret)
-  return cs.cross_merge_channels_last(y.reshape(batch, K_DIRECTIONS, d, length),
-                                      height, width)
+  return cross_merge_channels_last(y.reshape(batch, K_DIRECTIONS, d, length),
+                                   height, width)

@@ -1,0 +1,70 @@
+"""Feature extraction speed: milliseconds per minute of audio for each path.
+
+    JAX_PLATFORMS=cpu python benchmarks/bench_features.py [--repeats 5]
+
+Rows:
+  numpy fbank            dass_jax.features.fbank on one 60 s waveform (16 kHz).
+  jax fbank_batch 6x10s  dass_jax.features.fbank_batch on a (6, 160000) batch (jit, compile excluded).
+  jax fbank_batch 1x60s  the same on one 60 s waveform.
+  file 44.1k -> features dass_jax.features.audio_to_features on a 60 s 44.1 kHz stereo WAV
+                         (decode, downmix, soxr_hq resample, fbank, normalise).
+Each time is the median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from dass_jax import features
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+  rng = np.random.default_rng(0)
+  minute = (0.1 * rng.standard_normal(60 * 16000)).astype(np.float32)
+  batch = minute.reshape(6, 160000)
+
+  rows = [("numpy fbank", 60.0, lambda: features.fbank(minute))]
+  jax_batch = jax.device_put(batch)
+  jax_minute = jax.device_put(minute[None])
+  features.fbank_batch(jax_batch).block_until_ready()
+  features.fbank_batch(jax_minute).block_until_ready()
+  rows.append(("jax fbank_batch 6x10s", 60.0, lambda: features.fbank_batch(jax_batch).block_until_ready()))
+  rows.append(("jax fbank_batch 1x60s", 60.0, lambda: features.fbank_batch(jax_minute).block_until_ready()))
+
+  import soundfile as sf
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "minute_44k.wav")
+    stereo = (0.1 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
+    sf.write(path, stereo, 44100, subtype="PCM_16")
+    features.audio_to_features(path)  # warm caches (mel banks, librosa/soxr import).
+    rows.append(("file 44.1k -> features", 60.0, lambda: features.audio_to_features(path)))
+    results = [(name, seconds, _median_seconds(fn, args.repeats)) for name, seconds, fn in rows]
+
+  print(f"backend: {jax.default_backend()}, cpus: {os.cpu_count()}, repeats: {args.repeats}")
+  print(f"{'path':<24} {'ms / min audio':>15} {'x realtime':>11}")
+  for name, seconds, elapsed in results:
+    per_minute = elapsed * 1000.0 * 60.0 / seconds
+    print(f"{name:<24} {per_minute:>15.1f} {seconds / elapsed:>11.0f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,44 @@
+"""`python -m convert_torch {dass,vmamba,ast} IN OUT_DIR [options]`: one subcommand per module.
+
+  dass    DASS checkpoint (.pth / .safetensors / Hugging Face folder)   -> convert_torch.dass
+  vmamba  ImageNet VMamba checkpoint -> DASS initialisation           -> convert_torch.vmamba
+  ast     AST teacher checkpoint                                       -> convert_torch.ast
+
+Each subcommand module has `main(argv) -> int` and is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "dass": "convert_torch.dass",
+    "vmamba": "convert_torch.vmamba",
+    "ast": "convert_torch.ast",
+}
+USAGE = ("usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} IN OUT_DIR [options]\n"
+         "       python -m convert_torch SUBCOMMAND --help")
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ("-h", "--help"):
+    print(__doc__.strip() + "\n\n" + USAGE, file=sys.stdout if argv else sys.stderr)
+    return 0 if argv else 2
+  name, rest = argv[0], argv[1:]
+  if name not in SUBCOMMANDS:
+    print(f"error: unknown subcommand {name!r}\n{USAGE}", file=sys.stderr)
+    return 2
+  try:
+    module = importlib.import_module(SUBCOMMANDS[name])
+  except ModuleNotFoundError as e:
+    if e.name != SUBCOMMANDS[name]:
+      raise
+    print(f"error: the {name!r} converter is not available ({e})", file=sys.stderr)
+    return 2
+  return module.main(rest)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,94 @@
+"""ImageNet VMamba (VSSM) checkpoint -> DASS initialisation, as the original DASS.__init__ does.
+
+    python -m convert_torch vmamba vssm1_tiny_0230s_ckpt_epoch_264.pth converted/dass_init \\
+        --num-classes 527
+
+The DASS recipe (`imagenet_pretrain=True` in Saurabhbhati/DASS `src/models/ast_models.py`): load
+the VSSM weights (`{"model": state_dict}`, bare VSSM keys) strictly, then
+  * replace `patch_embed.0` (Conv2d(3, 48, 3, s2, p1)) by a 1-channel conv whose weight is the
+    ImageNet weight summed over the RGB input channels, (48, 3, 3, 3) -> (48, 1, 3, 3), keeping
+    the bias;
+  * replace `classifier.head` by a freshly initialised Linear(768, num_classes), PyTorch's default
+    init: weight and bias U(-1/sqrt(768), 1/sqrt(768)) (drawn here with numpy, `--seed`).
+VMamba-tiny (depths 2,2,8,2) gives a DASS-small init and VMamba-small (2,2,20,2) a DASS-medium one.
+A 1-channel DASS checkpoint is accepted too (the sum is then the identity): that re-heads a
+trained DASS for a new label set, like the original's `audioset_pretrain=True` branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from convert_torch.io import ConversionError, load_state_dict
+
+FIRST_CONV = "patch_embed.0.weight"
+HEAD = "classifier.head"
+
+
+def vmamba_to_dass_state_dict(state_dict: dict[str, np.ndarray], num_classes: int,
+                              seed: int = 0) -> dict[str, np.ndarray]:
+  """Applies the DASS init recipe to a VSSM state dict (any accepted key prefix)."""
+  from convert_torch.dass import split_prefix
+
+  if num_classes < 1:
+    raise ConversionError(f"--num-classes must be positive, got {num_classes}")
+  prefix = split_prefix(state_dict)
+  head_w, head_b = f"{prefix}{HEAD}.weight", f"{prefix}{HEAD}.bias"
+  for key in (head_w, head_b):
+    if key not in state_dict:
+      raise ConversionError(f"VMamba checkpoint: key '{key}' is missing")
+  first = np.asarray(state_dict[prefix + FIRST_CONV])
+  if first.ndim != 4 or np.ndim(state_dict[head_w]) != 2:
+    raise ConversionError(
+        f"VMamba checkpoint: '{prefix}{FIRST_CONV}' {first.shape} should be (out, in, 3, 3) and "
+        f"'{head_w}' {np.shape(state_dict[head_w])} should be (classes, features)")
+  in_features = state_dict[head_w].shape[1]
+  bound = 1.0 / np.sqrt(in_features)
+  rng = np.random.default_rng(seed)
+  out = dict(state_dict)
+  out[prefix + FIRST_CONV] = first.sum(axis=1, keepdims=True, dtype=np.float32)
+  out[head_w] = rng.uniform(-bound, bound, (num_classes, in_features)).astype(np.float32)
+  out[head_b] = rng.uniform(-bound, bound, (num_classes,)).astype(np.float32)
+  return out
+
+
+def convert_file(path: str | Path, num_classes: int, seed: int = 0):
+  """Reads an ImageNet VMamba checkpoint and returns the DASS init as (DassConfig, params)."""
+  from convert_torch.dass import torch_to_flax
+
+  state_dict = vmamba_to_dass_state_dict(load_state_dict(path), num_classes, seed)
+  return torch_to_flax(state_dict, num_classes)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """`python -m convert_torch vmamba IN OUT_DIR --num-classes N`; returns the exit status."""
+  parser = argparse.ArgumentParser(
+      prog="python -m convert_torch vmamba",
+      description="Turn an ImageNet VMamba checkpoint into a DASS initialisation (first conv "
+                  "summed over RGB, new classifier head) saved as a dass_jax checkpoint folder.")
+  parser.add_argument("input", help="VMamba checkpoint ({'model': state_dict} or a state dict)")
+  parser.add_argument("output_dir", help="new folder for the converted checkpoint")
+  parser.add_argument("--num-classes", type=int, required=True,
+                      help="classes of the new head (527 for AudioSet)")
+  parser.add_argument("--seed", type=int, default=0, help="seed of the new head's init")
+  args = parser.parse_args(argv)
+  from convert_torch.dass import count_params, refuse_existing_output
+  from dass_jax.checkpoint import save_converted
+
+  try:
+    refuse_existing_output(args.output_dir)
+    config, params = convert_file(args.input, args.num_classes, args.seed)
+    out = save_converted(args.output_dir, config, params,
+                         extra={"source": str(Path(args.input).absolute()),
+                                "source_format": f"vmamba-imagenet (head seed {args.seed})"})
+  except (ConversionError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"converted {args.input} (VMamba -> DASS init): depths={list(config.depths)} "
+        f"dims={list(config.dims)} classes={config.num_classes}, "
+        f"{count_params(params):,} parameters -> {out}")
+  return 0

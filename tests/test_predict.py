@@ -1,0 +1,173 @@
+"""End to end: torch DASS checkpoint -> `convert_torch dass` CLI -> `dass_jax.predict` CLI.
+
+Checked here:
+  * acceptance: a perturbed twin DASS (depths 1,1,1,1, dims 16..128, 7 classes) saved with
+    torch.save as a DataParallel 'module.v.' state dict, converted and predicted through the two
+    CLIs in subprocesses on a 200-frame .npy: logits within 1e-5 (relative to max |logit|) of the
+    PyTorch twin's;
+  * a batched (batch, frames, 128) .npy and an audio file of another length (features from
+    dass_jax.features) run separately, in input order (--logits-npy rows, JSON results), each
+    matching the twin;
+  * bad inputs (missing file, wrong rank, wrong mel count, NaN / inf, empty, non-numeric,
+    undecodable audio) and a bad checkpoint folder give exit code 2 and a message naming the file;
+  * the model type comes from the checkpoint: a (tiny, random) AST checkpoint predicts through the
+    same CLI, and an input length its position embeddings do not fit exits 2 naming the file.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sf = pytest.importorskip("soundfile")
+
+from dass_jax.features import audio_to_features  # noqa: E402
+from dass_jax.predict import class_names, main as predict_main  # noqa: E402
+from torch_reference.dass_torch import DassTorch, dataparallel_state_dict, perturb_  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL_TOL = 1e-5
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _rel(out, ref) -> float:
+  return float(np.abs(np.asarray(out) - ref).max() / np.abs(ref).max())
+
+
+@pytest.fixture(scope="module")
+def twin():
+  torch.manual_seed(11)
+  model = DassTorch(num_classes=7, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)).eval()
+  perturb_(model, seed=12)
+  return model
+
+
+def _twin_logits(model, x: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(torch.from_numpy(x)).numpy()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(twin, tmp_path_factory):
+  """The twin saved like DASS_*.pth and converted by the CLI; returns the converted folder."""
+  folder = tmp_path_factory.mktemp("acceptance")
+  torch.save(dataparallel_state_dict(twin), folder / "dass_tiny.pth")
+  result = _run("convert_torch", "dass", str(folder / "dass_tiny.pth"), str(folder / "jax"))
+  assert result.returncode == 0, result.stderr
+  assert "depths=[1, 1, 1, 1]" in result.stdout
+  return folder / "jax"
+
+
+def test_acceptance_cli_logits_match_torch(twin, checkpoint, tmp_path):
+  x = np.random.default_rng(0).standard_normal((200, 128)).astype(np.float32)
+  np.save(tmp_path / "clip.npy", x)
+  result = _run("dass_jax.predict", "--checkpoint", str(checkpoint), str(tmp_path / "clip.npy"),
+                "--logits-npy", str(tmp_path / "logits.npy"), "--top-k", "3")
+  assert result.returncode == 0, result.stderr
+  logits = np.load(tmp_path / "logits.npy")
+  ref = _twin_logits(twin, x[None])
+  assert logits.shape == (1, 7)
+  assert _rel(logits, ref) <= REL_TOL
+  best = class_names(7)[int(np.argmax(ref))]
+  assert best in result.stdout.splitlines()[1]
+
+
+def test_batched_and_mixed_lengths_keep_input_order(twin, checkpoint, tmp_path, capsys):
+  rng = np.random.default_rng(1)
+  a = rng.standard_normal((4, 120, 128)).astype(np.float32)
+  np.save(tmp_path / "a.npy", a)
+  samples = 400 + 89 * 160  # 25 ms windows every 10 ms at 16 kHz: 90 frames
+  sf.write(tmp_path / "b.wav", 0.1 * rng.standard_normal(samples).astype(np.float32), 16000)
+  b = audio_to_features(tmp_path / "b.wav")
+  assert b.shape == (90, 128)
+  argv = ["--checkpoint", str(checkpoint), str(tmp_path / "a.npy"), str(tmp_path / "b.wav"),
+          "--json", "--top-k", "2", "--batch-size", "2", "--logits-npy", str(tmp_path / "l.npy")]
+  assert predict_main(argv) == 0
+  report = json.loads(capsys.readouterr().out)
+  logits = np.load(tmp_path / "l.npy")
+  assert logits.shape == (5, 7)
+  assert _rel(logits[:4], _twin_logits(twin, a)) <= REL_TOL
+  assert _rel(logits[4:], _twin_logits(twin, b[None])) <= REL_TOL
+  rows = [(r["input"].rsplit("/", 1)[-1], r["index"], r["frames"]) for r in report["results"]]
+  assert rows == [("a.npy", i, 120) for i in range(4)] + [("b.wav", 0, 90)]
+  for row, result in zip(logits, report["results"]):
+    assert [t["class"] for t in result["top"]] == list(np.argsort(-row)[:2])
+    assert result["top"][0]["probability"] == pytest.approx(1 / (1 + np.exp(-row.max())),
+                                                            rel=1e-6)
+
+
+BAD_INPUTS = {
+    "missing.npy": (None, "not found"),
+    "rank1.npy": (np.zeros(128, np.float32), "rank 1"),
+    "mel64.npy": (np.zeros((50, 64), np.float32), "64 mel bins"),
+    "nan.npy": (np.full((50, 128), np.nan, np.float32), "NaN"),
+    "inf.npy": (np.full((2, 50, 128), np.inf, np.float32), "NaN / inf"),
+    "empty.npy": (np.zeros((0, 128), np.float32), "empty"),
+    "strings.npy": (np.array([["a"] * 128]), "not a real number"),
+    "corrupt.wav": (b"RIFF but not audio", "could not turn the audio into features"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_naming_the_file(checkpoint, tmp_path, capsys, name):
+  array, expected = BAD_INPUTS[name]
+  path = tmp_path / name
+  if isinstance(array, bytes):
+    path.write_bytes(array)
+  elif array is not None:
+    np.save(path, array)
+  good = tmp_path / "good.npy"
+  np.save(good, np.zeros((40, 128), np.float32))
+  assert predict_main(["--checkpoint", str(checkpoint), str(good), str(path)]) == 2
+  captured = capsys.readouterr()
+  assert str(path) in captured.err and expected in captured.err
+  assert captured.out == ""
+
+
+def test_bad_checkpoint_folder_exits_2(tmp_path, capsys):
+  clip = tmp_path / "clip.npy"
+  np.save(clip, np.zeros((40, 128), np.float32))
+  assert predict_main(["--checkpoint", str(tmp_path / "nowhere"), str(clip)]) == 2
+  assert "checkpoint folder not found" in capsys.readouterr().err
+  assert predict_main(["--checkpoint", str(tmp_path), str(clip)]) == 2
+  assert "config.json" in capsys.readouterr().err
+
+
+def test_class_names_always_cover_every_class():
+  names = class_names(7)
+  assert len(names) == 7 and all(isinstance(n, str) and n for n in names)
+
+
+def test_ast_checkpoint_runs_through_the_same_cli(tmp_path, capsys):
+  import jax
+
+  from dass_jax.ast import AST
+  from dass_jax.checkpoint import save_converted
+  from dass_jax.config import AstConfig
+
+  config = AstConfig(num_classes=4, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64,
+                     max_length=64)
+  x = np.random.default_rng(2).standard_normal((1, 64, 128)).astype(np.float32)
+  params = AST(config).init(jax.random.PRNGKey(0), x)["params"]
+  save_converted(tmp_path / "ast", config, params)
+  np.save(tmp_path / "ok.npy", x[0])
+  argv = ["--checkpoint", str(tmp_path / "ast"), str(tmp_path / "ok.npy"),
+          "--logits-npy", str(tmp_path / "l.npy")]
+  assert predict_main(argv) == 0
+  ref = np.asarray(AST(config).apply({"params": params}, x))
+  np.testing.assert_allclose(np.load(tmp_path / "l.npy"), ref, rtol=1e-5, atol=1e-6)
+  np.save(tmp_path / "short.npy", x[0, :30])
+  capsys.readouterr()
+  assert predict_main(["--checkpoint", str(tmp_path / "ast"), str(tmp_path / "short.npy")]) == 2
+  err = capsys.readouterr().err
+  assert "short.npy" in err and "frames" in err

@@ -1,0 +1,1 @@
+"""Pure-PyTorch reference implementations used by the parity tests (never imported by dass_jax)."""
