@@ -1,0 +1,121 @@
+"""AST/DASS datafiles: the JSON list of clips and the label CSV.
+
+Datafile: `{"data": [{"wav": "clips/a.wav", "labels": "/m/09x0r,/m/05zppz"}, ...]}`; a relative wav
+path is relative to the datafile's folder. Label CSV: header `index,mid,display_name`, one row per
+class, indices 0..C-1 in order (parsed by `dass_jax.labels`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+from dass_jax import labels as labels_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One datafile row: an absolute wav path and its label mids."""
+
+  wav: str
+  labels: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSet:
+  """The classes of a label CSV, in index order."""
+
+  mids: tuple[str, ...]
+  names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.mids)
+
+  def index_of(self) -> dict[str, int]:
+    return {mid: i for i, mid in enumerate(self.mids)}
+
+
+def read_label_csv(path: str | os.PathLike) -> LabelSet:
+  """Reads `index,mid,display_name` rows (via `dass_jax.labels.load_label_csv`).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: wrong header, malformed row, indices not 0..C-1 in order, duplicate mids.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"label CSV not found: {path}")
+  rows = labels_lib.load_label_csv(path)
+  mids = tuple(mid.strip() for _, mid, _ in rows)
+  if len(set(mids)) != len(mids):
+    raise ValueError(f"label CSV {path}: duplicate mids")
+  return LabelSet(mids=mids, names=tuple(name for _, _, name in rows))
+
+
+def num_classes_from_csv(path: str | os.PathLike) -> int:
+  """Number of classes in a label CSV."""
+  return len(read_label_csv(path))
+
+
+def write_label_csv(path: str | os.PathLike, labels: LabelSet) -> None:
+  """Writes a label CSV with AST's header and quoting of display names."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(["index", "mid", "display_name"])
+    for i, (mid, name) in enumerate(zip(labels.mids, labels.names)):
+      writer.writerow([i, mid, name])
+
+
+def read_datafile(path: str | os.PathLike) -> list[Entry]:
+  """Reads a JSON datafile; wav paths come back absolute."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"datafile not found: {path}")
+  with open(path, encoding="utf-8") as f:
+    try:
+      content = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"datafile {path} is not valid JSON: {e}") from e
+  if not isinstance(content, dict) or not isinstance(content.get("data"), list):
+    raise ValueError(f"datafile {path} must be a JSON object with a 'data' list")
+  root = os.path.dirname(os.path.abspath(path))
+  entries = []
+  for i, item in enumerate(content["data"]):
+    if not isinstance(item, dict) or not isinstance(item.get("wav"), str):
+      raise ValueError(f"datafile {path} row {i}: needs a 'wav' string, got {item!r}")
+    labels = item.get("labels", "")
+    if not isinstance(labels, str):
+      raise ValueError(f"datafile {path} row {i}: 'labels' must be a comma-separated string")
+    mids = tuple(m.strip() for m in labels.split(",") if m.strip())
+    entries.append(Entry(wav=os.path.join(root, item["wav"]), labels=mids))
+  return entries
+
+
+def write_datafile(path: str | os.PathLike, entries: Sequence[Entry]) -> None:
+  """Writes a JSON datafile; wav paths under the datafile's folder are stored relative to it."""
+  root = os.path.dirname(os.path.abspath(path))
+
+  def stored(wav: str) -> str:
+    rel = os.path.relpath(os.path.abspath(wav), root)
+    return wav if rel.startswith(os.pardir) else rel
+
+  data = [{"wav": stored(e.wav), "labels": ",".join(e.labels)} for e in entries]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"data": data}, f, indent=1)
+
+
+def label_indices(entries: Sequence[Entry], labels: LabelSet,
+                  source: str = "datafile") -> list[tuple[int, ...]]:
+  """Class indices of each entry; raises ValueError naming the first unknown mid."""
+  index = labels.index_of()
+  out = []
+  for row, entry in enumerate(entries):
+    try:
+      out.append(tuple(index[mid] for mid in entry.labels))
+    except KeyError as e:
+      raise ValueError(f"{source} row {row} ({entry.wav}): label {e.args[0]!r} is not in the "
+                       "label CSV") from None
+  return out

@@ -1,0 +1,105 @@
+"""The embedded synthetic dataset: deterministic, well-formed, cached, class-discriminable."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from dass_jax import audio, features
+from dass_jax.data import datafile as datafile_lib
+from dass_jax.data import synthetic
+
+SMALL = {"num_train": 40, "num_eval": 8, "clip_seconds": 1.5}
+
+
+def _hashes(root):
+  out = {}
+  for folder, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+  return synthetic.ensure_dataset(tmp_path_factory.mktemp("a"), seed=1, **SMALL)
+
+
+def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
+  again = synthetic.ensure_dataset(tmp_path / "b", seed=1, **SMALL)
+  other = synthetic.ensure_dataset(tmp_path / "c", seed=2, **SMALL)
+  reference = _hashes(small.root)
+  assert len(reference) == 40 + 8 + 4  # wavs, 2 datafiles, label CSV, COMPLETE.
+  assert _hashes(again.root) == reference
+  other_hashes = _hashes(other.root)
+  assert other_hashes.keys() == reference.keys()
+  assert other_hashes["train/train_00000.wav"] != reference["train/train_00000.wav"]
+
+
+def test_well_formed(small):
+  labels = datafile_lib.read_label_csv(small.label_csv)
+  assert len(labels) == small.num_classes >= 10
+  assert all(mid.startswith("/m/syn_") for mid in labels.mids)
+  present = set()
+  for datafile, count in ((small.train_datafile, 40), (small.eval_datafile, 8)):
+    entries = datafile_lib.read_datafile(datafile)
+    assert len(entries) == count
+    for indices, entry in zip(datafile_lib.label_indices(entries, labels), entries):
+      assert 1 <= len(indices) <= 3 and len(set(indices)) == len(indices)
+      present.update(indices)
+      waveform = audio.load_audio(entry.wav)
+      assert waveform.shape == (24000,) and waveform.dtype == np.float32
+      assert 0.0 < np.max(np.abs(waveform)) <= 0.99
+  assert len(present) >= 10
+
+
+def test_cached_and_atomic(small):
+  before = os.path.getmtime(small.train_datafile)
+  assert synthetic.ensure_dataset(os.path.dirname(small.root), seed=1, **SMALL) == small
+  assert os.path.getmtime(small.train_datafile) == before
+  leftovers = [n for n in os.listdir(os.path.dirname(small.root)) if n.startswith(".tmp")]
+  assert not leftovers
+
+
+def test_stale_temporary_folders_are_removed(tmp_path):
+  stale = tmp_path / ".tmp-v1-seed0-train2-eval1-1s-abc"
+  fresh = tmp_path / ".tmp-v1-seed0-train2-eval1-1s-def"
+  stale.mkdir()
+  fresh.mkdir()
+  os.utime(stale, (0, 0))
+  synthetic.ensure_dataset(tmp_path, seed=0, num_train=2, num_eval=1, clip_seconds=1.0)
+  assert not stale.exists() and fresh.exists()
+
+
+def test_incomplete_folder_is_reported(tmp_path):
+  root = tmp_path / "v1-seed0-train1-eval1-1s"
+  root.mkdir()
+  with pytest.raises(RuntimeError, match="not a complete synthetic dataset"):
+    synthetic.ensure_dataset(tmp_path, seed=0, num_train=1, num_eval=1, clip_seconds=1.0)
+
+
+def test_classes_are_discriminable_in_log_mel():
+  # Per isolated event (over a faint noise floor): mean and std of each mel bin over time and the
+  # first-half minus second-half mean (the direction of chirps). Nearest-centroid classification
+  # of held-out events must be right at least 90% of the time.
+  rng = np.random.default_rng(0)
+  profiles = []
+  for _, _, make in synthetic.CLASSES:
+    rows = []
+    for _ in range(6):
+      event = make(rng)
+      event = event / np.max(np.abs(event)) * 0.5 + rng.standard_normal(event.size) * 1e-3
+      fbank = features.fbank(event)
+      half = fbank.shape[0] // 2
+      rows.append(np.concatenate([fbank.mean(axis=0), fbank.std(axis=0),
+                                  fbank[:half].mean(axis=0) - fbank[half:].mean(axis=0)]))
+    profiles.append(np.stack(rows))
+  centroids = np.stack([p[:3].mean(axis=0) for p in profiles])
+  correct = 0
+  for c, p in enumerate(profiles):
+    for row in p[3:]:
+      correct += int(np.argmin(np.linalg.norm(centroids - row, axis=1)) == c)
+  assert correct >= 0.9 * 3 * len(profiles)
