@@ -1,0 +1,411 @@
+"""Chunked Pallas selective scan (forward and backward kernels, `jax.custom_vjp`).
+
+Math and layouts are those of `pallas_kernels.reference`: u, delta (batch, K*D, L); A
+(K*D, N); B, C (batch, K, N, L) grouped by direction; D, delta_bias (K*D,). State and every
+accumulation are fp32; inputs may be fp32 or bf16; `out_dtype` picks the output dtype.
+
+Why this structure
+------------------
+* Parallelism. DASS stage 1 has only batch x K*D = 4 608 independent channel sequences,
+  144 warps of 32 lanes for 132 SMs. Time is therefore split into chunks and the grid is
+  (batch, K x channel blocks, chunks). Grid programs run in parallel on a GPU, so no state
+  is carried from one program to the next; instead
+    pass 1 (kernel)  each chunk's end state from a zero start, and sum(dt) over the chunk
+                     (the whole-chunk decay is exp(A * sum dt), an exact product);
+    pass 2 (JAX)     a tiny sequential scan over chunks, (batch, K, chunks, D, N) values;
+    pass 3 (kernel)  each chunk rerun from its true start state, writing y.
+  With one chunk, passes 1-2 are skipped.
+* Inside a program, a `lax.fori_loop` over the chunk's steps; the channel block (up to 32
+  lanes, one warp, a power of two as Triton requires) is the vector dimension and the state
+  is (lanes, N) in registers, or (lanes,) for N == 1 (DASS's d_state, the fast path). Per
+  step the kernel indexes refs (`u_ref[:, t]`), never loaded values, at dynamic t.
+* Padding, not masking. Channels per group are padded to a multiple of the lane block, N to
+  a power of two and L to a multiple of the chunk, all with zeros, only when needed (DASS
+  shapes need none: D = 96*2^i, L a multiple of 32). Zero padding is exact: padded lanes and
+  steps carry u = B = C = dy = 0, so they add nothing to any output or gradient, and the
+  Triton lowering never touches memory outside an array.
+* Backward. Residuals are the inputs plus the chunk start states (batch, K, chunks, D, N);
+  the full state sequence is never saved. The adjoint runs with the same chunk structure
+  reversed: pass 1 gives each chunk's reverse carry from a zero carry at its end, pass 2 a
+  reverse scan over chunks, pass 3 recomputes the chunk forward from its start state, then
+  walks it backwards producing du, ddelta and per-step dB, dC. The reverse walk needs
+  h_{t-1} in reverse order (dividing by the decay would underflow), and Triton-Pallas has
+  no program-local scratch, so pass 3 works in sub-chunks of S ~ sqrt(chunk) steps: a
+  forward sweep stores the state at each sub-chunk start, then each sub-chunk (last first)
+  is replayed from its checkpoint into an S-slot scratch and walked backwards. The two
+  scratch outputs hold chunk/S + S states per lane (32 instead of 256 at chunk 256; 4 KB
+  per program at N = 1), written and read back by the same lane, so they stay in cache;
+  the price is one more forward recompute per chunk (cheap next to the memory traffic).
+* Reductions without atomics. dB and dC are shared by the D channels of a group: each
+  program writes the lane-sum of its channel block per step into a (batch, K, channel
+  blocks, N, L) fp32 partial, summed over channel blocks outside (3 blocks at D = 96).
+  dA, dD and d_delta_bias are per-program partials (batch, K, chunks, D[, N]) summed over
+  batch and chunks outside.
+* Bytes (estimate, fp32, DASS stage 1 at batch 12: 151 MB per (batch, K*D, L) array). The
+  forward reads u, delta, B in pass 1 and u, delta, B, C in pass 3 and writes y: ~0.76 GB
+  against the 0.46 GB floor; with a single chunk pass 1 is skipped and it meets the floor.
+  The backward reads delta, C, dy (pass 1) then u, delta, B, C, dy and writes du, ddelta
+  (pass 3, its re-reads inside a sub-chunk expected from cache): ~1.06 GB against the
+  0.76 GB floor.
+  Per step a warp touches one element per channel row (the layout is time-minor), so each
+  access is a strided gather that relies on L1/L2 reuse across neighbouring steps.
+* Lowering. A generic `pl.pallas_call` with Triton compiler params: on CUDA this selects the
+  Triton backend (Ampere and Hopper; Mosaic GPU, JAX's default, is Hopper-only, wants
+  128-lane register vectors and its `pallas_call` route is deprecated in 0.10.2). The Triton
+  lowering to TTIR runs in Python, so `jax.export(..., platforms=["cuda"])` checks it from a
+  CPU-only machine (see tests). `interpret=True` runs the same kernels on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from pallas_kernels import chunk_engine as ce
+
+DEFAULT_CHUNK = 256
+MIN_COMPUTE_CAPABILITY = 8.0
+
+
+def supported_on_default_backend() -> bool:
+  """True on NVIDIA GPUs of compute capability >= 8.0 (the Triton lowering's floor)."""
+  if jax.default_backend() != "gpu":
+    return False
+  device = jax.devices()[0]
+  if "rocm" in getattr(device.client, "platform_version", "").lower():
+    return False
+  try:
+    capability = float(getattr(device, "compute_capability", "0"))
+    from jax.experimental.pallas import triton  # noqa: F401  (the backend must exist)
+  except (ValueError, ImportError):
+    return False
+  return capability >= MIN_COMPUTE_CAPABILITY
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  delta_softplus: bool
+  out_dtype: object
+  interpret: bool
+  chunk_size: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Static geometry: padded sizes, lane block, chunking."""
+  batch: int
+  groups: int
+  d: int
+  n: int
+  length: int
+  lanes: int
+  dp: int
+  np_: int
+  chunk: int
+  n_chunks: int
+
+  @classmethod
+  def make(cls, u, A, B, chunk_size):
+    batch, channels, length = u.shape
+    groups, n = B.shape[1], A.shape[1]
+    if channels % groups:
+      raise ValueError(f"K*D={channels} channels do not split into K={groups} groups")
+    d = channels // groups
+    lanes = ce.lanes_for(d)
+    chunk = min(chunk_size or DEFAULT_CHUNK, length)
+    n_chunks = -(-length // chunk)
+    return cls(batch, groups, d, n, length, lanes, -(-d // lanes) * lanes,
+               ce.next_power_of_2(n), chunk, n_chunks)
+
+  @property
+  def lp(self) -> int:
+    return self.chunk * self.n_chunks
+
+  @property
+  def n_dblocks(self) -> int:
+    return self.dp // self.lanes
+
+  @property
+  def sub(self) -> int:
+    return ce.sub_chunk(self.chunk)
+
+  @property
+  def state(self) -> ce.StateShape:
+    return ce.StateShape(self.np_)
+
+  @property
+  def grid(self):
+    return (self.batch, self.groups * self.n_dblocks, self.n_chunks)
+
+  # Padded layouts (zeros; see module docstring).
+  def seq(self, x):
+    x = x.reshape(self.batch, self.groups, self.d, self.length)
+    return ce.pad_trailing(x, (0, 0, self.dp - self.d, self.lp - self.length))
+
+  def proj(self, x):
+    return ce.pad_trailing(x, (0, 0, self.np_ - self.n, self.lp - self.length))
+
+  def per_lane(self, x):
+    x = x.astype(jnp.float32).reshape(self.groups, self.d)
+    return ce.pad_trailing(x, (0, self.dp - self.d))
+
+  def decay_rates(self, A):
+    a = A.astype(jnp.float32).reshape(self.groups, self.d, self.n)
+    a = ce.pad_trailing(a, (0, self.dp - self.d, self.np_ - self.n))
+    return a[..., 0] if self.state.scalar else a
+
+  def unseq(self, x):
+    return x[:, :, :self.d, :self.length].reshape(self.batch, self.groups * self.d, self.length)
+
+  # Block specs over the grid (b, j = k * n_dblocks + channel block, c).
+  def _kd(self, j):
+    return j // self.n_dblocks, j % self.n_dblocks
+
+  def seq_spec(self):
+    return pl.BlockSpec((None, None, self.lanes, self.chunk),
+                        lambda b, j, c: (b, *self._kd(j), c))
+
+  def proj_spec(self):
+    return pl.BlockSpec((None, None, self.np_, self.chunk),
+                        lambda b, j, c: (b, self._kd(j)[0], 0, c))
+
+  def lane_spec(self):
+    return pl.BlockSpec((None, self.lanes), lambda b, j, c: self._kd(j))
+
+  def rate_spec(self):
+    if self.state.scalar:
+      return self.lane_spec()
+    return pl.BlockSpec((None, self.lanes, self.np_), lambda b, j, c: (*self._kd(j), 0))
+
+  def chunk_lane_spec(self):
+    return pl.BlockSpec((None, None, None, self.lanes),
+                        lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1]))
+
+  def chunk_state_spec(self):
+    if self.state.scalar:
+      return self.chunk_lane_spec()
+    return pl.BlockSpec((None, None, None, self.lanes, self.np_),
+                        lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1], 0))
+
+  def chunk_lane_shape(self):
+    return jax.ShapeDtypeStruct((self.batch, self.groups, self.n_chunks, self.dp), jnp.float32)
+
+  def chunk_state_shape(self):
+    tail = () if self.state.scalar else (self.np_,)
+    return jax.ShapeDtypeStruct(
+        (self.batch, self.groups, self.n_chunks, self.dp, *tail), jnp.float32)
+
+  def scratch(self, slots):
+    """A backward scratch with `slots` states per program: (spec, shape)."""
+    tail = () if self.state.scalar else (self.np_,)
+    spec = pl.BlockSpec((None, None, slots, self.lanes, *tail),
+                        lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1],
+                                         *([0] * len(tail))))
+    shape = (self.batch, self.groups, self.n_chunks * slots, self.dp, *tail)
+    return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
+
+  def partial_proj_spec(self):
+    return pl.BlockSpec((None, None, None, self.np_, self.chunk),
+                        lambda b, j, c: (b, *self._kd(j), 0, c))
+
+  def partial_proj_shape(self):
+    return jax.ShapeDtypeStruct(
+        (self.batch, self.groups, self.n_dblocks, self.np_, self.lp), jnp.float32)
+
+  def chunk_decay(self, sdt, rates):
+    """Whole-chunk decay exp(A * sum dt), (batch, K, chunks, dp[, np_])."""
+    return jnp.exp((sdt if self.state.scalar else sdt[..., None]) * rates[None, :, None])
+
+
+def _access(plan: _Plan, cfg: _Config, bias, u_ref, delta_ref, b_ref, c_ref) -> ce.Access:
+  """Accessors over the plain layout: step t is column t of each (lanes | N, chunk) block."""
+  f32 = jnp.float32
+
+  def proj(ref):
+    if ref is None:
+      return None
+    if plan.state.scalar:
+      return lambda t: ref[0, t].astype(f32)
+    return lambda t: ref[:, t].astype(f32)
+
+  def load_dt(t):
+    return ce.softplus_and_slope(delta_ref[:, t].astype(f32) + bias, cfg.delta_softplus)
+
+  load_u = None if u_ref is None else (lambda t: u_ref[:, t].astype(f32))
+  return ce.Access(load_u=load_u, load_dt=load_dt, load_b=proj(b_ref), load_c=proj(c_ref))
+
+
+def _store_proj(plan: _Plan, ref):
+  """Per-step store of a (N,) vector (or a scalar when N == 1) into column t of ref."""
+  def store(t, v):
+    if plan.state.scalar:
+      ref[0, t] = v
+    else:
+      ref[:, t] = v
+  return store
+
+
+def _fwd_local_kernel(plan, cfg, u_ref, delta_ref, b_ref, a_ref, bias_ref, h_ref, sdt_ref):
+  io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, None)
+  h, sdt = ce.chunk_end_state(plan.chunk, a_ref[...], plan.state, io, plan.lanes)
+  h_ref[...] = h
+  sdt_ref[...] = sdt
+
+
+def _fwd_out_kernel(plan, cfg, u_ref, delta_ref, b_ref, c_ref, a_ref, dskip_ref, bias_ref,
+                    h0_ref, y_ref):
+  io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, c_ref)
+
+  def store_y(t, y):
+    y_ref[:, t] = y.astype(y_ref.dtype)
+
+  ce.chunk_outputs(plan.chunk, a_ref[...], dskip_ref[...], h0_ref[...], plan.state, io,
+                   store_y)
+
+
+def _bwd_local_kernel(plan, cfg, delta_ref, c_ref, dy_ref, a_ref, bias_ref, r_ref, sdt_ref):
+  io = _access(plan, cfg, bias_ref[...], None, delta_ref, None, c_ref)
+  r, sdt = ce.chunk_adjoint_carry(plan.chunk, a_ref[...], plan.state, io,
+                                  lambda t: dy_ref[:, t].astype(jnp.float32), plan.lanes)
+  r_ref[...] = r
+  sdt_ref[...] = sdt
+
+
+def _bwd_kernel(plan, cfg, u_ref, delta_ref, b_ref, c_ref, dy_ref, a_ref, dskip_ref, bias_ref,
+                h0_ref, r_ref, du_ref, ddelta_ref, db_ref, dc_ref, da_ref, dd_ref, dbias_ref,
+                ckpt_ref, hs_ref):
+  io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, c_ref)
+
+  def store_ckpt(j, h):
+    ckpt_ref[j] = h
+
+  def store_h(s, h):
+    hs_ref[s] = h
+
+  def store_du(t, v):
+    du_ref[:, t] = v.astype(du_ref.dtype)
+
+  def emit_ddelta(t, v, acc):
+    ddelta_ref[:, t] = v.astype(ddelta_ref.dtype)
+    return acc
+
+  sink = ce.GradSinks(load_g=lambda t: dy_ref[:, t].astype(jnp.float32),
+                      store_ckpt=store_ckpt, load_ckpt=lambda j: ckpt_ref[j],
+                      store_h=store_h, load_h=lambda s: hs_ref[s], store_du=store_du,
+                      store_db=_store_proj(plan, db_ref), store_dc=_store_proj(plan, dc_ref),
+                      emit_ddelta=emit_ddelta)
+  d_a, d_d, d_bias, _ = ce.chunk_backward(plan.chunk, plan.sub, a_ref[...], dskip_ref[...],
+                                          h0_ref[...], r_ref[...], plan.state, io, sink,
+                                          plan.lanes, ())
+  da_ref[...] = d_a
+  dd_ref[...] = d_d
+  dbias_ref[...] = d_bias
+
+
+def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
+  """Runs `kernel` over the plan's grid; outs is a list of (spec, ShapeDtypeStruct)."""
+  return pl.pallas_call(
+      functools.partial(kernel, plan, cfg), grid=plan.grid, in_specs=in_specs,
+      out_specs=[spec for spec, _ in outs], out_shape=[shape for _, shape in outs],
+      compiler_params=ce.compiler_params(plan.lanes), interpret=cfg.interpret,
+      name=name)(*args)
+
+
+def _forward(cfg: _Config, u, delta, A, B, C, D, bias):
+  """Returns y (batch, K*D, L) and the chunk start states (the backward's residual)."""
+  plan = _Plan.make(u, A, B, cfg.chunk_size)
+  us, ds, bs, cs = plan.seq(u), plan.seq(delta), plan.proj(B), plan.proj(C)
+  rates, dskip, bias_p = plan.decay_rates(A), plan.per_lane(D), plan.per_lane(bias)
+  seq, proj, lane, rate = plan.seq_spec(), plan.proj_spec(), plan.lane_spec(), plan.rate_spec()
+  state_out = (plan.chunk_state_spec(), plan.chunk_state_shape())
+  if plan.n_chunks > 1:
+    h_local, sdt = _call(plan, cfg, _fwd_local_kernel, "selective_scan_fwd_chunk_states",
+                         [us, ds, bs, rates, bias_p], [seq, seq, proj, rate, lane],
+                         [state_out, (plan.chunk_lane_spec(), plan.chunk_lane_shape())])
+    h0 = ce.chunk_start_states(h_local, plan.chunk_decay(sdt, rates), axis=2)
+  else:
+    h0 = jnp.zeros(plan.chunk_state_shape().shape, jnp.float32)
+  y_shape = jax.ShapeDtypeStruct(us.shape, cfg.out_dtype)
+  (y,) = _call(plan, cfg, _fwd_out_kernel, "selective_scan_fwd",
+               [us, ds, bs, cs, rates, dskip, bias_p, h0],
+               [seq, seq, proj, proj, rate, lane, lane, plan.chunk_state_spec()],
+               [(seq, y_shape)])
+  return plan.unseq(y), h0
+
+
+def _backward(cfg: _Config, res, dy):
+  u, delta, A, B, C, D, bias, h0 = res
+  plan = _Plan.make(u, A, B, cfg.chunk_size)
+  us, ds, bs, cs, dys = (plan.seq(u), plan.seq(delta), plan.proj(B), plan.proj(C),
+                         plan.seq(dy))
+  rates, dskip, bias_p = plan.decay_rates(A), plan.per_lane(D), plan.per_lane(bias)
+  seq, proj, lane, rate = plan.seq_spec(), plan.proj_spec(), plan.lane_spec(), plan.rate_spec()
+  state_spec, lane_chunks = plan.chunk_state_spec(), plan.chunk_lane_spec()
+  if plan.n_chunks > 1:
+    r_local, sdt = _call(plan, cfg, _bwd_local_kernel, "selective_scan_bwd_chunk_carries",
+                         [ds, cs, dys, rates, bias_p], [seq, proj, seq, rate, lane],
+                         [(state_spec, plan.chunk_state_shape()),
+                          (lane_chunks, plan.chunk_lane_shape())])
+    r_end = ce.chunk_end_carries(r_local, plan.chunk_decay(sdt, rates), axis=2)
+  else:
+    r_end = jnp.zeros_like(h0)
+  du, ddelta, db, dc, da, dd, dbias, _, _ = _call(
+      plan, cfg, _bwd_kernel, "selective_scan_bwd",
+      [us, ds, bs, cs, dys, rates, dskip, bias_p, h0, r_end],
+      [seq, seq, proj, proj, seq, rate, lane, lane, state_spec, state_spec],
+      [(seq, jax.ShapeDtypeStruct(us.shape, u.dtype)),
+       (seq, jax.ShapeDtypeStruct(ds.shape, delta.dtype)),
+       (plan.partial_proj_spec(), plan.partial_proj_shape()),
+       (plan.partial_proj_spec(), plan.partial_proj_shape()),
+       (state_spec, plan.chunk_state_shape()),
+       (lane_chunks, plan.chunk_lane_shape()),
+       (lane_chunks, plan.chunk_lane_shape()),
+       plan.scratch(plan.chunk // plan.sub), plan.scratch(plan.sub)])
+  k, d, n = plan.groups, plan.d, plan.n
+  d_a = da.sum(axis=(0, 2))[:, :d].reshape(k * d, -1)[:, :n]
+  per_lane = lambda x: x.sum(axis=(0, 2))[:, :d].reshape(k * d)  # noqa: E731
+  proj_grad = lambda x, ref: x.sum(axis=2)[:, :, :n, :plan.length].astype(ref.dtype)  # noqa: E731
+  return (plan.unseq(du), plan.unseq(ddelta), d_a.astype(A.dtype), proj_grad(db, B),
+          proj_grad(dc, C), per_lane(dd).astype(D.dtype), per_lane(dbias).astype(bias.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan(cfg, u, delta, A, B, C, D, bias):
+  return _forward(cfg, u, delta, A, B, C, D, bias)[0]
+
+
+def _scan_fwd(cfg, u, delta, A, B, C, D, bias):
+  y, h0 = _forward(cfg, u, delta, A, B, C, D, bias)
+  return y, (u, delta, A, B, C, D, bias, h0)
+
+
+_scan.defvjp(_scan_fwd, _backward)
+
+
+def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus=True,
+                   out_dtype=None, interpret=False, chunk_size=None):
+  """Selective scan with the Pallas kernels; differentiable in all seven inputs.
+
+  Args:
+    u, delta: (batch, K*D, L), fp32 or bf16.
+    A: (K*D, N), N <= 16 (padded to a power of two inside). B, C: (batch, K, N, L).
+    D, delta_bias: (K*D,) or None (treated as zeros).
+    delta_softplus: apply softplus (threshold 20) to delta + delta_bias.
+    out_dtype: dtype of y (default u.dtype); state and accumulation are fp32.
+    interpret: run the kernels in Pallas interpret mode (CPU tests).
+    chunk_size: time steps per grid program (default 256, capped at L).
+  Returns:
+    y: (batch, K*D, L) in out_dtype.
+  """
+  if A.shape[1] > 16:
+    raise ValueError(f"d_state N={A.shape[1]} > 16 is not supported by the Pallas kernel")
+  channels = u.shape[1]
+  D = jnp.zeros((channels,), jnp.float32) if D is None else D
+  delta_bias = jnp.zeros((channels,), jnp.float32) if delta_bias is None else delta_bias
+  cfg = _Config(bool(delta_softplus), jnp.dtype(out_dtype or u.dtype), bool(interpret),
+                chunk_size)
+  return _scan(cfg, u, delta, A, B, C, D, delta_bias)

@@ -1,0 +1,443 @@
+"""Fused SS2D core: cross-scan -> selective scan -> cross-merge without the 4x expansion.
+
+Same contract as `ss2d_core.ss2d_scan` (x (batch, H, W, d) channels-last in, merged map
+out), computed differently:
+
+* Projections in the original layout. x_proj and the rank-R dt projection are per-token
+  linear maps, so they commute with the route permutations: x_dbl = x @ x_proj_weight[k]^T
+  is computed once per token, giving (batch, L, K, R + 2N), small next to the map. delta is
+  not materialised: the kernel forms delta = dt_projs_weight[k] @ dt_low per step (R <= 8
+  for DASS stage 1, padded to a power of two).
+* Routes by indexing. The kernel reads the un-expanded map x (batch, L, d) at the token of
+  route k's step: k = 0 row-major, k = 1 column-major (token (i % H) * W + i // H at
+  position i), k = 2, 3 their reversals. Channels-last makes every per-step read and write
+  a contiguous run of lanes.
+* Route pairs. With chunks of T tokens (T divides L), route k chunk c and route k + 2 chunk
+  nc - 1 - c visit the same tokens in opposite orders. Program (batch, p * blocks + channel
+  block, c) runs route p chunk c, then route p + 2 chunk nc - 1 - c, adding into the same
+  output tokens, so no two programs write one token: no atomics. Pair p = 0 (row-major
+  routes) and pair p = 1 (column-major routes) write two fp32 partial maps, summed by one
+  elementwise add outside (a transpose is not needed: column routes write at row-major
+  token addresses). Chunk-indexed arrays are kept in this "program order"; the route-k+2
+  half is flipped along chunks around the cross-chunk scans.
+* Backward: the same chunked adjoint as `pallas_scan`, per route, with dx accumulated the
+  same way, and d(dt_low), dB, dC written per (token, route) into per-channel-block fp32
+  partials; dt_projs_weight's gradient is a per-program (lanes, R) partial.
+
+Bytes (estimate, not measured: no GPU was available). DASS stage 1, batch 12, L = 8192,
+d = 96, fp32, map = 37.7 MB, x_dbl = 12.6 MB: projections read x and write x_dbl (50 MB);
+pass 1 and pass 3 each read x once per route pair (the pair's second route re-reads the
+chunk's tokens right after the first, expected from L2) and x_dbl (~88 MB each); pass 3
+writes the two fp32 partial maps (75 MB); their sum reads 75 MB and writes 38 MB. About
+0.42 GB in all, versus ~1.16 GB for the unfused pipeline and a 79 MB floor
+(notes/kernel.md). With one chunk (chunk_size >= L) pass 1 disappears (~88 MB) at the cost
+of parallelism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from pallas_kernels import chunk_engine as ce
+
+DEFAULT_CHUNK = 256
+K_DIRECTIONS = 4
+
+
+def choose_chunk(length: int, target: int) -> int:
+  """Largest divisor of L that is <= target; the whole sequence if that would be tiny."""
+  target = min(target, length)
+  best = max(t for t in range(1, target + 1) if length % t == 0)
+  return best if 4 * best >= target else length
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  height: int
+  width: int
+  chunk_size: int | None
+  out_dtype: object
+  interpret: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Static geometry of the fused kernels (route k = r * 2 + p: r reversed, p pair)."""
+  batch: int
+  height: int
+  width: int
+  d: int
+  n: int
+  rank: int
+  lanes: int
+  dp: int
+  np_: int
+  rp: int
+  chunk: int
+
+  @classmethod
+  def make(cls, x, dtl, b, cfg: _Config):
+    batch, length, d = x.shape
+    lanes = ce.lanes_for(d)
+    chunk = choose_chunk(length, cfg.chunk_size or DEFAULT_CHUNK)
+    n, rank = b.shape[-1], dtl.shape[-1]
+    return cls(batch, cfg.height, cfg.width, d, n, rank, lanes, -(-d // lanes) * lanes,
+               ce.next_power_of_2(n), ce.next_power_of_2(rank), chunk)
+
+  @property
+  def length(self) -> int:
+    return self.height * self.width
+
+  @property
+  def n_chunks(self) -> int:
+    return self.length // self.chunk
+
+  @property
+  def n_dblocks(self) -> int:
+    return self.dp // self.lanes
+
+  @property
+  def sub(self) -> int:
+    return ce.sub_chunk(self.chunk)
+
+  @property
+  def state(self) -> ce.StateShape:
+    return ce.StateShape(self.np_)
+
+  @property
+  def grid(self):
+    return (self.batch, 2 * self.n_dblocks, self.n_chunks)
+
+  def _pd(self, j):
+    return j // self.n_dblocks, j % self.n_dblocks
+
+  # Padded layouts.
+  def map(self, x):
+    return ce.pad_trailing(x, (self.dp - self.d,))
+
+  def tokens(self, x, width):
+    """(batch, L, K, X) -> (batch, L, 2, 2, X_padded), route k = r * 2 + p."""
+    x = ce.pad_trailing(x, (width - x.shape[-1],))
+    return x.reshape(self.batch, self.length, 2, 2, width)
+
+  def routes(self, x, tail=()):
+    """(K*d, *tail) per-route params -> (2, 2, dp, *tail) fp32."""
+    x = x.astype(jnp.float32).reshape(2, 2, self.d, *tail)
+    return ce.pad_trailing(x, (self.dp - self.d, *[0] * len(tail)))
+
+  def rates(self, A):
+    a = ce.pad_trailing(self.routes(A, (self.n,)), (self.np_ - self.n,))
+    return a[..., 0] if self.state.scalar else a
+
+  def dt_weights(self, w):
+    """(K, d, R) -> (2, 2, dp, rp)."""
+    return ce.pad_trailing(self.routes(w.reshape(K_DIRECTIONS * self.d, self.rank),
+                                       (self.rank,)), (self.rp - self.rank,))
+
+  # Block specs over the grid (b, j = p * n_dblocks + channel block, c).
+  def map_spec(self):
+    return pl.BlockSpec((None, self.length, self.lanes), lambda b, j, c: (b, 0, self._pd(j)[1]))
+
+  def pair_map_spec(self):
+    return pl.BlockSpec((None, None, self.length, self.lanes),
+                        lambda b, j, c: (b, self._pd(j)[0], 0, self._pd(j)[1]))
+
+  def pair_map_shape(self):
+    return jax.ShapeDtypeStruct((self.batch, 2, self.length, self.dp), jnp.float32)
+
+  def token_spec(self, width):
+    return pl.BlockSpec((None, self.length, 2, None, width),
+                        lambda b, j, c: (b, 0, 0, self._pd(j)[0], 0))
+
+  def token_partial_spec(self, width):
+    return pl.BlockSpec((None, None, self.length, 2, None, width),
+                        lambda b, j, c: (b, self._pd(j)[1], 0, 0, self._pd(j)[0], 0))
+
+  def token_partial_shape(self, width):
+    return jax.ShapeDtypeStruct((self.batch, self.n_dblocks, self.length, 2, 2, width),
+                                jnp.float32)
+
+  def route_spec(self, tail=()):
+    return pl.BlockSpec((2, None, self.lanes, *tail),
+                        lambda b, j, c: (0, self._pd(j)[0], self._pd(j)[1], *[0] * len(tail)))
+
+  def state_tail(self):
+    return () if self.state.scalar else (self.np_,)
+
+  def chunk_spec(self, tail=()):
+    return pl.BlockSpec((None, 2, None, None, self.lanes, *tail),
+                        lambda b, j, c: (b, 0, self._pd(j)[0], c, self._pd(j)[1],
+                                         *[0] * len(tail)))
+
+  def chunk_shape(self, tail=()):
+    return jax.ShapeDtypeStruct((self.batch, 2, 2, self.n_chunks, self.dp, *tail), jnp.float32)
+
+  def scratch(self, slots):
+    """A backward scratch with `slots` states per program: (spec, shape)."""
+    tail = self.state_tail()
+    spec = pl.BlockSpec((None, None, slots, self.lanes, *tail),
+                        lambda b, j, c: (b, self._pd(j)[0], c, self._pd(j)[1], *[0] * len(tail)))
+    shape = (self.batch, 2, self.n_chunks * slots, self.dp, *tail)
+    return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
+
+  def chunk_decay(self, sdt, rates):
+    """exp(A * sum dt) per route chunk, (batch, 2, 2, chunks, dp[, np_])."""
+    sdt = sdt if self.state.scalar else sdt[..., None]
+    return jnp.exp(sdt * rates[None, :, :, None])
+
+
+def _flip_reversed_routes(x):
+  """Program order <-> route order of chunks: the r = 1 routes run chunk nc - 1 - c."""
+  return jnp.concatenate([x[:, :1], jnp.flip(x[:, 1:], axis=3)], axis=1)
+
+
+class _Route:
+  """Accessors of route (r, p) for the program's chunk: step s -> token of the map."""
+
+  def __init__(self, plan: _Plan, r: int, refs, params):
+    self.plan, self.r = plan, r
+    self.x_ref, self.dtl_ref, self.b_ref, self.c_ref = refs
+    self.w, self.bias = params
+    p = pl.program_id(1) // plan.n_dblocks
+    self.is_rows = p == 0
+    self.base = pl.program_id(2) * plan.chunk
+
+  def token(self, s):
+    t = self.plan.chunk
+    i = self.base + (s if self.r == 0 else t - 1 - s)
+    col = (i % self.plan.height) * self.plan.width + i // self.plan.height
+    return jnp.where(self.is_rows, i, col)
+
+  def load_proj(self, ref):
+    if self.plan.state.scalar:
+      return lambda s: ref[self.token(s), self.r, 0].astype(jnp.float32)
+    return lambda s: ref[self.token(s), self.r, :].astype(jnp.float32)
+
+  def load_dt(self, s):
+    dtl = self.dtl_ref[self.token(s), self.r, :].astype(jnp.float32)
+    return ce.softplus_and_slope(jnp.sum(self.w * dtl[None, :], axis=1) + self.bias, True)
+
+  def access(self) -> ce.Access:
+    load_u = None
+    if self.x_ref is not None:
+      load_u = lambda s: self.x_ref[self.token(s), :].astype(jnp.float32)  # noqa: E731
+    return ce.Access(load_u=load_u, load_dt=self.load_dt,
+                     load_b=None if self.b_ref is None else self.load_proj(self.b_ref),
+                     load_c=None if self.c_ref is None else self.load_proj(self.c_ref))
+
+  def accumulate(self, ref):
+    """Store into a pair map: route r = 0 writes the token, r = 1 adds to it."""
+    def store(s, v):
+      tok = self.token(s)
+      if self.r == 0:
+        ref[tok, :] = v
+      else:
+        ref[tok, :] = ref[tok, :] + v
+    return store
+
+  def store_proj(self, ref):
+    def store(s, v):
+      if self.plan.state.scalar:
+        ref[self.token(s), self.r, 0] = v
+      else:
+        ref[self.token(s), self.r, :] = v
+    return store
+
+
+def _route(plan, r, refs, w_ref, bias_ref):
+  return _Route(plan, r, refs, (w_ref[r], bias_ref[r]))
+
+
+def _fwd_local_kernel(plan, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref, sdt_ref):
+  for r in range(2):
+    io = _route(plan, r, (x_ref, dtl_ref, b_ref, None), w_ref, bias_ref).access()
+    h, sdt = ce.chunk_end_state(plan.chunk, a_ref[r], plan.state, io, plan.lanes)
+    h_ref[r] = h
+    sdt_ref[r] = sdt
+
+
+def _fwd_out_kernel(plan, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_ref, bias_ref,
+                    h0_ref, y_ref):
+  for r in range(2):
+    route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
+    ce.chunk_outputs(plan.chunk, a_ref[r], dskip_ref[r], h0_ref[r], plan.state,
+                     route.access(), route.accumulate(y_ref))
+
+
+def _bwd_local_kernel(plan, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, r_ref, sdt_ref):
+  for r in range(2):
+    route = _route(plan, r, (None, dtl_ref, None, c_ref), w_ref, bias_ref)
+    load_g = lambda s: dy_ref[route.token(s), :].astype(jnp.float32)  # noqa: E731
+    carry, sdt = ce.chunk_adjoint_carry(plan.chunk, a_ref[r], plan.state, route.access(),
+                                        load_g, plan.lanes)
+    r_ref[r] = carry
+    sdt_ref[r] = sdt
+
+
+def _bwd_kernel(plan, x_ref, dy_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_ref, bias_ref,
+                h0_ref, rend_ref, dx_ref, ddtl_ref, db_ref, dc_ref, dw_ref, da_ref, dd_ref,
+                dbias_ref, ckpt_ref, hs_ref):
+  for r in range(2):
+    route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
+    w = w_ref[r]
+
+    def store_ckpt(i, h):
+      ckpt_ref[i] = h
+
+    def store_h(s, h):
+      hs_ref[s] = h
+
+    def emit_ddelta(s, d_pre, acc, route=route, w=w):
+      tok = route.token(s)
+      ddtl_ref[tok, route.r, :] = jnp.sum(d_pre[:, None] * w, axis=0)
+      dtl = dtl_ref[tok, route.r, :].astype(jnp.float32)
+      return acc + d_pre[:, None] * dtl[None, :]
+
+    sink = ce.GradSinks(
+        load_g=lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32),
+        store_ckpt=store_ckpt, load_ckpt=lambda i: ckpt_ref[i], store_h=store_h,
+        load_h=lambda s: hs_ref[s], store_du=route.accumulate(dx_ref),
+        store_db=route.store_proj(db_ref), store_dc=route.store_proj(dc_ref),
+        emit_ddelta=emit_ddelta)
+    acc0 = jnp.zeros((plan.lanes, plan.rp), jnp.float32)
+    d_a, d_d, d_bias, d_w = ce.chunk_backward(plan.chunk, plan.sub, a_ref[r], dskip_ref[r],
+                                              h0_ref[r], rend_ref[r], plan.state,
+                                              route.access(), sink, plan.lanes, acc0)
+    da_ref[r] = d_a
+    dd_ref[r] = d_d
+    dbias_ref[r] = d_bias
+    dw_ref[r] = d_w
+
+
+def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
+  return pl.pallas_call(
+      functools.partial(kernel, plan), grid=plan.grid, in_specs=in_specs,
+      out_specs=[spec for spec, _ in outs], out_shape=[shape for _, shape in outs],
+      compiler_params=ce.compiler_params(plan.lanes), interpret=cfg.interpret,
+      name=name)(*args)
+
+
+def _prepare(plan: _Plan, x, dtl, b, c, dtw, A, D, bias):
+  return (plan.map(x), plan.tokens(dtl, plan.rp), plan.tokens(b, plan.np_),
+          plan.tokens(c, plan.np_), plan.dt_weights(dtw), plan.rates(A), plan.routes(D),
+          plan.routes(bias))
+
+
+def _forward(cfg: _Config, x, dtl, b, c, dtw, A, D, bias):
+  plan = _Plan.make(x, dtl, b, cfg)
+  xs, dtls, bs, cs, ws, rates, dskip, bias_p = _prepare(plan, x, dtl, b, c, dtw, A, D, bias)
+  tail = plan.state_tail()
+  specs = dict(x=plan.map_spec(), dtl=plan.token_spec(plan.rp), bc=plan.token_spec(plan.np_),
+               w=plan.route_spec((plan.rp,)), a=plan.route_spec(tail), lane=plan.route_spec())
+  if plan.n_chunks > 1:
+    h_local, sdt = _call(
+        plan, cfg, _fwd_local_kernel, "ss2d_fused_fwd_chunk_states",
+        [xs, dtls, bs, ws, rates, bias_p],
+        [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
+        [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())])
+    decay = _flip_reversed_routes(plan.chunk_decay(sdt, rates))
+    h0 = _flip_reversed_routes(
+        ce.chunk_start_states(_flip_reversed_routes(h_local), decay, axis=3))
+  else:
+    h0 = jnp.zeros(plan.chunk_shape(tail).shape, jnp.float32)
+  (y2,) = _call(
+      plan, cfg, _fwd_out_kernel, "ss2d_fused_fwd",
+      [xs, dtls, bs, cs, ws, rates, dskip, bias_p, h0],
+      [specs["x"], specs["dtl"], specs["bc"], specs["bc"], specs["w"], specs["a"],
+       specs["lane"], specs["lane"], plan.chunk_spec(tail)],
+      [(plan.pair_map_spec(), plan.pair_map_shape())])
+  y = (y2[:, 0] + y2[:, 1])[..., :plan.d].astype(cfg.out_dtype)
+  return y, h0
+
+
+def _backward(cfg: _Config, res, dy):
+  x, dtl, b, c, dtw, A, D, bias, h0 = res
+  plan = _Plan.make(x, dtl, b, cfg)
+  xs, dtls, bs, cs, ws, rates, dskip, bias_p = _prepare(plan, x, dtl, b, c, dtw, A, D, bias)
+  dys = plan.map(dy)
+  tail = plan.state_tail()
+  specs = dict(x=plan.map_spec(), dtl=plan.token_spec(plan.rp), bc=plan.token_spec(plan.np_),
+               w=plan.route_spec((plan.rp,)), a=plan.route_spec(tail), lane=plan.route_spec())
+  if plan.n_chunks > 1:
+    r_local, sdt = _call(
+        plan, cfg, _bwd_local_kernel, "ss2d_fused_bwd_chunk_carries",
+        [dys, dtls, cs, ws, rates, bias_p],
+        [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
+        [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())])
+    decay = _flip_reversed_routes(plan.chunk_decay(sdt, rates))
+    r_end = _flip_reversed_routes(
+        ce.chunk_end_carries(_flip_reversed_routes(r_local), decay, axis=3))
+  else:
+    r_end = jnp.zeros_like(h0)
+  dx2, ddtl, db, dc, dw, da, dd, dbias, _, _ = _call(
+      plan, cfg, _bwd_kernel, "ss2d_fused_bwd",
+      [xs, dys, dtls, bs, cs, ws, rates, dskip, bias_p, h0, r_end],
+      [specs["x"], specs["x"], specs["dtl"], specs["bc"], specs["bc"], specs["w"], specs["a"],
+       specs["lane"], specs["lane"], plan.chunk_spec(tail), plan.chunk_spec(tail)],
+      [(plan.pair_map_spec(), plan.pair_map_shape()),
+       (plan.token_partial_spec(plan.rp), plan.token_partial_shape(plan.rp)),
+       (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
+       (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
+       (plan.chunk_spec((plan.rp,)), plan.chunk_shape((plan.rp,))),
+       (plan.chunk_spec(tail), plan.chunk_shape(tail)),
+       (plan.chunk_spec(), plan.chunk_shape()),
+       (plan.chunk_spec(), plan.chunk_shape()),
+       plan.scratch(plan.chunk // plan.sub), plan.scratch(plan.sub)])
+  k, d, length = K_DIRECTIONS, plan.d, plan.length
+
+  def tokens_grad(g, width, ref):
+    return g.sum(axis=1).reshape(plan.batch, length, k, -1)[..., :width].astype(ref.dtype)
+
+  def route_grad(g, ref):
+    return g.sum(axis=(0, 3))[:, :, :d].reshape(ref.shape).astype(ref.dtype)
+
+  d_a = da.sum(axis=(0, 3))[:, :, :d].reshape(k * d, -1)[:, :plan.n]
+  d_w = dw.sum(axis=(0, 3))[:, :, :d, :plan.rank].reshape(k, d, plan.rank)
+  return ((dx2[:, 0] + dx2[:, 1])[..., :d].astype(x.dtype), tokens_grad(ddtl, plan.rank, dtl),
+          tokens_grad(db, plan.n, b), tokens_grad(dc, plan.n, c), d_w.astype(dtw.dtype),
+          d_a.astype(A.dtype), route_grad(dd, D), route_grad(dbias, bias))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused(cfg, x, dtl, b, c, dtw, A, D, bias):
+  return _forward(cfg, x, dtl, b, c, dtw, A, D, bias)[0]
+
+
+def _fused_fwd(cfg, x, dtl, b, c, dtw, A, D, bias):
+  y, h0 = _forward(cfg, x, dtl, b, c, dtw, A, D, bias)
+  return y, (x, dtl, b, c, dtw, A, D, bias, h0)
+
+
+_fused.defvjp(_fused_fwd, _backward)
+
+
+def ss2d_scan_fused(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
+                    out_dtype=None, interpret=False, chunk_size=None):
+  """Fused SS2D core; arguments and result as `ss2d_core.ss2d_scan` (softplus on delta).
+
+  Args:
+    x: (batch, H, W, d) channels-last map after conv + SiLU.
+    x_proj_weight: (K, R + 2N, d); dt_projs_weight: (K, d, R); dt_projs_bias: (K, d);
+    A_logs: (K*d, N), N <= 16; Ds: (K*d,).
+    out_dtype: dtype of the result (default x.dtype).
+    interpret: run the kernels in Pallas interpret mode (CPU tests).
+    chunk_size: target tokens per program (default 256; the largest divisor of H*W below it).
+  Returns:
+    (batch, H, W, d): the sum over the four routes of each route's scan, in row-major order.
+  """
+  batch, height, width, d = x.shape
+  n, rank = A_logs.shape[1], dt_projs_weight.shape[2]
+  if n > 16:
+    raise ValueError(f"d_state N={n} > 16 is not supported by the Pallas kernel")
+  tokens = x.reshape(batch, height * width, d)
+  x_dbl = jnp.einsum("bld,kcd->blkc", tokens, x_proj_weight.astype(x.dtype))
+  dtl, b, c = jnp.split(x_dbl, [rank, rank + n], axis=3)
+  cfg = _Config(height, width, chunk_size, jnp.dtype(out_dtype or x.dtype), bool(interpret))
+  y = _fused(cfg, tokens, dtl, b, c, dt_projs_weight, -jnp.exp(A_logs.astype(jnp.float32)),
+             Ds, dt_projs_bias.reshape(-1))
+  return y.reshape(batch, height, width, d)
