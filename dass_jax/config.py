@@ -82,7 +82,26 @@ class AstConfig:
   """Audio Spectrogram Transformer (the teacher), as `transformers.ASTForAudioClassification`.
 
   Defaults are the AudioSet model: 16x16 patches, strides 10/10 over 128 mel x 1024 frames
-  (12 x 101 = 1212 patches, plus class and distillation tokens).
+  (12 x 101 = 1212 patches, plus class and distillation tokens), with transformers' LayerNorm eps.
+  `AstConfig.original_repo()` gives the eps of the original AST code (timm ViT blocks 1e-6,
+  `mlp_head` LayerNorm 1e-5).
+
+  Attributes:
+    num_classes: classifier outputs (527 for AudioSet).
+    hidden_size: token width D.
+    num_layers: transformer blocks.
+    num_heads: attention heads (head dim D / num_heads).
+    mlp_dim: hidden width of the block MLP.
+    patch_size: square patch side of the patch-embedding conv.
+    frequency_stride: conv stride over mel bins.
+    time_stride: conv stride over frames.
+    num_mel_bins: input frequency bins.
+    max_length: input frames the position embeddings are sized for.
+    qkv_bias: whether the query/key/value projections have biases.
+    layer_norm_eps: eps of the block LayerNorms and the final encoder LayerNorm.
+    head_layer_norm_eps: eps of the classifier head's LayerNorm.
+    dropout_rate: dropout after the embeddings, the attention output and the MLP (train only).
+    dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
   """
 
   num_classes: int = 527
@@ -95,9 +114,34 @@ class AstConfig:
   time_stride: int = 10
   num_mel_bins: int = NUM_MEL_BINS
   max_length: int = 1024
+  qkv_bias: bool = True
   layer_norm_eps: float = 1e-12
+  head_layer_norm_eps: float = 1e-12
   dropout_rate: float = 0.0
   dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
+                       f"num_heads {self.num_heads}")
+    for name, size in (("num_mel_bins", self.num_mel_bins), ("max_length", self.max_length)):
+      if size < self.patch_size:
+        raise ValueError(f"{name}={size} is smaller than patch_size={self.patch_size}")
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    """(frequency patches, time patches) of the patch-embedding conv (no padding)."""
+    return ((self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
+            (self.max_length - self.patch_size) // self.time_stride + 1)
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid[0] * self.grid[1]
+
+  @classmethod
+  def original_repo(cls, **overrides) -> "AstConfig":
+    """The LayerNorm eps of YuanGongND/ast (timm ViT 1e-6, `mlp_head` torch default 1e-5)."""
+    return cls(**{"layer_norm_eps": 1e-6, "head_layer_norm_eps": 1e-5, **overrides})
 
   def to_dict(self) -> dict[str, Any]:
     return {"model_type": "ast", **dataclasses.asdict(self)}
