@@ -30,8 +30,9 @@ def softplus(x: jax.Array) -> jax.Array:
   The exp argument is clipped so that the unselected branch never overflows; this keeps the
   gradient of the selected branch finite.
   """
-  return jnp.where(x > SOFTPLUS_THRESHOLD, x,
-                   jnp.log1p(jnp.exp(jnp.minimum(x, SOFTPLUS_THRESHOLD))))
+  above = x > SOFTPLUS_THRESHOLD
+  # Not jnp.minimum: at exactly x == 20 it would split the gradient between its two inputs.
+  return jnp.where(above, x, jnp.log1p(jnp.exp(jnp.where(above, SOFTPLUS_THRESHOLD, x))))
 
 
 def _prepare(u, delta, A, B, C, D, delta_bias, delta_softplus):

@@ -1,0 +1,311 @@
+"""Selective-scan benchmark: DASS-small's four stage shapes and one long sequence.
+
+  python -m pallas_kernels.bench [--batch 12] [--frames 1024] [--long-length 1048576]
+                                 [--impl pallas] [--impl-ref associative] [--quick]
+                                 [--dtype bfloat16] [--stages 1,2,3,4]
+
+Stage i (0-3) of DASS-small at `--frames` input frames (128 mel bins, patch stride 4) is an
+H x W = (32 / 2^i) x (frames / 4 / 2^i) map with d = 96 * 2^i channels, so the scan sees
+L = H * W (8192 / 4^i at 1024 frames), K * D = 4 * d channels, N = 1. The long shape is one
+sequence of `--long-length` tokens with `--long-channels` channels (K = 4 groups, N = 1);
+`--long-length 0` leaves it out.
+
+For each shape it prints the median time of the forward and of forward + backward (jit,
+`block_until_ready`, after warm-up), the bytes moved by the minimal data flow
+(formula printed with the table), the achieved GB/s and its share of the device's copy
+bandwidth measured in the same run, and the speed-up over the reference implementation (a
+reference that runs out of memory is reported as OOM). With the fused SS2D kernel present
+and `--impl pallas`, a second table times the fused and unfused SS2D core per stage.
+
+Off GPU the Pallas kernels run in interpret mode (slow; the numbers only show that the
+script works). `--quick` shrinks every shape for a CPU smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import importlib.util
+import math
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.dispatch import ScanImpl, selective_scan
+from pallas_kernels.ss2d_core import K_DIRECTIONS, ss2d_scan
+
+MEL_BINS = 128
+PATCH_STRIDE = 4
+BASE_DIM = 96
+N_STAGES = 4
+D_STATE = 1
+
+# --quick changes these defaults (flags given explicitly still win).
+QUICK_DEFAULTS = dict(batch=1, frames=32, long_length=4096, long_channels=8, warmup=1,
+                      repeats=2, copy_mib=16)
+
+BYTES_NOTE = """\
+Bytes moved (s_in = input itemsize, s_out = output itemsize; b batch, C = K*D channels,
+K groups, N state size, L length):
+  fwd      = (2*b*C*L + 2*b*K*N*L) * s_in + b*C*L * s_out
+             reads u, delta, B, C; writes y
+  bwd      = (2*b*C*L + 2*b*K*N*L) * s_in + b*C*L * s_out + (2*b*C*L + 2*b*K*N*L) * s_in
+             reads u, delta, B, C, dy; writes du, ddelta, dB, dC
+  fwd+bwd  = fwd + bwd (the GB/s of the fwd+bwd columns use this sum)
+  A, D, delta_bias and their gradients are O(C*N) and left out."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """A scan problem: u, delta (batch, K*d, L); B, C (batch, K, N, L); L = height * width."""
+  name: str
+  batch: int
+  d: int
+  height: int
+  width: int
+  n: int = D_STATE
+  groups: int = K_DIRECTIONS
+
+  @property
+  def length(self) -> int:
+    return self.height * self.width
+
+  @property
+  def channels(self) -> int:
+    return self.groups * self.d
+
+  def bytes_moved(self, in_dtype, out_dtype) -> tuple[int, int]:
+    """(forward bytes, backward bytes) per the formula in BYTES_NOTE."""
+    s_in, s_out = jnp.dtype(in_dtype).itemsize, jnp.dtype(out_dtype).itemsize
+    seq = self.batch * self.channels * self.length
+    proj = self.batch * self.groups * self.n * self.length
+    inputs = (2 * seq + 2 * proj) * s_in
+    return inputs + seq * s_out, 2 * inputs + seq * s_out
+
+
+def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[Shape]:
+  """SS2D stage shapes (numbered 1-4) of DASS-small for `frames` input frames."""
+  unit = PATCH_STRIDE * 2 ** (N_STAGES - 1)
+  if frames % unit:
+    raise ValueError(f"frames must be a multiple of {unit}, got {frames}")
+  return [Shape(f"stage {i}", batch, BASE_DIM << (i - 1), (MEL_BINS // PATCH_STRIDE) >> (i - 1),
+                (frames // PATCH_STRIDE) >> (i - 1)) for i in stages]
+
+
+def scan_inputs(shape: Shape, dtype, key):
+  """(u, delta, A, B, C, D, delta_bias) with dt = softplus(delta + bias) around 1e-3..1e-1."""
+  ks = jax.random.split(key, 7)
+  b, ch, groups, n, length = shape.batch, shape.channels, shape.groups, shape.n, shape.length
+  dt = jnp.exp(jax.random.uniform(ks[6], (ch,), minval=math.log(1e-3), maxval=math.log(1e-1)))
+  return (jax.random.normal(ks[0], (b, ch, length), dtype),
+          (0.5 * jax.random.normal(ks[1], (b, ch, length))).astype(dtype),
+          -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
+          jax.random.normal(ks[3], (b, groups, n, length), dtype),
+          jax.random.normal(ks[4], (b, groups, n, length), dtype),
+          jax.random.normal(ks[5], (ch,)),
+          dt + jnp.log(-jnp.expm1(-dt)))
+
+
+def ss2d_inputs(shape: Shape, dtype, key):
+  """(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds) of one SS2D block."""
+  ks = jax.random.split(key, 6)
+  d, n, k = shape.d, shape.n, shape.groups
+  rank = -(-d // 16)
+  dt = jnp.exp(jax.random.uniform(ks[3], (k, d), minval=math.log(1e-3), maxval=math.log(1e-1)))
+  return (jax.random.normal(ks[0], (shape.batch, shape.height, shape.width, d), dtype),
+          jax.random.normal(ks[1], (k, rank + 2 * n, d)) / math.sqrt(d),
+          jax.random.normal(ks[2], (k, d, rank)) / math.sqrt(rank),
+          dt + jnp.log(-jnp.expm1(-dt)),
+          0.5 * jax.random.normal(ks[4], (k * d, n)),
+          jnp.ones((k * d,)))
+
+
+def forward_and_step(fn):
+  """jit(fn) and jit(fn's forward + vjp w.r.t. every argument, cotangent = last argument)."""
+  def step(*args):
+    y, vjp = jax.vjp(fn, *args[:-1])
+    return y, vjp(args[-1].astype(y.dtype))
+  return jax.jit(fn), jax.jit(step)
+
+
+def median_seconds(fn, args, warmup: int, repeats: int) -> float:
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _describe_error(err: Exception) -> str:
+  text = str(err)
+  if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+    return "OOM"
+  return f"{type(err).__name__}: {text.splitlines()[0][:120] if text else ''}"
+
+
+def timed_pair(fn, args, cotangent, warmup, repeats, errors: list[str], label: str):
+  """(fwd seconds, fwd+bwd seconds); None for a part that failed (reason added to errors)."""
+  fwd, step = forward_and_step(fn)
+  results = []
+  for part, call, call_args in (("fwd", fwd, args), ("fwd+bwd", step, (*args, cotangent))):
+    try:
+      results.append(median_seconds(call, call_args, warmup, repeats))
+    except Exception as err:  # noqa: BLE001  (a benchmark reports failures, e.g. OOM)
+      errors.append(f"{label} {part}: {_describe_error(err)}")
+      results.append(None)
+  return tuple(results)
+
+
+def copy_bandwidth(n_bytes: int, warmup: int, repeats: int) -> float:
+  """Bytes per second of a jitted device-to-device copy, counting read + write."""
+  x = jnp.ones((n_bytes // 4,), jnp.float32)
+  seconds = median_seconds(jax.jit(jnp.copy), (x,), warmup, repeats)
+  return 2 * x.nbytes / seconds
+
+
+def _ms(seconds):
+  return "n/a" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def _ratio(ref, impl):
+  return "n/a" if ref is None or impl is None else f"{ref / impl:.2f}x"
+
+
+def _rate_cells(n_bytes, seconds, copy_bw):
+  if seconds is None:
+    return ["n/a", "n/a"]
+  rate = n_bytes / seconds
+  return [f"{rate / 1e9:.1f}", f"{100 * rate / copy_bw:.1f}%"]
+
+
+def scan_table(shapes, args, dtype, copy_bw, errors) -> list[str]:
+  """Markdown rows: impl vs reference on each shape, forward and forward + backward."""
+  header = ["shape", "b", "K*D", "L", "N", "fwd ms", "fwd MB", "fwd GB/s", "fwd % copy",
+            "ref fwd ms", "fwd speed-up", "fwd+bwd ms", "fwd+bwd MB", "fwd+bwd GB/s",
+            "fwd+bwd % copy", "ref fwd+bwd ms", "fwd+bwd speed-up"]
+  rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  interpret = args.impl == ScanImpl.PALLAS.value and jax.default_backend() != "gpu"
+  for i, shape in enumerate(shapes):
+    inputs = scan_inputs(shape, dtype, jax.random.PRNGKey(i))
+    cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
+    impl_fn = functools.partial(selective_scan, impl=args.impl, interpret=interpret)
+    ref_fn = functools.partial(selective_scan, impl=args.impl_ref)
+    fwd, step = timed_pair(impl_fn, inputs, cotangent, args.warmup, args.repeats, errors,
+                           f"{shape.name} {args.impl}")
+    ref_fwd, ref_step = timed_pair(ref_fn, inputs, cotangent, args.warmup, args.repeats,
+                                   errors, f"{shape.name} {args.impl_ref}")
+    fwd_bytes, bwd_bytes = shape.bytes_moved(dtype, dtype)
+    rows.append("| " + " | ".join([
+        shape.name, str(shape.batch), str(shape.channels), str(shape.length), str(shape.n),
+        _ms(fwd), f"{fwd_bytes / 1e6:.1f}", *_rate_cells(fwd_bytes, fwd, copy_bw),
+        _ms(ref_fwd), _ratio(ref_fwd, fwd),
+        _ms(step), f"{(fwd_bytes + bwd_bytes) / 1e6:.1f}",
+        *_rate_cells(fwd_bytes + bwd_bytes, step, copy_bw),
+        _ms(ref_step), _ratio(ref_step, step)]) + " |")
+    del inputs, cotangent
+  return rows
+
+
+def ss2d_table(shapes, args, dtype, errors) -> list[str]:
+  """Markdown rows: the SS2D core, fused kernel vs the unfused route (same Pallas scan)."""
+  header = ["shape", "H x W", "d", "unfused fwd ms", "fused fwd ms", "fwd speed-up",
+            "unfused fwd+bwd ms", "fused fwd+bwd ms", "fwd+bwd speed-up"]
+  rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  interpret = jax.default_backend() != "gpu"
+  for i, shape in enumerate(shapes):
+    inputs = ss2d_inputs(shape, dtype, jax.random.PRNGKey(i))
+    cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
+    times = {}
+    for fused in (False, True):
+      fn = functools.partial(ss2d_scan, impl=ScanImpl.PALLAS, interpret=interpret, fused=fused)
+      times[fused] = timed_pair(fn, inputs, cotangent, args.warmup, args.repeats, errors,
+                                f"{shape.name} ss2d fused={fused}")
+    rows.append("| " + " | ".join([
+        shape.name, f"{shape.height} x {shape.width}", str(shape.d),
+        _ms(times[False][0]), _ms(times[True][0]), _ratio(times[False][0], times[True][0]),
+        _ms(times[False][1]), _ms(times[True][1]),
+        _ratio(times[False][1], times[True][1])]) + " |")
+    del inputs, cotangent
+  return rows
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--batch", type=int, default=12)
+  parser.add_argument("--frames", type=int, default=1024)
+  parser.add_argument("--long-length", type=int, default=1 << 20,
+                      help="tokens of the long shape; 0 leaves it out")
+  parser.add_argument("--long-channels", type=int, default=384,
+                      help="K*D of the long shape (a multiple of 4)")
+  parser.add_argument("--impl", default=ScanImpl.PALLAS.value,
+                      choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO])
+  parser.add_argument("--impl-ref", default=ScanImpl.ASSOCIATIVE.value,
+                      choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO])
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--copy-mib", type=int, default=1024,
+                      help="size of the buffer of the copy-bandwidth measurement")
+  parser.add_argument("--stages", default="1,2,3,4",
+                      help="comma-separated DASS stages (1-4) to time")
+  parser.add_argument("--quick", action="store_true",
+                      help=f"CPU smoke run; other defaults become {QUICK_DEFAULTS}")
+  if parser.parse_args(argv).quick:
+    parser.set_defaults(**QUICK_DEFAULTS)
+  args = parser.parse_args(argv)
+  if args.long_channels % K_DIRECTIONS:
+    parser.error(f"--long-channels must be a multiple of {K_DIRECTIONS}")
+  args.stages = [int(s) for s in args.stages.split(",") if s]
+  if not set(args.stages) <= set(range(1, N_STAGES + 1)):
+    parser.error(f"--stages must name stages 1-{N_STAGES}, got {args.stages}")
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  dtype = jnp.dtype(args.dtype)
+  device = jax.devices()[0]
+  on_gpu = jax.default_backend() == "gpu"
+  pallas = args.impl == ScanImpl.PALLAS.value
+  fused = pallas and importlib.util.find_spec("pallas_kernels.pallas_ss2d_fused") is not None
+  shapes = dass_stages(args.batch, args.frames, args.stages)
+  long_shapes = [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length)
+                 ] if args.long_length else []
+  copy_bw = copy_bandwidth(args.copy_mib << 20, args.warmup, args.repeats)
+
+  print("# Selective-scan benchmark")
+  print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+  print(f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; "
+        f"DASS-small at batch {args.batch}, {args.frames} frames; median of {args.repeats} "
+        f"runs after {args.warmup} warm-up")
+  if pallas and not on_gpu:
+    print("note: off GPU the Pallas kernels run in interpret mode; their times mean nothing.")
+  print(f"copy bandwidth: {copy_bw / 1e9:.1f} GB/s (jitted copy of {args.copy_mib} MiB, "
+        "bytes = read + write)")
+  print(BYTES_NOTE)
+  print()
+  errors: list[str] = []
+  print("\n".join(scan_table(shapes + long_shapes, args, dtype, copy_bw, errors)))
+  if fused and shapes:
+    print()
+    print("## SS2D core: fused cross-scan + scan + merge vs unfused (both Pallas)")
+    print("\n".join(ss2d_table(shapes, args, dtype, errors)))
+  elif pallas:
+    print("\nSS2D fused path: pallas_kernels.pallas_ss2d_fused not present, not timed.")
+  if errors:
+    print("\nFailures (shown as n/a above):")
+    print("\n".join(f"- {e}" for e in errors))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,203 @@
+"""The scan inside sharded computations on a 4-device CPU mesh.
+
+A CPU process gets its device count from XLA_FLAGS once, when JAX initialises, and the
+pytest process has already initialised with one device. Each case therefore runs this file
+as a script in a fresh subprocess with `--xla_force_host_platform_device_count=4`; the
+assertions run there and a failure shows up as the subprocess's traceback.
+
+Every case compares a batch-sharded run (inputs placed with NamedSharding over "data") with
+the unsharded run on the same inputs: the output, the gradients of sum(y * W) in all seven
+scan inputs, and the output's sharding.
+"""
+
+import contextlib
+import functools
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+import pallas_kernels
+from pallas_kernels import sharding
+
+N_DEVICES = 4
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HAS_PALLAS = importlib.util.find_spec("pallas_kernels.pallas_scan") is not None
+HAS_FUSED = importlib.util.find_spec("pallas_kernels.pallas_ss2d_fused") is not None
+# Gradient sums over the batch run in a different order when sharded: fp32 rounding only.
+RTOL = 1e-5
+
+
+def _scan_inputs(batch=8, groups=2, d=4, n=2, length=24):
+  ks = jax.random.split(jax.random.PRNGKey(0), 8)
+  ch = groups * d
+  args = (jax.random.normal(ks[0], (batch, ch, length)),
+          0.5 * jax.random.normal(ks[1], (batch, ch, length)),
+          -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
+          jax.random.normal(ks[3], (batch, groups, n, length)),
+          jax.random.normal(ks[4], (batch, groups, n, length)),
+          jax.random.normal(ks[5], (ch,)),
+          0.5 * jax.random.normal(ks[6], (ch,)) - 1.0)
+  return args, jax.random.normal(ks[7], (batch, ch, length))
+
+
+def _ss2d_inputs(batch=4, height=3, width=5, d=8, n=1, rank=2):
+  ks = jax.random.split(jax.random.PRNGKey(1), 7)
+  k = pallas_kernels.ss2d_core.K_DIRECTIONS
+  args = (jax.random.normal(ks[0], (batch, height, width, d)),
+          jax.random.normal(ks[1], (k, rank + 2 * n, d)) / d ** 0.5,
+          jax.random.normal(ks[2], (k, d, rank)) / rank ** 0.5,
+          0.5 * jax.random.normal(ks[3], (k, d)) - 1.0,
+          0.5 * jax.random.normal(ks[4], (k * d, n)),
+          jax.random.normal(ks[5], (k * d,)))
+  return args, jax.random.normal(ks[6], (batch, height, width, d))
+
+
+def _place(mesh, args, batched, batch_axes="data"):
+  """device_put: batched args split on axis 0 over batch_axes, the rest replicated."""
+  return [jax.device_put(a, NamedSharding(mesh, P(batch_axes) if b else P()))
+          for a, b in zip(args, batched)]
+
+
+def _value_and_grads(fn, weight, args):
+  loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * weight)  # noqa: E731
+  return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(args)))))(*args)
+
+
+def _assert_trees_close(actual, expected):
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    a, e = np.asarray(a), np.asarray(e)
+    assert a.shape == e.shape
+    np.testing.assert_allclose(a, e, rtol=RTOL, atol=RTOL * np.max(np.abs(e)))
+
+
+def _check_scan(fn, sharded_fn, mesh, batch_axes="data", context=contextlib.nullcontext):
+  """sharded_fn on placed inputs == fn on plain inputs: y, its sharding, all seven grads.
+
+  Only the sharded run happens inside `context()`.
+  """
+  args, weight = _scan_inputs()
+  batched = (True, True, False, True, True, False, False)
+  placed = _place(mesh, args, batched, batch_axes)
+  with context():
+    y = jax.jit(sharded_fn)(*placed)
+    sharded_grads = _value_and_grads(sharded_fn, weight, placed)
+  assert y.sharding.is_equivalent_to(NamedSharding(mesh, P(batch_axes)), y.ndim)
+  _assert_trees_close(y, jax.jit(fn)(*args))
+  _assert_trees_close(sharded_grads, _value_and_grads(fn, weight, args))
+
+
+def _mesh(shape=(N_DEVICES,), names=("data",), axis_type=None):
+  """jax.make_mesh; axis_type None keeps its default (Explicit on JAX 0.10)."""
+  assert jax.device_count() == N_DEVICES, jax.devices()
+  if axis_type is None:
+    return jax.make_mesh(shape, names)
+  return jax.make_mesh(shape, names, axis_types=(axis_type,) * len(shape))
+
+
+def case_references_auto_partitioned():
+  """Plain jit on batch-sharded inputs: XLA partitions the references by itself."""
+  mesh = _mesh()
+  for impl in ("associative", "sequential"):
+    fn = functools.partial(pallas_kernels.selective_scan, impl=impl)
+    _check_scan(fn, fn, mesh)
+
+
+def case_references_shard_map():
+  """The helper on a mesh with Auto axes (shard_map reshards its inputs by itself there)."""
+  mesh = _mesh(axis_type=AxisType.Auto)
+  fn = functools.partial(pallas_kernels.selective_scan, impl="associative")
+  _check_scan(fn, functools.partial(sharding.sharded_selective_scan, mesh=mesh,
+                                    impl="associative"), mesh)
+
+
+def case_pallas_shard_map():
+  """The kernel (interpret mode) under the helper; the forward needs no collective at all."""
+  mesh = _mesh()
+  kwargs = dict(impl="pallas", interpret=True)
+  fn = functools.partial(pallas_kernels.selective_scan, **kwargs)
+  sharded = functools.partial(sharding.sharded_selective_scan, mesh=mesh, **kwargs)
+  _check_scan(fn, sharded, mesh)
+  args, _ = _scan_inputs()
+  placed = _place(mesh, args, (True, True, False, True, True, False, False))
+  hlo = jax.jit(sharded).lower(*placed).compile().as_text()
+  for collective in ("all-gather", "all-reduce", "all-to-all", "collective-permute"):
+    assert collective not in hlo, collective
+
+
+def case_pallas_context_mesh_and_batch_axes():
+  """mesh=None takes the `jax.set_mesh` mesh; a 2x2 mesh splits the batch over "data" only.
+
+  `jax.make_mesh` gives Explicit axes here (JAX 0.10), so this also covers resharding.
+  """
+  mesh = _mesh((2, 2), ("data", "model"))
+  kwargs = dict(impl="pallas", interpret=True)
+  fn = functools.partial(pallas_kernels.selective_scan, **kwargs)
+  sharded = functools.partial(sharding.sharded_selective_scan, batch_axes="data", **kwargs)
+  _check_scan(fn, sharded, mesh, context=functools.partial(jax.set_mesh, mesh))
+  # Inputs sharded unlike the in_specs (u over channels, A over "model") are resharded.
+  args, _ = _scan_inputs()
+  odd = [jax.device_put(a, NamedSharding(mesh, P(None, "model") if a.ndim == 3 else P()))
+         for a in args]
+  odd[2] = jax.device_put(args[2], NamedSharding(mesh, P("model")))
+  with jax.set_mesh(mesh):
+    assert "shard_map" in str(jax.make_jaxpr(sharded)(*odd))
+    y = jax.jit(sharded)(*odd)
+  _assert_trees_close(y, jax.jit(fn)(*args))
+  assert "shard_map" not in str(jax.make_jaxpr(sharded)(*args))
+
+
+def case_ss2d_shard_map():
+  """The whole SS2D core split over the batch: unfused references and the fused kernel."""
+  mesh = _mesh()
+  impls = [dict(impl="associative")]
+  if HAS_FUSED:
+    impls.append(dict(impl="pallas", interpret=True, fused=True))
+  args, weight = _ss2d_inputs()
+  placed = _place(mesh, args, (True, False, False, False, False, False))
+  for kwargs in impls:
+    fn = functools.partial(pallas_kernels.ss2d_scan, **kwargs)
+    sharded = functools.partial(sharding.sharded_ss2d_scan, mesh=mesh, **kwargs)
+    y = jax.jit(sharded)(*placed)
+    assert y.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), y.ndim)
+    _assert_trees_close(y, jax.jit(fn)(*args))
+    _assert_trees_close(_value_and_grads(sharded, weight, placed),
+                        _value_and_grads(fn, weight, args))
+
+
+CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
+NEEDS_PALLAS = {"pallas_shard_map", "pallas_context_mesh_and_batch_axes"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_on_4_cpu_devices(case):
+  if case in NEEDS_PALLAS and not HAS_PALLAS:
+    pytest.skip("pallas_kernels.pallas_scan is not present")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={N_DEVICES}").strip(),
+             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                      os.environ.get("PYTHONPATH")])))
+  proc = subprocess.run([sys.executable, __file__, case], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, f"case {case} failed:\n{proc.stdout}\n{proc.stderr}"
+  assert f"PASSED {case}" in proc.stdout
+
+
+def test_without_a_mesh_the_helper_is_the_plain_call():
+  args, _ = _scan_inputs(batch=3)
+  kwargs = dict(impl="associative")
+  np.testing.assert_array_equal(sharding.sharded_selective_scan(*args, **kwargs),
+                                pallas_kernels.selective_scan(*args, **kwargs))
+
+
+if __name__ == "__main__":
+  CASES[sys.argv[1]]()
+  print(f"PASSED {sys.argv[1]}")
