@@ -19,6 +19,8 @@ from dass_jax.config import AstConfig, DassConfig, config_from_dict
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+# Keys of config.json that describe where a checkpoint came from rather than the architecture.
+METADATA_KEYS = frozenset({"source", "source_format", "labels"})
 
 
 def build_model(config):
@@ -36,10 +38,15 @@ def save_converted(out_dir: str | os.PathLike, config, params: Any,
                    extra: dict[str, Any] | None = None) -> Path:
   """Writes `config.json` and an orbax `params/` checkpoint into `out_dir`.
 
-  Refuses to overwrite an existing checkpoint so that nothing already written is lost.
+  `extra` holds metadata stored beside the config (keys in METADATA_KEYS: source, source_format,
+  labels). Refuses to overwrite an existing checkpoint so that nothing already written is lost.
   """
   import orbax.checkpoint as ocp
 
+  unknown = set(extra or {}) - METADATA_KEYS
+  if unknown:
+    raise ValueError(f"unknown checkpoint metadata keys {sorted(unknown)}; allowed: "
+                     f"{sorted(METADATA_KEYS)}")
   out = Path(out_dir).absolute()
   if (out / PARAMS_DIR).exists() or (out / CONFIG_FILE).exists():
     raise FileExistsError(f"{out} already holds a converted checkpoint; choose another folder")
@@ -58,12 +65,11 @@ def load_config(ckpt_dir: str | os.PathLike):
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: is {ckpt_dir} a folder written by convert_torch?")
   meta = json.loads(path.read_text())
-  extra_keys = {"source", "source_format"}
-  return config_from_dict({k: v for k, v in meta.items() if k not in extra_keys})
+  return config_from_dict({k: v for k, v in meta.items() if k not in METADATA_KEYS})
 
 
 def load_model(ckpt_dir: str | os.PathLike, **config_overrides):
-  """Loads a converted checkpoint as (module, params, config), params as host-resident jax arrays.
+  """Loads a converted checkpoint as (module, params, config), params as numpy arrays.
 
   `config_overrides` replace config fields that do not change the params (e.g. scan_impl, dtype).
   """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 # Fbank normalisation used by AST and DASS for AudioSet: (x - mean) / (2 * std).
 AUDIOSET_FBANK_MEAN = -4.2677393
@@ -16,8 +16,25 @@ AUDIOSET_FBANK_STD = 4.5689974
 NUM_MEL_BINS = 128
 
 
+class _ModelConfig:
+  """JSON round trip shared by the model configs; `model_type` names the architecture."""
+
+  model_type: ClassVar[str]
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names - {"model_type"}
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclasses.dataclass(frozen=True)
-class DassConfig:
+class DassConfig(_ModelConfig):
   """DASS backbone configuration.
 
   Attributes:
@@ -34,6 +51,8 @@ class DassConfig:
     scan_impl: selective-scan implementation ('auto', 'pallas', 'associative', 'sequential').
     dtype: compute dtype ('float32' or 'bfloat16'); params and scan state stay float32.
   """
+
+  model_type: ClassVar[str] = "dass"
 
   num_classes: int = 527
   depths: tuple[int, ...] = (2, 2, 8, 2)
@@ -65,20 +84,10 @@ class DassConfig:
   def medium(cls, **overrides) -> "DassConfig":
     return cls(**{"depths": (2, 2, 20, 2), "drop_path_rate": 0.3, **overrides})
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"model_type": "dass", **dataclasses.asdict(self)}
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "DassConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names - {"model_type"}
-    if unknown:
-      raise ValueError(f"unknown DassConfig fields: {sorted(unknown)}")
-    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclasses.dataclass(frozen=True)
-class AstConfig:
+class AstConfig(_ModelConfig):
   """Audio Spectrogram Transformer (the teacher), as `transformers.ASTForAudioClassification`.
 
   Defaults are the AudioSet model: 16x16 patches, strides 10/10 over 128 mel x 1024 frames
@@ -103,6 +112,8 @@ class AstConfig:
     dropout_rate: dropout after the embeddings, the attention output and the MLP (train only).
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
   """
+
+  model_type: ClassVar[str] = "ast"
 
   num_classes: int = 527
   hidden_size: int = 768
@@ -143,16 +154,6 @@ class AstConfig:
     """The LayerNorm eps of YuanGongND/ast (timm ViT 1e-6, `mlp_head` torch default 1e-5)."""
     return cls(**{"layer_norm_eps": 1e-6, "head_layer_norm_eps": 1e-5, **overrides})
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"model_type": "ast", **dataclasses.asdict(self)}
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "AstConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names - {"model_type"}
-    if unknown:
-      raise ValueError(f"unknown AstConfig fields: {sorted(unknown)}")
-    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 CONFIG_TYPES = {"dass": DassConfig, "ast": AstConfig}
