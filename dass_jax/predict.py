@@ -1,21 +1,38 @@
-"""Top-class predictions from a converted checkpoint (DASS or AST).
+"""Top-class predictions from a converted checkpoint (DASS or AST): whole recordings and timelines.
 
     python -m dass_jax.predict --checkpoint converted/dass_small clip.npy batch.npy song.wav \\
-        [--top-k 5] [--logits-npy logits.npy] [--json]
+        [--top-k 5] [--logits-npy logits.npy] [--json] \\
+        [--timeline-window 10 [--timeline-hop 1] [--timeline-out tl.json] [--timeline-out tl.csv]]
 
 Each INPUT is either
   * a `.npy` array of model input: normalised fbank, (frames, 128) or (batch, frames, 128), exactly
     what the PyTorch `DASS.forward` takes; or
-  * an audio file, turned into that input by `dass_jax.features.audio_to_features` (all frames for
-    DASS; padded / cropped to `max_length` frames for AST, whose position embeddings need it).
+  * an audio file of any length, turned into the normalised fbank of the whole recording by
+    `dass_jax.timeline.audio_features` (streamed block by block for the formats soundfile reads).
+DASS classifies every frame of an input in one forward pass, with no cropping (it has no position
+embedding; activation memory grows linearly with the length). AST's position embeddings fix its
+input length, so audio features are padded / cropped to `max_length` frames for it, as its
+dataloader does.
 
 Inputs run one file at a time (in chunks of --batch-size along the batch axis), never padded
 together, so every logit is what the model gives for that input alone. Scores are printed as
 logit and sigmoid probability (AudioSet is multi-label). `--logits-npy` saves the raw logits,
 (total batch, classes) float32 in input order; `--json` prints the results as JSON instead of text.
 
-Exit status: 0 on success, 2 for a bad checkpoint folder or a bad input (missing file, wrong rank,
-wrong number of mel bins, empty, NaN / inf, unreadable audio); the message names the file.
+Timeline: `--timeline-window W` (seconds) also classifies each recording in windows of W seconds
+every `--timeline-hop H` seconds (default H = W; both whole multiples of the 10 ms frame shift,
+H <= W), each window on its own crop of the whole-recording features (100 frames per second),
+batched --batch-size windows at a time; `dass_jax.timeline` describes the window placement. The
+top-k of every window is printed after the input's whole-recording result (a "timeline" list in
+the JSON) and written to each `--timeline-out` file: `.json` (the settings and, per input, every
+window with its frames, times and top-k) or `.csv` (one row per input, window and rank:
+input,window,start_s,end_s,rank,class,name,logit,probability). A timeline needs one recording per
+input (a .npy with batch > 1 is rejected); for AST a window may not exceed `max_length` frames and
+is padded to it.
+
+Exit status: 0 on success, 2 for a bad option, a bad checkpoint folder or a bad input (missing file,
+wrong rank, wrong number of mel bins, empty, NaN / inf, unreadable audio); the message names the
+option or file.
 """
 
 from __future__ import annotations
@@ -46,31 +63,38 @@ def class_names(num_classes: int) -> list[str]:
   return names
 
 
-def _audio_features(path: Path, config) -> np.ndarray:
+def is_audio(path: str | os.PathLike) -> bool:
+  """Whether an INPUT is read as audio (anything but a .npy array)."""
+  return Path(path).suffix.lower() != ".npy"
+
+
+def _audio_features(path: Path) -> np.ndarray:
   try:
-    from dass_jax.features import audio_to_features
+    from dass_jax.timeline import audio_features
   except ImportError as e:
-    raise InputError(f"{path}: audio input needs dass_jax.features ({e}); pass a .npy fbank "
-                     "array instead") from e
-  target = getattr(config, "max_length", None) if config.to_dict()["model_type"] == "ast" else None
+    raise InputError(f"{path}: audio input needs dass_jax.timeline and its audio libraries "
+                     f"({e}); pass a .npy fbank array instead") from e
   try:
-    return audio_to_features(path, target_frames=target)
+    return audio_features(path)
   except Exception as e:  # any decoder error is a bad input file, reported with its name
     raise InputError(f"{path}: could not turn the audio into features ({e})") from e
 
 
 def load_input(path: str | os.PathLike, config) -> np.ndarray:
-  """Reads one INPUT as float32 (batch, frames, num_mel_bins), checking every property."""
+  """Reads one INPUT as float32 (batch, frames, num_mel_bins), checking every property.
+
+  Audio gives batch 1 and all of the recording's frames (see `model_input` for AST's length).
+  """
   path = Path(path)
   if not path.is_file():
     raise InputError(f"{path}: input file not found")
-  if path.suffix.lower() == ".npy":
+  if not is_audio(path):
     try:
       array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
       raise InputError(f"{path}: not a readable .npy array ({e})") from e
   else:
-    array = _audio_features(path, config)
+    array = _audio_features(path)
   mel = config.num_mel_bins
   if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
     raise InputError(f"{path}: dtype {array.dtype} is not a real number type")
@@ -88,6 +112,28 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
   return np.asarray(array, np.float32).reshape((-1,) + array.shape[-2:])
 
 
+def fixed_length(config) -> int | None:
+  """Frames a model's input must have (AST: `max_length`), or None when any length works (DASS)."""
+  return config.max_length if config.to_dict()["model_type"] == "ast" else None
+
+
+def pad_value() -> float:
+  """The normalised value of the dataloader's zero padding, float32 `features.normalize(0)`."""
+  from dass_jax.features import normalize
+  return float(normalize(np.zeros(1, np.float32))[0])
+
+
+def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
+  """Audio features padded / cropped to a fixed-length model's input (AST); else unchanged."""
+  length = fixed_length(config)
+  if length is None or not from_audio or batch.shape[1] == length:
+    return batch
+  if batch.shape[1] > length:
+    return batch[:, :length]
+  return np.pad(batch, ((0, 0), (0, length - batch.shape[1]), (0, 0)),
+                constant_values=pad_value())
+
+
 def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.ndarray:
   """(batch, frames, mel) -> (batch, classes) float32 via `apply_fn(params, x)`, in chunks."""
   chunks = [np.asarray(apply_fn(params, batch[i:i + batch_size]))
@@ -102,25 +148,87 @@ def top_classes(logits: np.ndarray, k: int, names: list[str]) -> list[dict[str, 
            "probability": float(1.0 / (1.0 + np.exp(-float(logits[c]))))} for c in order]
 
 
+def timeline_windows(apply_fn, params, features: np.ndarray, config, args: argparse.Namespace,
+                     names: list[str]) -> list[dict[str, Any]]:
+  """Per-window records of one recording's timeline.
+
+  Args:
+    apply_fn: `apply_fn(params, x)`, (batch, frames, mel) -> (batch, classes).
+    params: model params.
+    features: (frames, mel) normalised features of the whole recording.
+    config: the model config (AST windows are padded to its max_length).
+    args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size).
+    names: class names.
+
+  Returns:
+    [{"window", "start_frame", "end_frame", "start_s", "end_s", "top": top_classes(...)}], one per
+    window in time order; seconds are frames / 100.
+  """
+  from dass_jax import timeline
+
+  bounds = timeline.window_bounds(len(features), args.timeline_window_frames,
+                                  args.timeline_hop_frames)
+  length = fixed_length(config)
+  logits = timeline.window_logits(apply_fn, params, features, bounds, args.batch_size,
+                                  length=length, pad_value=pad_value() if length else 0.0)
+  fps = timeline.FRAMES_PER_SECOND
+  return [{"window": i, "start_frame": int(start), "end_frame": int(end),
+           "start_s": start / fps, "end_s": end / fps,
+           "top": top_classes(row, args.top_k, names)}
+          for i, ((start, end), row) in enumerate(zip(bounds, logits))]
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="python -m dass_jax.predict",
       description="Print the top classes of a converted DASS / AST checkpoint for fbank .npy "
-                  "arrays or audio files.")
+                  "arrays or audio files of any length, optionally as a sliding-window timeline.")
   parser.add_argument("--checkpoint", required=True,
                       help="folder written by `python -m convert_torch` (config.json + params/)")
   parser.add_argument("inputs", nargs="+", metavar="INPUT",
                       help=".npy fbank (frames, 128) / (batch, frames, 128), or an audio file")
-  parser.add_argument("--top-k", type=int, default=5, help="classes shown per input (default 5)")
+  parser.add_argument("--top-k", type=int, default=5,
+                      help="classes shown per input and per window (default 5)")
   parser.add_argument("--logits-npy", default=None,
                       help="write all logits, (total batch, classes) float32, to this .npy file")
   parser.add_argument("--json", action="store_true", help="print JSON instead of text")
   parser.add_argument("--batch-size", type=int, default=32,
-                      help="rows of a batched input run together (default 32)")
+                      help="rows of a batched input, or timeline windows, per call (default 32)")
+  parser.add_argument("--timeline-window", type=float, default=None, metavar="SECONDS",
+                      help="also classify each recording in windows of this many seconds")
+  parser.add_argument("--timeline-hop", type=float, default=None, metavar="SECONDS",
+                      help="seconds between window starts (default: the window, no overlap)")
+  parser.add_argument("--timeline-out", action="append", default=[], metavar="PATH",
+                      help="write the timeline to PATH (.json or .csv); may be repeated")
   args = parser.parse_args(argv)
   if args.top_k < 1 or args.batch_size < 1:
     parser.error("--top-k and --batch-size must be positive")
+  _check_timeline_args(parser, args)
   return args
+
+
+def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Validates the timeline options; adds timeline_window_frames / timeline_hop_frames."""
+  from dass_jax.timeline import seconds_to_frames
+
+  if args.timeline_window is None:
+    if args.timeline_hop is not None or args.timeline_out:
+      parser.error("--timeline-hop and --timeline-out need --timeline-window")
+    return
+  try:
+    args.timeline_window_frames = seconds_to_frames(args.timeline_window, "--timeline-window")
+    hop = args.timeline_window if args.timeline_hop is None else args.timeline_hop
+    args.timeline_hop_frames = seconds_to_frames(hop, "--timeline-hop")
+  except ValueError as e:
+    parser.error(str(e))
+  if args.timeline_hop_frames > args.timeline_window_frames:
+    parser.error(f"--timeline-hop {args.timeline_hop} s is longer than --timeline-window "
+                 f"{args.timeline_window} s: the audio between windows would not be classified")
+  for out in args.timeline_out:
+    if Path(out).suffix.lower() not in (".json", ".csv"):
+      parser.error(f"--timeline-out {out}: the file must end in .json or .csv")
+    if not Path(out).absolute().parent.is_dir():
+      parser.error(f"--timeline-out {out}: folder {Path(out).absolute().parent} does not exist")
 
 
 def _load_checkpoint(folder: str):
@@ -134,12 +242,46 @@ def _load_checkpoint(folder: str):
     raise InputError(f"{folder}: not a usable converted checkpoint ({e})") from e
 
 
+def _check_timeline_inputs(args: argparse.Namespace, config,
+                           inputs: list[tuple[str, np.ndarray]]) -> None:
+  """Raises InputError for a window a fixed-length model cannot take or a batched input."""
+  length = fixed_length(config)
+  if length is not None and args.timeline_window_frames > length:
+    raise InputError(f"--timeline-window {args.timeline_window} s is "
+                     f"{args.timeline_window_frames} frames; this AST checkpoint takes at most "
+                     f"max_length={length} frames")
+  for path, batch in inputs:
+    if batch.shape[0] != 1:
+      raise InputError(f"{path}: a timeline needs one recording per input, the array holds a "
+                       f"batch of {batch.shape[0]}")
+
+
 def _print_text(results: list[dict[str, Any]]) -> None:
   for result in results:
     print(f"{result['input']}[{result['index']}] ({result['frames']} frames)")
     for rank, top in enumerate(result["top"], 1):
       print(f"  {rank:2d}. {top['name']:<40s} class {top['class']:4d}  "
             f"logit {top['logit']:+8.4f}  p {top['probability']:.4f}")
+    if "timeline" in result:
+      print(f"  timeline: {len(result['timeline'])} windows")
+      for window in result["timeline"]:
+        labels = " | ".join(f"{t['name']} {t['probability']:.3f}" for t in window["top"])
+        print(f"    {window['start_s']:9.2f}-{window['end_s']:9.2f} s  {labels}")
+
+
+def _write_timelines(args: argparse.Namespace, header: dict[str, Any],
+                     results: list[dict[str, Any]]) -> None:
+  from dass_jax import timeline
+
+  report = {**header, "window_s": args.timeline_window_frames / timeline.FRAMES_PER_SECOND,
+            "hop_s": args.timeline_hop_frames / timeline.FRAMES_PER_SECOND,
+            "window_frames": args.timeline_window_frames,
+            "hop_frames": args.timeline_hop_frames,
+            "frames_per_second": timeline.FRAMES_PER_SECOND, "top_k": args.top_k,
+            "inputs": [{"input": r["input"], "frames": r["timeline"][-1]["end_frame"],
+                        "windows": r["timeline"]} for r in results]}
+  for out in args.timeline_out:
+    timeline.write_timeline(out, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,16 +289,20 @@ def main(argv: list[str] | None = None) -> int:
   args = _parse_args(argv)
   import jax
 
+  timeline_on = args.timeline_window is not None
   try:
     model, params, config = _load_checkpoint(args.checkpoint)
     inputs = [(path, load_input(path, config)) for path in args.inputs]
+    if timeline_on:
+      _check_timeline_inputs(args, config, inputs)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
   names = class_names(config.num_classes)
   results, all_logits = [], []
-  for path, batch in inputs:
+  for path, features in inputs:
+    batch = model_input(features, config, is_audio(path))
     try:
       logits = predict_logits(apply_fn, params, batch, args.batch_size)
     except ValueError as e:  # the model rejects this input's shape (e.g. AST length)
@@ -164,14 +310,19 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     all_logits.append(logits)
     for i, row in enumerate(logits):
-      results.append({"input": str(path), "index": i, "frames": int(batch.shape[1]),
-                      "top": top_classes(row, args.top_k, names)})
+      result = {"input": str(path), "index": i, "frames": int(batch.shape[1]),
+                "top": top_classes(row, args.top_k, names)}
+      if timeline_on:
+        result["timeline"] = timeline_windows(apply_fn, params, features[0], config, args, names)
+      results.append(result)
   if args.logits_npy:
     np.save(args.logits_npy, np.concatenate(all_logits, axis=0))
+  header = {"checkpoint": str(args.checkpoint), "model_type": config.to_dict()["model_type"],
+            "num_classes": config.num_classes}
+  if timeline_on:
+    _write_timelines(args, header, results)
   if args.json:
-    print(json.dumps({"checkpoint": str(args.checkpoint),
-                      "model_type": config.to_dict()["model_type"],
-                      "num_classes": config.num_classes, "results": results}, indent=2))
+    print(json.dumps({**header, "results": results}, indent=2))
   else:
     _print_text(results)
   return 0

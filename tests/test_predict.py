@@ -11,7 +11,11 @@ Checked here:
   * bad inputs (missing file, wrong rank, wrong mel count, NaN / inf, empty, non-numeric,
     undecodable audio) and a bad checkpoint folder give exit code 2 and a message naming the file;
   * the model type comes from the checkpoint: a (tiny, random) AST checkpoint predicts through the
-    same CLI, and an input length its position embeddings do not fit exits 2 naming the file.
+    same CLI, and an input length its position embeddings do not fit exits 2 naming the file;
+  * long audio: a 12.3 s 22.05 kHz recording (1228 frames, longer than the 1024 DASS trains on)
+    runs in one pass with streamed features, matching the twin on the whole file's features, and
+    its 10 s / 1 s timeline has the expected windows, the end-aligned last one matching the twin
+    on that crop.
 """
 
 import json
@@ -171,3 +175,26 @@ def test_ast_checkpoint_runs_through_the_same_cli(tmp_path, capsys):
   assert predict_main(["--checkpoint", str(tmp_path / "ast"), str(tmp_path / "short.npy")]) == 2
   err = capsys.readouterr().err
   assert "short.npy" in err and "frames" in err
+
+
+def test_long_audio_one_pass_and_timeline_match_torch(twin, checkpoint, tmp_path, capsys):
+  rate, seconds = 22050, 12.3
+  t = np.arange(int(rate * seconds)) / rate
+  wave = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) * (t > 6) + 0.02 * np.sin(2 * np.pi * 50 * t)
+  sf.write(tmp_path / "long.wav", wave.astype(np.float32), rate, subtype="FLOAT")
+  whole = audio_to_features(tmp_path / "long.wav")
+  assert whole.shape == (1228, 128)
+  argv = ["--checkpoint", str(checkpoint), str(tmp_path / "long.wav"), "--json", "--top-k", "7",
+          "--logits-npy", str(tmp_path / "l.npy"), "--timeline-window", "10", "--timeline-hop", "1"]
+  assert predict_main(argv) == 0
+  [result] = json.loads(capsys.readouterr().out)["results"]
+  assert result["frames"] == 1228
+  assert _rel(np.load(tmp_path / "l.npy"), _twin_logits(twin, whole[None])) <= REL_TOL
+  windows = result["timeline"]
+  assert [(w["start_frame"], w["end_frame"]) for w in windows] == [
+      (0, 1000), (100, 1100), (200, 1200), (228, 1228)]
+  ref = _twin_logits(twin, whole[None, 228:1228])[0]
+  got = np.zeros(7, np.float32)
+  for top in windows[-1]["top"]:
+    got[top["class"]] = top["logit"]
+  assert _rel(got, ref) <= REL_TOL
