@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[torch,test]"
-python -m pytest -q -n 2 --dist loadfile "$@"
+python -m pytest -q -n 2 --dist loadfile --durations=30 "$@"
