@@ -190,6 +190,53 @@ def fbank_batch(waveforms: jax.Array, sample_rate: int = SAMPLE_RATE,
   return jnp.log(jnp.maximum(energies, LOG_FLOOR))
 
 
+class FbankStream:
+  """`fbank` of one recording given block by block, with the frame overlap carried exactly.
+
+  `push(block)` returns the frames the new samples complete; the concatenated outputs equal
+  `fbank` of the concatenated blocks (its whole-waveform mean removal is a no-op, since every
+  frame removes its own mean) up to float64 rounding. Samples after the last whole frame are
+  dropped, as Kaldi's snip_edges does; `finish()` returns the single zero-padded frame `fbank`
+  gives a recording shorter than one window, and nothing otherwise. Memory: one block plus less
+  than one window of carried samples.
+  """
+
+  def __init__(self, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = NUM_MEL_BINS):
+    self.sample_rate, self.num_mel_bins = sample_rate, num_mel_bins
+    self._window, self._shift, _ = frame_geometry(sample_rate)
+    self._carry = np.zeros(0, np.float64)
+    self._frames_out = 0
+
+  def push(self, block: np.ndarray) -> np.ndarray:
+    """(samples,) float block -> (new_frames, num_mel_bins) float32 (new_frames may be 0)."""
+    block = np.asarray(block)
+    if block.ndim != 1 or not np.issubdtype(block.dtype, np.floating):
+      raise ValueError(f"audio blocks must be 1-D float samples, got shape {block.shape} "
+                       f"dtype {block.dtype}")
+    buffer = np.concatenate([self._carry, block.astype(np.float64)])
+    if buffer.size < self._window:
+      self._carry = buffer
+      return np.zeros((0, self.num_mel_bins), np.float32)
+    count = 1 + (buffer.size - self._window) // self._shift
+    out = fbank(buffer[:(count - 1) * self._shift + self._window], self.sample_rate,
+                self.num_mel_bins)
+    self._carry = buffer[count * self._shift:]
+    self._frames_out += count
+    return out
+
+  def finish(self) -> np.ndarray:
+    """The frames still owed at the end: one padded frame for a recording shorter than a window.
+
+    Raises:
+      ValueError: no samples were pushed at all.
+    """
+    if self._frames_out:
+      return np.zeros((0, self.num_mel_bins), np.float32)
+    if self._carry.size == 0:
+      raise ValueError("no audio samples to compute features from")
+    return fbank(self._carry, self.sample_rate, self.num_mel_bins)
+
+
 def pad_or_crop(features: np.ndarray, target_frames: int) -> np.ndarray:
   """Zero-pads at the end or crops to `target_frames` frames, as the AST/DASS dataloader does.
 

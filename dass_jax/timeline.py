@@ -114,35 +114,19 @@ def stream_fbank(blocks: Iterable[np.ndarray], sample_rate: int = features_lib.S
 
   Returns:
     (frames, num_mel_bins) float32: the frames `features.fbank` gives for the whole recording
-    (equal up to float64 rounding; see the module docstring), normalised if asked.
+    (equal up to float64 rounding; see `features.FbankStream`), normalised if asked.
 
   Raises:
     ValueError: no samples at all, or a bad block (non-1-D, integer, NaN / inf).
   """
-  window_size, window_shift, _ = features_lib.frame_geometry(sample_rate)
+  stream = features_lib.FbankStream(sample_rate, num_mel_bins)
 
-  def frames_of(samples: np.ndarray) -> np.ndarray:
-    fbank = features_lib.fbank(samples, sample_rate, num_mel_bins)
-    return features_lib.normalize(fbank).astype(np.float32) if normalize else fbank
+  def finish(frames: np.ndarray) -> np.ndarray:
+    return features_lib.normalize(frames).astype(np.float32) if normalize else frames
 
-  carry = np.zeros(0, np.float64)
-  out = []
-  for block in blocks:
-    block = np.asarray(block)
-    if block.ndim != 1 or not np.issubdtype(block.dtype, np.floating):
-      raise ValueError(f"audio blocks must be 1-D float samples, got shape {block.shape} "
-                       f"dtype {block.dtype}")
-    carry = np.concatenate([carry, block.astype(np.float64)])
-    if carry.size < window_size:
-      continue
-    count = 1 + (carry.size - window_size) // window_shift
-    out.append(frames_of(carry[:(count - 1) * window_shift + window_size]))
-    carry = carry[count * window_shift:]
-  if out:
-    return np.concatenate(out, axis=0)
-  if carry.size == 0:
-    raise ValueError("no audio samples to compute features from")
-  return frames_of(carry)
+  pieces = [finish(stream.push(block)) for block in blocks]
+  pieces.append(finish(stream.finish()))
+  return np.concatenate(pieces, axis=0)
 
 
 def audio_features(path: str | os.PathLike,

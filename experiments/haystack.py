@@ -13,7 +13,7 @@ Three haystacks (features are (frames, 128) unnormalised log-mel, time major, fl
 For the noise haystacks the needle is mixed in at the waveform level: noise of unit mean power is
 scaled so that 10 log10(needle power / noise power) = snr_db (needle power = mean square of the
 mean-removed needle) and the needle waveform is added to it. The fbank of the mixture is computed
-block by block (`StreamingFbank`), generating the noise of each block on demand (`WhiteNoise`,
+block by block (`features.FbankStream`), generating the noise of each block on demand (`WhiteNoise`,
 `BabbleNoise` give any sample range at random access), so the haystack waveform is never held whole:
 peak memory is one block plus the output features.
 
@@ -47,30 +47,6 @@ def needle_start_frame(position: float, total_frames: int, needle_frames: int) -
     raise ValueError(f"needle ({needle_frames} frames) is longer than the haystack "
                      f"({total_frames} frames)")
   return int(round(position * (total_frames - needle_frames)))
-
-
-class StreamingFbank:
-  """`features.fbank` of a waveform given block by block, with the frame overlap carried exactly.
-
-  Each `push` returns the frames completed by the new samples; the concatenated outputs equal
-  `features.fbank` of the concatenated blocks (the whole-waveform mean removal of `fbank` is a
-  no-op: every frame removes its own mean first). Samples after the last full frame are dropped,
-  as Kaldi's snip_edges does.
-  """
-
-  def __init__(self):
-    self._carry = np.zeros(0, np.float64)
-
-  def push(self, block: np.ndarray) -> np.ndarray:
-    """(samples,) float block -> (new_frames, 128) float32 log-mel (new_frames may be 0)."""
-    buffer = np.concatenate([self._carry, np.asarray(block, np.float64)])
-    count = num_frames(buffer.size)
-    if count == 0:
-      self._carry = buffer
-      return np.zeros((0, features.NUM_MEL_BINS), np.float32)
-    out = features.fbank(buffer[:(count - 1) * HOP + WINDOW])
-    self._carry = buffer[count * HOP:]
-    return out
 
 
 class WhiteNoise:
@@ -162,7 +138,7 @@ def noisy_haystack(needle: np.ndarray, noise, snr_db: float, total_samples: int,
   needle_start = HOP * needle_start_frame(position, total, num_frames(needle.size))
   scale = noise_scale(needle, snr_db)
   out = np.empty((total, features.NUM_MEL_BINS), np.float32)
-  stream, filled = StreamingFbank(), 0
+  stream, filled = features.FbankStream(), 0
   for start in range(0, total_samples, block_samples):
     stop = min(start + block_samples, total_samples)
     frames = stream.push(mixture_segment(noise, scale, needle, needle_start, start, stop))

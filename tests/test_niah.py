@@ -99,7 +99,7 @@ def test_streamed_fbank_equals_one_shot():
   rng = np.random.default_rng(0)
   waveform = 0.1 * rng.standard_normal(2 * SR + 123) + 0.03
   waveform[SR:SR + 4000] += _needle(0.25)
-  stream, pieces, start = H.StreamingFbank(), [], 0
+  stream, pieces, start = features.FbankStream(), [], 0
   for size in [100, 299, 401, 160, 7000, 1, 5555, 10 ** 6]:
     pieces.append(stream.push(waveform[start:start + size]))
     start += size

@@ -2,7 +2,7 @@ r"""Audio needle in a haystack (NIAH) study: DASS vs AST mAP over input duration
 
 Default: the quickstart's models and synthetic data (2 s clips, so 2 s is the reference duration):
 
-    python -m experiments.train --config experiments/configs/quickstart.py --workdir /tmp/dass_qs
+    python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
     python -m experiments.niah --config experiments/configs/niah.py --workdir /tmp/niah
 
 AudioSet (converted checkpoints; 10 s needles, 10 s reference, up to 2.5 h):
@@ -31,8 +31,8 @@ def get_config(arg=None):
   c.workdir = ""
   c.seed = 0                          # noise generation and babble offsets
   # name -> converted checkpoint folder or experiments.train work directory ('' = skip).
-  c.models = ml_collections.ConfigDict({"dass": "/tmp/dass_qs/student_kd",
-                                        "ast": "/tmp/dass_qs/teacher"})
+  c.models = ml_collections.ConfigDict({"dass": "work_dirs/quickstart/student_kd",
+                                        "ast": "work_dirs/quickstart/teacher"})
   c.data = ml_collections.ConfigDict({
       "datafile": "",                 # eval datafile; '' = the synthetic dataset below
       "label_csv": "",

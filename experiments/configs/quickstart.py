@@ -20,10 +20,10 @@ def get_config(arg=None):
   c = common.base_config()
   c.seed = 0
   c.batch_size = 16
-  c.num_epochs = 6
+  c.num_epochs = 3
   c.input.target_frames = 198        # 2 s clips (10 ms hop)
-  # SpecAugment widths are given at 1024 frames and scaled to the clip (192 -> 37 frames here).
-  c.input.freqm, c.input.timem, c.input.mixup = 24, 192, 0.0
+  # SpecAugment widths are given at 1024 frames and scaled to the clip (40 -> 8 frames here).
+  c.input.freqm, c.input.timem, c.input.mixup = 12, 40, 0.0
   c.input.read_threads = 2
   c.evals.input.target_frames = 198
   c.evals.input.read_threads = 2
@@ -40,10 +40,10 @@ def get_config(arg=None):
   c.optim.lr = 2e-3
   c.optim.warmup_steps = 30
   c.optim.warmup_update_every = 1
-  c.optim.decay_start = 4
+  c.optim.decay_start = 2
   c.optim.decay_every = 1
   c.optim.decay_rate = 0.5
-  c.wa_start, c.wa_end = 4, 6
+  c.wa_start, c.wa_end = 2, 3
   c.log_every_steps = 10
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 2
@@ -59,10 +59,10 @@ def get_config(arg=None):
           "model_type": "ast",
           "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "mlp_dim": 128,
                     "max_length": 198},
-          "num_epochs": 8,
+          "num_epochs": 4,
           "lr": 3e-3,
-          "wa_start": 6,
-          "wa_end": 8,
+          "wa_start": 3,
+          "wa_end": 4,
       },
   })
 
