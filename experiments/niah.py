@@ -1,6 +1,6 @@
 r"""Audio needle in a haystack (NIAH): classification mAP of DASS and AST versus input duration.
 
-    python -m experiments.niah --config experiments/configs/niah.py --workdir /tmp/niah
+    python -m experiments.niah --config experiments/configs/niah.py --workdir work_dirs/niah
 
 Each evaluation clip (the needle, cropped to `needle_seconds`) is placed at each relative position
 inside a haystack of each duration (zeros, white noise or babble at each SNR; see

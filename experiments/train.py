@@ -1,6 +1,6 @@
 r"""Trains a DASS or AST audio classifier, optionally distilled from a frozen teacher.
 
-    python -m experiments.train --config experiments/configs/quickstart.py --workdir /tmp/qs
+    python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
     python -m experiments.train --config experiments/configs/audioset_dass.py:small,balanced \
         --workdir /data/exp/dass_small_bal --config.input.num_workers=8
 

@@ -3,11 +3,11 @@ r"""Audio needle in a haystack (NIAH) study: DASS vs AST mAP over input duration
 Default: the quickstart's models and synthetic data (2 s clips, so 2 s is the reference duration):
 
     python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
-    python -m experiments.niah --config experiments/configs/niah.py --workdir /tmp/niah
+    python -m experiments.niah --config experiments/configs/niah.py --workdir work_dirs/niah
 
 AudioSet (converted checkpoints; 10 s needles, 10 s reference, up to 2.5 h):
 
-    python -m experiments.niah --config experiments/configs/niah.py:audioset --workdir /tmp/niah_as \
+    python -m experiments.niah --config experiments/configs/niah.py:audioset --workdir work_dirs/niah_audioset \
         --config.models.dass=converted/dass_small --config.models.ast=converted/ast_audioset \
         --config.data.datafile=eval.json --config.data.label_csv=class_labels_indices.csv
 

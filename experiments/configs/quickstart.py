@@ -1,6 +1,6 @@
 r"""Quickstart: synthetic data -> small AST teacher -> DASS student with and without KD.
 
-    python -m experiments.train --config experiments/configs/quickstart.py --workdir /tmp/dass_qs
+    python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
 
 Trains three tiny models on the embedded synthetic dataset (13 sound-event classes, generated
 into ~/.cache/dass_jax/synthetic or $DASS_JAX_CACHE on first use) and prints their held-out mAP.
