@@ -15,24 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import jax
 import numpy as np
 
 from convert_torch.ast import config_from_transformers, convert_state_dict
 from dass_jax.ast import AST
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up (compilation for jax, allocator warm-up for torch)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 
 def main() -> None:
@@ -63,8 +52,9 @@ def main() -> None:
       ref = hf(xt).logits.numpy()
       got = np.asarray(forward(params, x_dev))
       rel = float(np.abs(got - ref).max() / np.abs(ref).max())
-      t_jax = _median_seconds(lambda: forward(params, x_dev).block_until_ready(), args.repeats)
-      t_torch = _median_seconds(lambda: hf(xt).logits, args.repeats)
+      t_jax = median_seconds(lambda: forward(params, x_dev).block_until_ready(), args.repeats,
+                              warmup=1)
+      t_torch = median_seconds(lambda: hf(xt).logits, args.repeats, warmup=1)
     rows.append((batch, 1e3 * t_jax / batch, 1e3 * t_torch / batch, t_torch / t_jax, rel))
 
   cpu = platform.processor() or platform.machine()

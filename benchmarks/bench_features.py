@@ -15,23 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 import jax
 import numpy as np
 
 from dass_jax import features
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 
 def main() -> None:
@@ -57,7 +47,7 @@ def main() -> None:
     sf.write(path, stereo, 44100, subtype="PCM_16")
     features.audio_to_features(path)  # warm caches (mel banks, librosa/soxr import).
     rows.append(("file 44.1k -> features", 60.0, lambda: features.audio_to_features(path)))
-    results = [(name, seconds, _median_seconds(fn, args.repeats)) for name, seconds, fn in rows]
+    results = [(name, seconds, median_seconds(fn, args.repeats)) for name, seconds, fn in rows]
 
   print(f"backend: {jax.default_backend()}, cpus: {os.cpu_count()}, repeats: {args.repeats}")
   print(f"{'path':<24} {'ms / min audio':>15} {'x realtime':>11}")
