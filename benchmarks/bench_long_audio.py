@@ -159,6 +159,9 @@ def main() -> None:
     print(_row_line(rows[-1]), flush=True)
   if args.search:
     rows += search(rows, args.search, args.scan_impl, args.max_gib)
+  if sum(r["status"] == "ok" for r in rows) < 2:
+    print("\n(fewer than two durations ran: no linear fit)")
+    return
   intercept, slope = linear_fit(rows)
   print(f"\nfit: peak GiB = {intercept:.3f} + {slope * 1024:.3f} MiB/s x duration_s "
         f"(over {sum(r['status'] == 'ok' for r in rows)} durations)")
