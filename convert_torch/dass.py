@@ -272,15 +272,6 @@ def count_params(params: dict[str, Any]) -> int:
   return sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(params))
 
 
-def refuse_existing_output(out_dir: str | os.PathLike) -> None:
-  """Raises FileExistsError before any work if `out_dir` already holds a converted model."""
-  from dass_jax.checkpoint import CONFIG_FILE, PARAMS_DIR
-
-  out = Path(out_dir)
-  if (out / CONFIG_FILE).exists() or (out / PARAMS_DIR).exists():
-    raise FileExistsError(f"{out} already holds a converted checkpoint; choose another folder")
-
-
 def main(argv: list[str] | None = None) -> int:
   """`python -m convert_torch dass IN OUT_DIR`; returns the exit status."""
   parser = argparse.ArgumentParser(
@@ -292,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--num-classes", type=int, default=None,
                       help="fail unless the checkpoint's head has this many classes")
   args = parser.parse_args(argv)
-  from dass_jax.checkpoint import save_converted
+  from dass_jax.checkpoint import refuse_existing, save_converted
 
   try:
-    refuse_existing_output(args.output_dir)
+    refuse_existing(args.output_dir)
     state_dict, source_format = read_checkpoint(args.input)
     config, params = torch_to_flax(state_dict, args.num_classes)
     out = save_converted(args.output_dir, config, params,

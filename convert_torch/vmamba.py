@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="classes of the new head (527 for AudioSet)")
   parser.add_argument("--seed", type=int, default=0, help="seed of the new head's init")
   args = parser.parse_args(argv)
-  from convert_torch.dass import count_params, refuse_existing_output
-  from dass_jax.checkpoint import save_converted
+  from convert_torch.dass import count_params
+  from dass_jax.checkpoint import refuse_existing, save_converted
 
   try:
-    refuse_existing_output(args.output_dir)
+    refuse_existing(args.output_dir)
     config, params = convert_file(args.input, args.num_classes, args.seed)
     out = save_converted(args.output_dir, config, params,
                          extra={"source": str(Path(args.input).absolute()),

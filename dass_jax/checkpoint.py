@@ -34,6 +34,13 @@ def build_model(config):
   raise TypeError(f"no model for config type {type(config).__name__}")
 
 
+def refuse_existing(out_dir: str | os.PathLike) -> None:
+  """Raises FileExistsError if `out_dir` already holds a converted checkpoint (nothing is touched)."""
+  out = Path(out_dir).absolute()
+  if (out / PARAMS_DIR).exists() or (out / CONFIG_FILE).exists():
+    raise FileExistsError(f"{out} already holds a converted checkpoint; choose another folder")
+
+
 def save_converted(out_dir: str | os.PathLike, config, params: Any,
                    extra: dict[str, Any] | None = None) -> Path:
   """Writes `config.json` and an orbax `params/` checkpoint into `out_dir`.
@@ -47,9 +54,8 @@ def save_converted(out_dir: str | os.PathLike, config, params: Any,
   if unknown:
     raise ValueError(f"unknown checkpoint metadata keys {sorted(unknown)}; allowed: "
                      f"{sorted(METADATA_KEYS)}")
+  refuse_existing(out_dir)
   out = Path(out_dir).absolute()
-  if (out / PARAMS_DIR).exists() or (out / CONFIG_FILE).exists():
-    raise FileExistsError(f"{out} already holds a converted checkpoint; choose another folder")
   out.mkdir(parents=True, exist_ok=True)
   params = jax.tree.map(np.asarray, params)
   with ocp.StandardCheckpointer() as ckptr:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import pallas_ss2d_fused, ss2d_core
+from jaxpr_sizes import largest_intermediate
 
 PARAM_NAMES = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
 
@@ -75,20 +76,6 @@ def test_ss2d_core_defaults_to_fused_for_pallas():
   assert_close(got, unfused(*args), 1e-5, "y")
   with pytest.raises(ValueError, match="fused=True needs impl='pallas'"):
     ss2d_core.ss2d_scan(*args, impl="associative", fused=True)
-
-
-def largest_intermediate(fn, *args):
-  """Largest array produced by any equation of fn's jaxpr, nested jaxprs included."""
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      yield from (v.aval.size for v in eqn.outvars if hasattr(v.aval, "size"))
-      for param in eqn.params.values():
-        inner = getattr(param, "jaxpr", param)
-        if hasattr(inner, "eqns") and eqn.primitive.name != "pallas_call":
-          yield from walk(inner)
-
-  return max(walk(jax.make_jaxpr(fn)(*args).jaxpr))
 
 
 def test_forward_never_materialises_the_four_routes():

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import dispatch, pallas_scan, reference
+from jaxpr_sizes import largest_intermediate
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
@@ -144,20 +145,6 @@ def test_lowers_for_cuda_with_triton(n, dtype):
   for kernel in ("selective_scan_fwd_chunk_states", "selective_scan_fwd",
                  "selective_scan_bwd_chunk_carries", "selective_scan_bwd"):
     assert f'name = "{kernel}' in text, kernel
-
-
-def largest_intermediate(fn, *args):
-  """Largest array produced by any equation of fn's jaxpr (nested jaxprs, not kernel bodies)."""
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      yield from (v.aval.size for v in eqn.outvars if hasattr(v.aval, "size"))
-      for param in eqn.params.values():
-        inner = getattr(param, "jaxpr", param)
-        if hasattr(inner, "eqns") and eqn.primitive.name != "pallas_call":
-          yield from walk(inner)
-
-  return max(walk(jax.make_jaxpr(fn)(*args).jaxpr))
 
 
 def test_backward_never_materialises_the_state_sequence():
