@@ -18,10 +18,10 @@ import platform
 
 import jax
 import numpy as np
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 from convert_torch.ast import config_from_transformers, convert_state_dict
 from dass_jax.ast import AST
-from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 
 def main() -> None:
@@ -52,18 +52,21 @@ def main() -> None:
       ref = hf(xt).logits.numpy()
       got = np.asarray(forward(params, x_dev))
       rel = float(np.abs(got - ref).max() / np.abs(ref).max())
-      t_jax = median_seconds(lambda: forward(params, x_dev).block_until_ready(), args.repeats,
-                              warmup=1)
-      t_torch = median_seconds(lambda: hf(xt).logits, args.repeats, warmup=1)
+      t_jax = median_seconds(
+        lambda x_dev=x_dev: forward(params, x_dev).block_until_ready(), args.repeats, warmup=1
+      )
+      t_torch = median_seconds(lambda xt=xt: hf(xt).logits, args.repeats, warmup=1)
     rows.append((batch, 1e3 * t_jax / batch, 1e3 * t_torch / batch, t_torch / t_jax, rel))
 
   cpu = platform.processor() or platform.machine()
-  print(f"AST AudioSet config ({hf.num_parameters():,} params), "
-        f"{args.frames} frames x {config.num_mel_bins} mel, fp32; {cpu}, {os.cpu_count()} CPUs, "
-        f"load average "
-        f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} ({jax.default_backend()}), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"median of {args.repeats}\n")
+  print(
+    f"AST AudioSet config ({hf.num_parameters():,} params), "
+    f"{args.frames} frames x {config.num_mel_bins} mel, fp32; {cpu}, {os.cpu_count()} CPUs, "
+    f"load average "
+    f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} ({jax.default_backend()}), "
+    f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    f"median of {args.repeats}\n"
+  )
   print("| batch | Flax jit (ms/clip) | PyTorch (ms/clip) | PyTorch / Flax | logits max rel diff |")
   print("|---:|---:|---:|---:|---:|")
   for batch, ms_jax, ms_torch, ratio, rel in rows:

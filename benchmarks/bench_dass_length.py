@@ -49,9 +49,16 @@ def _measure(frames: int, size: str, scan_impl: str, repeats: int) -> dict:
   height, width = config.num_mel_bins, frames
   for _ in range(2):  # the two stride-2 convs of the patch embed, PyTorch sizes
     height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
-  return {"frames": frames, "tokens": height * width, "first_s": first, "best_s": best,
-          "peak_rss_mib": peak / 2**20, "growth_mib": (peak - rss_start) / 2**20,
-          "backend": jax.default_backend(), "cpus": os.cpu_count()}
+  return {
+    "frames": frames,
+    "tokens": height * width,
+    "first_s": first,
+    "best_s": best,
+    "peak_rss_mib": peak / 2**20,
+    "growth_mib": (peak - rss_start) / 2**20,
+    "backend": jax.default_backend(),
+    "cpus": os.cpu_count(),
+  }
 
 
 def main() -> None:
@@ -68,21 +75,37 @@ def main() -> None:
 
   rows = []
   for frames in args.lengths:
-    cmd = [sys.executable, __file__, "--child", str(frames), "--size", args.size,
-           "--scan-impl", args.scan_impl, "--repeats", str(args.repeats)]
+    cmd = [
+      sys.executable,
+      __file__,
+      "--child",
+      str(frames),
+      "--size",
+      args.size,
+      "--scan-impl",
+      args.scan_impl,
+      "--repeats",
+      str(args.repeats),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     if proc.returncode != 0:
       sys.exit(f"length {frames} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
 
-  print(f"DASS-{args.size} forward, batch 1, scan_impl={args.scan_impl}, "
-        f"backend {rows[0]['backend']}, {rows[0]['cpus']} CPUs\n")
-  print("| frames | stage-1 tokens | compile + first run (s) | forward, best of "
-        f"{args.repeats} (s) | peak RSS (MiB) | RSS growth (MiB) |")
+  print(
+    f"DASS-{args.size} forward, batch 1, scan_impl={args.scan_impl}, "
+    f"backend {rows[0]['backend']}, {rows[0]['cpus']} CPUs\n"
+  )
+  print(
+    "| frames | stage-1 tokens | compile + first run (s) | forward, best of "
+    f"{args.repeats} (s) | peak RSS (MiB) | RSS growth (MiB) |"
+  )
   print("|---:|---:|---:|---:|---:|---:|")
   for r in rows:
-    print(f"| {r['frames']} | {r['tokens']} | {r['first_s']:.2f} | {r['best_s']:.3f} | "
-          f"{r['peak_rss_mib']:.0f} | {r['growth_mib']:.0f} |")
+    print(
+      f"| {r['frames']} | {r['tokens']} | {r['first_s']:.2f} | {r['best_s']:.3f} | "
+      f"{r['peak_rss_mib']:.0f} | {r['growth_mib']:.0f} |"
+    )
 
 
 if __name__ == "__main__":

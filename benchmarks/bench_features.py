@@ -4,7 +4,8 @@
 
 Rows:
   numpy fbank            dass_jax.features.fbank on one 60 s waveform (16 kHz).
-  jax fbank_batch 6x10s  dass_jax.features.fbank_batch on a (6, 160000) batch (jit, compile excluded).
+  jax fbank_batch 6x10s  dass_jax.features.fbank_batch on a (6, 160000) batch (jit, compile
+                         excluded).
   jax fbank_batch 1x60s  the same on one 60 s waveform.
   file 44.1k -> features dass_jax.features.audio_to_features on a 60 s 44.1 kHz stereo WAV
                          (decode, downmix, soxr_hq resample, fbank, normalise).
@@ -19,13 +20,15 @@ import tempfile
 
 import jax
 import numpy as np
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 from dass_jax import features
-from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   rng = np.random.default_rng(0)
@@ -37,10 +40,15 @@ def main() -> None:
   jax_minute = jax.device_put(minute[None])
   features.fbank_batch(jax_batch).block_until_ready()
   features.fbank_batch(jax_minute).block_until_ready()
-  rows.append(("jax fbank_batch 6x10s", 60.0, lambda: features.fbank_batch(jax_batch).block_until_ready()))
-  rows.append(("jax fbank_batch 1x60s", 60.0, lambda: features.fbank_batch(jax_minute).block_until_ready()))
+  rows.append(
+    ("jax fbank_batch 6x10s", 60.0, lambda: features.fbank_batch(jax_batch).block_until_ready())
+  )
+  rows.append(
+    ("jax fbank_batch 1x60s", 60.0, lambda: features.fbank_batch(jax_minute).block_until_ready())
+  )
 
   import soundfile as sf
+
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "minute_44k.wav")
     stereo = (0.1 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)

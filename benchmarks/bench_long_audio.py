@@ -29,7 +29,7 @@ import sys
 import time
 
 SAMPLE_RATE, WINDOW, HOP = 16000, 400, 160
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def frames_for(seconds: float) -> int:
@@ -59,19 +59,33 @@ def _child(seconds: float, scan_impl: str) -> dict:
   forward(params, x).block_until_ready()
   second = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB.
-  return {"seconds": seconds, "frames": frames, "peak_gib": peak / GIB, "first_s": first,
-          "second_s": second, "status": "ok"}
+  return {
+    "seconds": seconds,
+    "frames": frames,
+    "peak_gib": peak / GIB,
+    "first_s": first,
+    "second_s": second,
+    "status": "ok",
+  }
 
 
 def measure(seconds: float, scan_impl: str, max_gib: float) -> dict:
   """Runs one duration in a fresh subprocess; kills it if its RSS passes `max_gib`."""
   import psutil
 
-  cmd = [sys.executable, os.path.abspath(__file__), "--child", str(seconds),
-         "--scan-impl", scan_impl]
+  cmd = [
+    sys.executable,
+    os.path.abspath(__file__),
+    "--child",
+    str(seconds),
+    "--scan-impl",
+    scan_impl,
+  ]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root,
-                                                                     os.environ.get("PYTHONPATH")]))}
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+  }
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
   watched, seen = psutil.Process(proc.pid), 0
   while proc.poll() is None:
@@ -82,14 +96,25 @@ def measure(seconds: float, scan_impl: str, max_gib: float) -> dict:
     if seen > max_gib * GIB:
       proc.kill()
       proc.wait()
-      return {"seconds": seconds, "frames": frames_for(seconds), "peak_gib": seen / GIB,
-              "first_s": float("nan"), "second_s": float("nan"), "status": f"> {max_gib:g} GiB"}
+      return {
+        "seconds": seconds,
+        "frames": frames_for(seconds),
+        "peak_gib": seen / GIB,
+        "first_s": float("nan"),
+        "second_s": float("nan"),
+        "status": f"> {max_gib:g} GiB",
+      }
     time.sleep(0.05)
   out, err = proc.communicate()
   if proc.returncode != 0:
-    return {"seconds": seconds, "frames": frames_for(seconds), "peak_gib": seen / GIB,
-            "first_s": float("nan"), "second_s": float("nan"),
-            "status": f"failed (exit {proc.returncode}): {err.strip().splitlines()[-1:]}"}
+    return {
+      "seconds": seconds,
+      "frames": frames_for(seconds),
+      "peak_gib": seen / GIB,
+      "first_s": float("nan"),
+      "second_s": float("nan"),
+      "status": f"failed (exit {proc.returncode}): {err.strip().splitlines()[-1:]}",
+    }
   return json.loads(out.strip().splitlines()[-1])
 
 
@@ -127,21 +152,34 @@ def search(rows: list[dict], steps: int, scan_impl: str, max_gib: float) -> list
 
 
 def _row_line(row: dict) -> str:
-  return (f"| {row['seconds']:g} | {row['frames']} | {row['peak_gib']:.3f} | "
-          f"{row['first_s']:.1f} | {row['second_s']:.1f} | {row['status']} |")
+  return (
+    f"| {row['seconds']:g} | {row['frames']} | {row['peak_gib']:.3f} | "
+    f"{row['first_s']:.1f} | {row['second_s']:.1f} | {row['status']} |"
+  )
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--durations", type=float, nargs="+", default=[30, 60, 90, 120],
-                      help="seconds of audio to measure (each in its own subprocess)")
+  parser.add_argument(
+    "--durations",
+    type=float,
+    nargs="+",
+    default=[30, 60, 90, 120],
+    help="seconds of audio to measure (each in its own subprocess)",
+  )
   parser.add_argument("--scan-impl", default="auto")
-  parser.add_argument("--max-gib", type=float, default=4.0,
-                      help="kill a probe whose RSS passes this (GiB)")
-  parser.add_argument("--budget-gib", type=float, default=24.0,
-                      help="memory for the extrapolated longest input (GiB)")
-  parser.add_argument("--search", type=int, default=0,
-                      help="probes searching for the longest duration under --max-gib")
+  parser.add_argument(
+    "--max-gib", type=float, default=4.0, help="kill a probe whose RSS passes this (GiB)"
+  )
+  parser.add_argument(
+    "--budget-gib", type=float, default=24.0, help="memory for the extrapolated longest input (GiB)"
+  )
+  parser.add_argument(
+    "--search",
+    type=int,
+    default=0,
+    help="probes searching for the longest duration under --max-gib",
+  )
   parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child is not None:
@@ -149,8 +187,11 @@ def main() -> None:
     return
 
   import jax
-  print(f"DASS-small forward, batch 1, eval, jit, scan_impl={args.scan_impl}, backend "
-        f"{jax.default_backend()}, {os.cpu_count()} CPUs\n")
+
+  print(
+    f"DASS-small forward, batch 1, eval, jit, scan_impl={args.scan_impl}, backend "
+    f"{jax.default_backend()}, {os.cpu_count()} CPUs\n"
+  )
   print("| duration_s | frames | peak GiB | compile + first pass (s) | second pass (s) | status |")
   print("|---:|---:|---:|---:|---:|---|")
   rows = []
@@ -163,19 +204,26 @@ def main() -> None:
     print("\n(fewer than two durations ran: no linear fit)")
     return
   intercept, slope = linear_fit(rows)
-  print(f"\nfit: peak GiB = {intercept:.3f} + {slope * 1024:.3f} MiB/s x duration_s "
-        f"(over {sum(r['status'] == 'ok' for r in rows)} durations)")
-  residual = max(abs(r["peak_gib"] - intercept - slope * r["seconds"]) for r in rows
-                 if r["status"] == "ok")
+  print(
+    f"\nfit: peak GiB = {intercept:.3f} + {slope * 1024:.3f} MiB/s x duration_s "
+    f"(over {sum(r['status'] == 'ok' for r in rows)} durations)"
+  )
+  residual = max(
+    abs(r["peak_gib"] - intercept - slope * r["seconds"]) for r in rows if r["status"] == "ok"
+  )
   print(f"largest residual: {residual * 1024:.1f} MiB")
   predicted = (args.budget_gib - intercept) / slope
-  print(f"extrapolated longest input within {args.budget_gib:g} GiB: {predicted:.0f} s "
-        f"({predicted / 3600:.2f} h, {frames_for(predicted)} frames) [linear extrapolation]")
+  print(
+    f"extrapolated longest input within {args.budget_gib:g} GiB: {predicted:.0f} s "
+    f"({predicted / 3600:.2f} h, {frames_for(predicted)} frames) [linear extrapolation]"
+  )
   measured = [r for r in rows if r["status"] == "ok" and r["peak_gib"] <= args.max_gib]
   if args.search and measured:
     best = max(measured, key=lambda r: r["seconds"])
-    print(f"longest measured within {args.max_gib:g} GiB: {best['seconds']:g} s "
-          f"({best['peak_gib']:.2f} GiB)")
+    print(
+      f"longest measured within {args.max_gib:g} GiB: {best['seconds']:g} s "
+      f"({best['peak_gib']:.2f} GiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "dass": "convert_torch.dass",
-    "vmamba": "convert_torch.vmamba",
-    "ast": "convert_torch.ast",
+  "dass": "convert_torch.dass",
+  "vmamba": "convert_torch.vmamba",
+  "ast": "convert_torch.ast",
 }
-USAGE = ("usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} IN OUT_DIR [options]\n"
-         "       python -m convert_torch SUBCOMMAND --help")
+USAGE = (
+  "usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} IN OUT_DIR [options]\n"
+  "       python -m convert_torch SUBCOMMAND --help"
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,43 +71,61 @@ AUDIOSET_MAX_LENGTH = 1024
 
 _T = "audio_spectrogram_transformer."
 _HF_TOP = {
-    "patch": _T + "embeddings.patch_embeddings.projection",
-    "cls": _T + "embeddings.cls_token",
-    "dist": _T + "embeddings.distillation_token",
-    "pos": _T + "embeddings.position_embeddings",
-    "norm": _T + "layernorm",
-    "head_norm": "classifier.layernorm",
-    "head": "classifier.dense",
+  "patch": _T + "embeddings.patch_embeddings.projection",
+  "cls": _T + "embeddings.cls_token",
+  "dist": _T + "embeddings.distillation_token",
+  "pos": _T + "embeddings.position_embeddings",
+  "norm": _T + "layernorm",
+  "head_norm": "classifier.layernorm",
+  "head": "classifier.dense",
 }
 _TOP = {
-    TRANSFORMERS: _HF_TOP,
-    LEGACY: _HF_TOP,
-    ORIGINAL: {
-        "patch": "v.patch_embed.proj", "cls": "v.cls_token", "dist": "v.dist_token",
-        "pos": "v.pos_embed", "norm": "v.norm", "head_norm": "mlp_head.0", "head": "mlp_head.1",
-    },
+  TRANSFORMERS: _HF_TOP,
+  LEGACY: _HF_TOP,
+  ORIGINAL: {
+    "patch": "v.patch_embed.proj",
+    "cls": "v.cls_token",
+    "dist": "v.dist_token",
+    "pos": "v.pos_embed",
+    "norm": "v.norm",
+    "head_norm": "mlp_head.0",
+    "head": "mlp_head.1",
+  },
 }
 _BLOCK_PREFIX = {
-    TRANSFORMERS: _T + "layers.{i}.",
-    LEGACY: _T + "encoder.layer.{i}.",
-    ORIGINAL: "v.blocks.{i}.",
+  TRANSFORMERS: _T + "layers.{i}.",
+  LEGACY: _T + "encoder.layer.{i}.",
+  ORIGINAL: "v.blocks.{i}.",
 }
 _BLOCK = {
-    TRANSFORMERS: {
-        "norm1": "layernorm_before", "q": "attention.q_proj", "k": "attention.k_proj",
-        "v": "attention.v_proj", "out": "attention.o_proj", "norm2": "layernorm_after",
-        "fc1": "mlp.fc1", "fc2": "mlp.fc2",
-    },
-    LEGACY: {
-        "norm1": "layernorm_before", "q": "attention.attention.query",
-        "k": "attention.attention.key", "v": "attention.attention.value",
-        "out": "attention.output.dense", "norm2": "layernorm_after",
-        "fc1": "intermediate.dense", "fc2": "output.dense",
-    },
-    ORIGINAL: {
-        "norm1": "norm1", "qkv": "attn.qkv", "out": "attn.proj", "norm2": "norm2",
-        "fc1": "mlp.fc1", "fc2": "mlp.fc2",
-    },
+  TRANSFORMERS: {
+    "norm1": "layernorm_before",
+    "q": "attention.q_proj",
+    "k": "attention.k_proj",
+    "v": "attention.v_proj",
+    "out": "attention.o_proj",
+    "norm2": "layernorm_after",
+    "fc1": "mlp.fc1",
+    "fc2": "mlp.fc2",
+  },
+  LEGACY: {
+    "norm1": "layernorm_before",
+    "q": "attention.attention.query",
+    "k": "attention.attention.key",
+    "v": "attention.attention.value",
+    "out": "attention.output.dense",
+    "norm2": "layernorm_after",
+    "fc1": "intermediate.dense",
+    "fc2": "output.dense",
+  },
+  ORIGINAL: {
+    "norm1": "norm1",
+    "qkv": "attn.qkv",
+    "out": "attn.proj",
+    "norm2": "norm2",
+    "fc1": "mlp.fc1",
+    "fc2": "mlp.fc2",
+  },
 }
 
 
@@ -121,14 +139,15 @@ def detect_layout(sd: dict[str, np.ndarray]) -> str:
     return TRANSFORMERS
   sample = ", ".join(sorted(sd)[:5])
   raise ConversionError(
-      f"not an AST classifier checkpoint: no key starts with 'v.', 'mlp_head.' (original AST) or "
-      f"'{_T}' (transformers ASTForAudioClassification); first keys: {sample}")
+    f"not an AST classifier checkpoint: no key starts with 'v.', 'mlp_head.' (original AST) or "
+    f"'{_T}' (transformers ASTForAudioClassification); first keys: {sample}"
+  )
 
 
 def strip_module_prefix(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Drops the `module.` prefix that DataParallel puts on every key."""
   if sd and all(k.startswith("module.") for k in sd):
-    return {k[len("module."):]: v for k, v in sd.items()}
+    return {k[len("module.") :]: v for k, v in sd.items()}
   return sd
 
 
@@ -159,7 +178,7 @@ def expected_shapes(config: AstConfig, layout: str) -> dict[str, tuple[int, ...]
   shapes[top["dist"]] = (1, 1, d)
   shapes[top["pos"]] = (1, config.num_patches + 2, d)
   for i in range(config.num_layers):
-    key = lambda name: _module_key(layout, name, i)  # noqa: E731
+    key = lambda name, i=i: _module_key(layout, name, i)
     layer_norm(key("norm1"))
     if layout == ORIGINAL:
       linear(key("qkv"), 3 * d, d, config.qkv_bias)
@@ -176,8 +195,9 @@ def expected_shapes(config: AstConfig, layout: str) -> dict[str, tuple[int, ...]
   return shapes
 
 
-def convert_state_dict(sd: dict[str, np.ndarray], config: AstConfig,
-                       layout: str | None = None) -> dict:
+def convert_state_dict(
+  sd: dict[str, np.ndarray], config: AstConfig, layout: str | None = None
+) -> dict:
   """Maps a torch AST state dict (numpy values) onto the dass_jax `AST(config)` params tree.
 
   Raises ConversionError naming every missing, unexpected or mis-shaped key.
@@ -187,7 +207,7 @@ def convert_state_dict(sd: dict[str, np.ndarray], config: AstConfig,
   if layout == ORIGINAL:
     sd = {k: v for k, v in sd.items() if not k.startswith(ORIGINAL_UNUSED)}
   check_keys(expected_shapes(config, layout), sd, f"AST ({layout} layout)")
-  f32 = lambda key: np.asarray(sd[key], dtype=np.float32)  # noqa: E731
+  f32 = lambda key: np.asarray(sd[key], dtype=np.float32)
 
   def dense(key):
     out = {"kernel": f32(key + ".weight").T}
@@ -200,27 +220,29 @@ def convert_state_dict(sd: dict[str, np.ndarray], config: AstConfig,
 
   top = _TOP[layout]
   params = {
-      "patch_embed": {"kernel": f32(top["patch"] + ".weight").transpose(2, 3, 1, 0),
-                      "bias": f32(top["patch"] + ".bias")},
-      "cls_token": f32(top["cls"]),
-      "dist_token": f32(top["dist"]),
-      "pos_embed": f32(top["pos"]),
-      "norm": layer_norm(top["norm"]),
-      "head_norm": layer_norm(top["head_norm"]),
-      "head": dense(top["head"]),
+    "patch_embed": {
+      "kernel": f32(top["patch"] + ".weight").transpose(2, 3, 1, 0),
+      "bias": f32(top["patch"] + ".bias"),
+    },
+    "cls_token": f32(top["cls"]),
+    "dist_token": f32(top["dist"]),
+    "pos_embed": f32(top["pos"]),
+    "norm": layer_norm(top["norm"]),
+    "head_norm": layer_norm(top["head_norm"]),
+    "head": dense(top["head"]),
   }
   for i in range(config.num_layers):
-    key = lambda name: _module_key(layout, name, i)  # noqa: E731
+    key = lambda name, i=i: _module_key(layout, name, i)
     if layout == ORIGINAL:
       qkv = dense(key("qkv"))
     else:
       parts = [dense(key(name)) for name in ("q", "k", "v")]
       qkv = {leaf: np.concatenate([part[leaf] for part in parts], axis=-1) for leaf in parts[0]}
     params[f"blocks_{i}"] = {
-        "norm1": layer_norm(key("norm1")),
-        "attn": {"qkv": qkv, "out": dense(key("out"))},
-        "norm2": layer_norm(key("norm2")),
-        "mlp": {"fc1": dense(key("fc1")), "fc2": dense(key("fc2"))},
+      "norm1": layer_norm(key("norm1")),
+      "attn": {"qkv": qkv, "out": dense(key("out"))},
+      "norm2": layer_norm(key("norm2")),
+      "mlp": {"fc1": dense(key("fc1")), "fc2": dense(key("fc2"))},
     }
   return params
 
@@ -228,37 +250,45 @@ def convert_state_dict(sd: dict[str, np.ndarray], config: AstConfig,
 def config_from_transformers(hf: dict) -> AstConfig:
   """AstConfig from a transformers `ASTConfig` dict (`config.json`)."""
   if hf.get("model_type") != HF_MODEL_TYPE:
-    raise ConversionError(f"config.json has model_type {hf.get('model_type')!r}, "
-                          f"expected {HF_MODEL_TYPE!r}")
+    raise ConversionError(
+      f"config.json has model_type {hf.get('model_type')!r}, expected {HF_MODEL_TYPE!r}"
+    )
   if hf.get("hidden_act", "gelu") != "gelu":
-    raise ConversionError(f"hidden_act {hf['hidden_act']!r} is not supported (AST uses exact "
-                          "'gelu')")
+    raise ConversionError(
+      f"hidden_act {hf['hidden_act']!r} is not supported (AST uses exact 'gelu')"
+    )
   patch = hf.get("patch_size", 16)
   if not isinstance(patch, int):
     raise ConversionError(f"patch_size {patch!r} is not supported: transformers' AST needs an int")
   num_labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
   eps = hf.get("layer_norm_eps", 1e-12)
   return AstConfig(
-      num_classes=num_labels,
-      hidden_size=hf.get("hidden_size", 768),
-      num_layers=hf.get("num_hidden_layers", 12),
-      num_heads=hf.get("num_attention_heads", 12),
-      mlp_dim=hf.get("intermediate_size", 3072),
-      patch_size=patch,
-      frequency_stride=hf.get("frequency_stride", 10),
-      time_stride=hf.get("time_stride", 10),
-      num_mel_bins=hf.get("num_mel_bins", 128),
-      max_length=hf.get("max_length", 1024),
-      qkv_bias=hf.get("qkv_bias", True),
-      layer_norm_eps=eps,
-      head_layer_norm_eps=eps,
-      dropout_rate=hf.get("hidden_dropout_prob", 0.0),
+    num_classes=num_labels,
+    hidden_size=hf.get("hidden_size", 768),
+    num_layers=hf.get("num_hidden_layers", 12),
+    num_heads=hf.get("num_attention_heads", 12),
+    mlp_dim=hf.get("intermediate_size", 3072),
+    patch_size=patch,
+    frequency_stride=hf.get("frequency_stride", 10),
+    time_stride=hf.get("time_stride", 10),
+    num_mel_bins=hf.get("num_mel_bins", 128),
+    max_length=hf.get("max_length", 1024),
+    qkv_bias=hf.get("qkv_bias", True),
+    layer_norm_eps=eps,
+    head_layer_norm_eps=eps,
+    dropout_rate=hf.get("hidden_dropout_prob", 0.0),
   )
 
 
-def infer_config(sd: dict[str, np.ndarray], layout: str, num_heads: int | None = None,
-                 num_mel_bins: int = 128, frequency_stride: int = 10, time_stride: int = 10,
-                 max_length: int | None = None) -> AstConfig:
+def infer_config(
+  sd: dict[str, np.ndarray],
+  layout: str,
+  num_heads: int | None = None,
+  num_mel_bins: int = 128,
+  frequency_stride: int = 10,
+  time_stride: int = 10,
+  max_length: int | None = None,
+) -> AstConfig:
   """Architecture of a state dict (without `module.`) from its shapes and the given hints."""
   top = _TOP[layout]
 
@@ -270,41 +300,55 @@ def infer_config(sd: dict[str, np.ndarray], layout: str, num_heads: int | None =
   dim = shape(top["cls"])[-1]
   patch_shape = shape(top["patch"] + ".weight")
   if len(patch_shape) != 4 or patch_shape[-1] != patch_shape[-2]:
-    raise ConversionError(f"{top['patch']}.weight has shape {patch_shape}, expected a square "
-                          "(D, 1, P, P) patch conv")
+    raise ConversionError(
+      f"{top['patch']}.weight has shape {patch_shape}, expected a square (D, 1, P, P) patch conv"
+    )
   patch = patch_shape[-1]
   prefix = _BLOCK_PREFIX[layout].split("{i}")[0]
-  num_layers = len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+  num_layers = len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
   mlp_dim = shape(_module_key(layout, "fc1", 0) + ".weight")[0] if num_layers else 4 * dim
   qkv_name = "qkv" if layout == ORIGINAL else "q"
   qkv_bias = _module_key(layout, qkv_name, 0) + ".bias" in sd
   if num_heads is None:
     if dim % DEFAULT_HEAD_DIM:
-      raise ConversionError(f"hidden size {dim} is not a multiple of {DEFAULT_HEAD_DIM}: "
-                            "give the number of heads (--num-heads)")
+      raise ConversionError(
+        f"hidden size {dim} is not a multiple of {DEFAULT_HEAD_DIM}: "
+        "give the number of heads (--num-heads)"
+      )
     num_heads = dim // DEFAULT_HEAD_DIM
   freq = (num_mel_bins - patch) // frequency_stride + 1
   num_patches = shape(top["pos"])[1] - 2
   if freq < 1 or num_patches % freq:
     raise ConversionError(
-        f"{top['pos']} holds {num_patches} patches, not a multiple of the {freq} frequency "
-        f"patches of num_mel_bins={num_mel_bins}, frequency_stride={frequency_stride}: give "
-        "the right --num-mel-bins / --frequency-stride")
+      f"{top['pos']} holds {num_patches} patches, not a multiple of the {freq} frequency "
+      f"patches of num_mel_bins={num_mel_bins}, frequency_stride={frequency_stride}: give "
+      "the right --num-mel-bins / --frequency-stride"
+    )
   time = num_patches // freq
   shortest = (time - 1) * time_stride + patch
   if max_length is None:
     fits = (AUDIOSET_MAX_LENGTH - patch) // time_stride + 1 == time
     max_length = AUDIOSET_MAX_LENGTH if fits else shortest
   base = AstConfig.original_repo if layout == ORIGINAL else AstConfig
-  config = base(num_classes=shape(top["head"] + ".weight")[0], hidden_size=dim,
-                num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim, patch_size=patch,
-                frequency_stride=frequency_stride, time_stride=time_stride,
-                num_mel_bins=num_mel_bins, max_length=max_length, qkv_bias=qkv_bias)
+  config = base(
+    num_classes=shape(top["head"] + ".weight")[0],
+    hidden_size=dim,
+    num_layers=num_layers,
+    num_heads=num_heads,
+    mlp_dim=mlp_dim,
+    patch_size=patch,
+    frequency_stride=frequency_stride,
+    time_stride=time_stride,
+    num_mel_bins=num_mel_bins,
+    max_length=max_length,
+    qkv_bias=qkv_bias,
+  )
   if config.grid != (freq, time):
     raise ConversionError(
-        f"max_length={max_length} gives {config.grid[1]} time patches but {top['pos']} holds "
-        f"{time} ({freq} x {time} grid): use --max-length {shortest} (or up to "
-        f"{shortest + time_stride - 1}) or the right --time-stride")
+      f"max_length={max_length} gives {config.grid[1]} time patches but {top['pos']} holds "
+      f"{time} ({freq} x {time} grid): use --max-length {shortest} (or up to "
+      f"{shortest + time_stride - 1}) or the right --time-stride"
+    )
   return config
 
 
@@ -321,9 +365,14 @@ def read_source(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
   return load_state_dict(weights[0]), hf
 
 
-def convert(path: str | Path, num_heads: int | None = None, num_mel_bins: int | None = None,
-            frequency_stride: int | None = None, time_stride: int | None = None,
-            max_length: int | None = None) -> tuple[AstConfig, dict, str]:
+def convert(
+  path: str | Path,
+  num_heads: int | None = None,
+  num_mel_bins: int | None = None,
+  frequency_stride: int | None = None,
+  time_stride: int | None = None,
+  max_length: int | None = None,
+) -> tuple[AstConfig, dict, str]:
   """Reads and converts IN; returns (config, params, layout).
 
   With a `config.json` (transformers folder) the architecture comes from it and any hint given
@@ -332,9 +381,13 @@ def convert(path: str | Path, num_heads: int | None = None, num_mel_bins: int | 
   sd, hf = read_source(path)
   sd = strip_module_prefix(sd)
   layout = detect_layout(sd)
-  hints = {"num_heads": num_heads, "num_mel_bins": num_mel_bins,
-           "frequency_stride": frequency_stride, "time_stride": time_stride,
-           "max_length": max_length}
+  hints = {
+    "num_heads": num_heads,
+    "num_mel_bins": num_mel_bins,
+    "frequency_stride": frequency_stride,
+    "time_stride": time_stride,
+    "max_length": max_length,
+  }
   given = {k: v for k, v in hints.items() if v is not None}
   try:
     if hf is not None:
@@ -350,43 +403,62 @@ def convert(path: str | Path, num_heads: int | None = None, num_mel_bins: int | 
 
 def count_params(params: dict) -> int:
   import jax
+
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="python -m convert_torch ast",
-      description="Convert an AST checkpoint (transformers folder or weight file, or the original "
-                  "YuanGongND/ast .pth) into a dass_jax checkpoint folder.")
+    prog="python -m convert_torch ast",
+    description="Convert an AST checkpoint (transformers folder or weight file, or the original "
+    "YuanGongND/ast .pth) into a dass_jax checkpoint folder.",
+  )
   parser.add_argument("input", help="transformers folder (config.json + weights) or weight file")
   parser.add_argument("out_dir", help="new folder for config.json + params/")
-  parser.add_argument("--num-heads", type=int, help="attention heads (default: config.json, "
-                      f"else hidden size / {DEFAULT_HEAD_DIM})")
+  parser.add_argument(
+    "--num-heads",
+    type=int,
+    help=f"attention heads (default: config.json, else hidden size / {DEFAULT_HEAD_DIM})",
+  )
   parser.add_argument("--num-mel-bins", type=int, help="input mel bins (default 128)")
   parser.add_argument("--frequency-stride", type=int, help="patch stride over mel (default 10)")
   parser.add_argument("--time-stride", type=int, help="patch stride over frames (default 10)")
-  parser.add_argument("--max-length", type=int, help="input frames (default: config.json, else "
-                      "1024 when it fits the pos-embed grid, else the shortest length that does)")
+  parser.add_argument(
+    "--max-length",
+    type=int,
+    help="input frames (default: config.json, else "
+    "1024 when it fits the pos-embed grid, else the shortest length that does)",
+  )
   return parser
 
 
 def main(argv: list[str]) -> int:
   args = _parser().parse_args(argv)
   from dass_jax.checkpoint import save_converted
+
   try:
     config, params, layout = convert(
-        args.input, num_heads=args.num_heads, num_mel_bins=args.num_mel_bins,
-        frequency_stride=args.frequency_stride, time_stride=args.time_stride,
-        max_length=args.max_length)
-    out = save_converted(args.out_dir, config, params,
-                         extra={"source": str(Path(args.input).absolute()),
-                                "source_format": f"ast/{layout}"})
+      args.input,
+      num_heads=args.num_heads,
+      num_mel_bins=args.num_mel_bins,
+      frequency_stride=args.frequency_stride,
+      time_stride=args.time_stride,
+      max_length=args.max_length,
+    )
+    out = save_converted(
+      args.out_dir,
+      config,
+      params,
+      extra={"source": str(Path(args.input).absolute()), "source_format": f"ast/{layout}"},
+    )
   except (ConversionError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   freq, time = config.grid
-  print(f"converted {args.input} ({layout} layout) -> {out}\n"
-        f"  {count_params(params):,} params; hidden {config.hidden_size}, {config.num_layers} "
-        f"layers, {config.num_heads} heads, {config.num_classes} classes; {freq} x {time} patches "
-        f"for {config.num_mel_bins} mel x {config.max_length} frames")
+  print(
+    f"converted {args.input} ({layout} layout) -> {out}\n"
+    f"  {count_params(params):,} params; hidden {config.hidden_size}, {config.num_layers} "
+    f"layers, {config.num_heads} heads, {config.num_classes} classes; {freq} x {time} patches "
+    f"for {config.num_mel_bins} mel x {config.max_length} frames"
+  )
   return 0

@@ -23,8 +23,9 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,12 @@ from dass_jax.config import DassConfig
 # Key prefixes in the order they are tried: DataParallel(DASS), DASS, DataParallel(VSSM), VSSM.
 PREFIXES = ("module.v.", "v.", "module.", "")
 ANCHOR_KEY = "patch_embed.0.weight"
-FORMAT_NAMES = {"module.v.": "dass-dataparallel", "v.": "dass-module",
-                "module.": "vssm-dataparallel", "": "vssm"}
+FORMAT_NAMES = {
+  "module.v.": "dass-dataparallel",
+  "v.": "dass-module",
+  "module.": "vssm-dataparallel",
+  "": "vssm",
+}
 MEDIUM_DEPTHS = (2, 2, 20, 2)
 
 
@@ -63,8 +68,9 @@ def split_prefix(state_dict: dict[str, np.ndarray]) -> str:
       return prefix
   sample = ", ".join(sorted(state_dict)[:5]) or "(no tensors)"
   raise ConversionError(
-      f"not a DASS checkpoint: no '{ANCHOR_KEY}' key under any of the prefixes "
-      f"{[p for p in PREFIXES if p]} or without prefix (first keys: {sample})")
+    f"not a DASS checkpoint: no '{ANCHOR_KEY}' key under any of the prefixes "
+    f"{[p for p in PREFIXES if p]} or without prefix (first keys: {sample})"
+  )
 
 
 def _shape(bare: dict[str, np.ndarray], key: str, prefix: str, ndim: int) -> tuple[int, ...]:
@@ -73,8 +79,10 @@ def _shape(bare: dict[str, np.ndarray], key: str, prefix: str, ndim: int) -> tup
     raise ConversionError(f"cannot infer the DASS architecture: key '{prefix}{key}' is missing")
   shape = tuple(np.shape(bare[key]))
   if len(shape) != ndim:
-    raise ConversionError(f"cannot infer the DASS architecture: '{prefix}{key}' has shape "
-                          f"{shape}, expected a rank-{ndim} tensor")
+    raise ConversionError(
+      f"cannot infer the DASS architecture: '{prefix}{key}' has shape "
+      f"{shape}, expected a rank-{ndim} tensor"
+    )
   return shape
 
 
@@ -85,8 +93,9 @@ def _ratio(numerator: int, denominator: int, what: str) -> float:
   return ratio
 
 
-def infer_config(bare: dict[str, np.ndarray], prefix: str = "",
-                 num_classes: int | None = None) -> DassConfig:
+def infer_config(
+  bare: dict[str, np.ndarray], prefix: str = "", num_classes: int | None = None
+) -> DassConfig:
   """Reads the DassConfig from key names and shapes (keys without `prefix`)."""
   depths = []
   while f"layers.{len(depths)}.blocks.0.norm.weight" in bare:
@@ -95,48 +104,68 @@ def infer_config(bare: dict[str, np.ndarray], prefix: str = "",
       depth += 1
     depths.append(depth)
   if not depths:
-    raise ConversionError(f"cannot infer the DASS architecture: no '{prefix}layers.0.blocks.0.*' "
-                          "keys in the checkpoint")
-  dims = [_shape(bare, f"layers.{i}.blocks.0.norm.weight", prefix, 1)[0]
-          for i in range(len(depths))]
+    raise ConversionError(
+      f"cannot infer the DASS architecture: no '{prefix}layers.0.blocks.0.*' keys in the checkpoint"
+    )
+  dims = [
+    _shape(bare, f"layers.{i}.blocks.0.norm.weight", prefix, 1)[0] for i in range(len(depths))
+  ]
   block0 = "layers.0.blocks.0."
   in_chans = _shape(bare, ANCHOR_KEY, prefix, 4)[1]
   if in_chans != 1:
     raise ConversionError(
-        f"'{prefix}{ANCHOR_KEY}' takes {in_chans} input channels; DASS takes 1 (fbank). For an "
-        "ImageNet VMamba checkpoint use `python -m convert_torch vmamba IN OUT --num-classes N`")
+      f"'{prefix}{ANCHOR_KEY}' takes {in_chans} input channels; DASS takes 1 (fbank). For an "
+      "ImageNet VMamba checkpoint use `python -m convert_torch vmamba IN OUT --num-classes N`"
+    )
   d_state = _shape(bare, block0 + "op.A_logs", prefix, 2)[1]
   d_inner = _shape(bare, block0 + "op.in_proj.weight", prefix, 2)[0]
   ssm_ratio = _ratio(d_inner, dims[0], "ssm_ratio (in_proj rows / dim)")
   mlp_hidden = _shape(bare, block0 + "mlp.fc1.weight", prefix, 2)[0]
   mlp_ratio = _ratio(mlp_hidden, dims[0], "mlp_ratio (fc1 rows / dim)")
-  ranks = [_shape(bare, f"layers.{i}.blocks.0.op.dt_projs_weight", prefix, 3)[2]
-           for i in range(len(depths))]
+  ranks = [
+    _shape(bare, f"layers.{i}.blocks.0.op.dt_projs_weight", prefix, 3)[2]
+    for i in range(len(depths))
+  ]
   if all(r == math.ceil(d / 16) for r, d in zip(ranks, dims)):
     dt_rank = 0
   elif len(set(ranks)) == 1:
     dt_rank = ranks[0]
   else:
-    raise ConversionError(f"dt_rank per stage {ranks} is neither ceil(dim / 16) for dims {dims} "
-                          "nor one value for all stages; DassConfig cannot express it")
+    raise ConversionError(
+      f"dt_rank per stage {ranks} is neither ceil(dim / 16) for dims {dims} "
+      "nor one value for all stages; DassConfig cannot express it"
+    )
   head_classes = _shape(bare, "classifier.head.weight", prefix, 2)[0]
   if num_classes is not None and num_classes != head_classes:
-    raise ConversionError(f"'{prefix}classifier.head.weight' has {head_classes} classes, "
-                          f"expected num_classes={num_classes}")
+    raise ConversionError(
+      f"'{prefix}classifier.head.weight' has {head_classes} classes, "
+      f"expected num_classes={num_classes}"
+    )
   depths = tuple(depths)
-  return DassConfig(num_classes=head_classes, depths=depths, dims=tuple(dims), d_state=d_state,
-                    ssm_ratio=ssm_ratio, dt_rank=dt_rank, mlp_ratio=mlp_ratio,
-                    drop_path_rate=0.3 if depths == MEDIUM_DEPTHS else 0.2)
+  return DassConfig(
+    num_classes=head_classes,
+    depths=depths,
+    dims=tuple(dims),
+    d_state=d_state,
+    ssm_ratio=ssm_ratio,
+    dt_rank=dt_rank,
+    mlp_ratio=mlp_ratio,
+    drop_path_rate=0.3 if depths == MEDIUM_DEPTHS else 0.2,
+  )
 
 
 def _ln(torch_name: str, path: tuple[str, ...], dim: int) -> Layout:
-  return {f"{torch_name}.weight": (path + ("scale",), _copy, (dim,)),
-          f"{torch_name}.bias": (path + ("bias",), _copy, (dim,))}
+  return {
+    f"{torch_name}.weight": (path + ("scale",), _copy, (dim,)),
+    f"{torch_name}.bias": (path + ("bias",), _copy, (dim,)),
+  }
 
 
 def _conv3x3(torch_name: str, path: tuple[str, ...], cin: int, cout: int) -> Layout:
-  return {f"{torch_name}.weight": (path + ("kernel",), _conv, (cout, cin, 3, 3)),
-          f"{torch_name}.bias": (path + ("bias",), _copy, (cout,))}
+  return {
+    f"{torch_name}.weight": (path + ("kernel",), _conv, (cout, cin, 3, 3)),
+    f"{torch_name}.bias": (path + ("bias",), _copy, (cout,)),
+  }
 
 
 def _block(tn: str, path: tuple[str, ...], dim: int, config: DassConfig, stage: int) -> Layout:
@@ -146,27 +175,33 @@ def _block(tn: str, path: tuple[str, ...], dim: int, config: DassConfig, stage: 
   hidden = int(config.mlp_ratio * dim)
   op = path + ("op",)
   layout = _ln(f"{tn}.norm", path + ("norm",), dim)
-  layout.update({
+  layout.update(
+    {
       f"{tn}.op.x_proj_weight": (op + ("x_proj_weight",), _copy, (k, rank + 2 * n, d_inner)),
       f"{tn}.op.dt_projs_weight": (op + ("dt_projs_weight",), _copy, (k, d_inner, rank)),
       f"{tn}.op.dt_projs_bias": (op + ("dt_projs_bias",), _copy, (k, d_inner)),
       f"{tn}.op.A_logs": (op + ("A_logs",), _copy, (k * d_inner, n)),
       f"{tn}.op.Ds": (op + ("Ds",), _copy, (k * d_inner,)),
-  })
+    }
+  )
   layout.update(_ln(f"{tn}.op.out_norm", op + ("out_norm",), d_inner))
-  layout.update({
+  layout.update(
+    {
       f"{tn}.op.in_proj.weight": (op + ("in_proj", "kernel"), _linear, (d_inner, dim)),
       f"{tn}.op.conv2d.weight": (op + ("conv2d", "kernel"), _conv, (d_inner, 1, 3, 3)),
       f"{tn}.op.out_proj.weight": (op + ("out_proj", "kernel"), _linear, (dim, d_inner)),
-  })
+    }
+  )
   layout.update(_ln(f"{tn}.norm2", path + ("norm2",), dim))
   mlp = path + ("mlp",)
-  layout.update({
+  layout.update(
+    {
       f"{tn}.mlp.fc1.weight": (mlp + ("fc1", "kernel"), _linear, (hidden, dim)),
       f"{tn}.mlp.fc1.bias": (mlp + ("fc1", "bias"), _copy, (hidden,)),
       f"{tn}.mlp.fc2.weight": (mlp + ("fc2", "kernel"), _linear, (dim, hidden)),
       f"{tn}.mlp.fc2.bias": (mlp + ("fc2", "bias"), _copy, (dim,)),
-  })
+    }
+  )
   return layout
 
 
@@ -183,12 +218,16 @@ def param_layout(config: DassConfig) -> Layout:
     for j in range(depth):
       layout.update(_block(f"layers.{i}.blocks.{j}", stage + (f"blocks_{j}",), dim, config, i))
     if i + 1 < len(dims):
-      layout.update(_conv3x3(f"layers.{i}.downsample.1", stage + ("downsample", "conv"), dim,
-                             dims[i + 1]))
+      layout.update(
+        _conv3x3(f"layers.{i}.downsample.1", stage + ("downsample", "conv"), dim, dims[i + 1])
+      )
       layout.update(_ln(f"layers.{i}.downsample.3", stage + ("downsample", "norm"), dims[i + 1]))
   layout.update(_ln("classifier.norm", ("classifier", "norm"), dims[-1]))
-  layout["classifier.head.weight"] = (("classifier", "head", "kernel"), _linear,
-                                      (config.num_classes, dims[-1]))
+  layout["classifier.head.weight"] = (
+    ("classifier", "head", "kernel"),
+    _linear,
+    (config.num_classes, dims[-1]),
+  )
   layout["classifier.head.bias"] = (("classifier", "head", "bias"), _copy, (config.num_classes,))
   return layout
 
@@ -210,16 +249,19 @@ def check_against_model(config: DassConfig, params: dict[str, Any]) -> None:
   want, got = flat(abstract), flat(params)
   problems = sorted(f"{k}: missing from the converted params" for k in set(want) - set(got))
   problems += sorted(f"{k}: not a parameter of dass_jax DASS" for k in set(got) - set(want))
-  problems += sorted(f"{k}: converted {got[k]} vs model {want[k]}"
-                     for k in set(want) & set(got) if want[k] != got[k])
+  problems += sorted(
+    f"{k}: converted {got[k]} vs model {want[k]}" for k in set(want) & set(got) if want[k] != got[k]
+  )
   if problems:
-    raise ConversionError("the converted tree does not match dass_jax.dass.DASS(config) (a "
-                          "converter/model mismatch, please report it):\n  " +
-                          "\n  ".join(problems))
+    raise ConversionError(
+      "the converted tree does not match dass_jax.dass.DASS(config) (a "
+      "converter/model mismatch, please report it):\n  " + "\n  ".join(problems)
+    )
 
 
-def torch_to_flax(state_dict: dict[str, np.ndarray],
-                  num_classes: int | None = None) -> tuple[DassConfig, dict[str, Any]]:
+def torch_to_flax(
+  state_dict: dict[str, np.ndarray], num_classes: int | None = None
+) -> tuple[DassConfig, dict[str, Any]]:
   """Converts a DASS state dict (numpy arrays) into (DassConfig, Flax `params` tree).
 
   Args:
@@ -230,12 +272,15 @@ def torch_to_flax(state_dict: dict[str, np.ndarray],
     ConversionError: the keys or shapes do not form a DASS that DassConfig can describe.
   """
   prefix = split_prefix(state_dict)
-  bare = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+  bare = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
   config = infer_config(bare, prefix, num_classes)
   layout = param_layout(config)
-  check_keys({prefix + k: shape for k, (_, _, shape) in layout.items()}, state_dict,
-             f"DASS checkpoint (keys '{prefix}…', inferred depths={config.depths} "
-             f"dims={config.dims} classes={config.num_classes})")
+  check_keys(
+    {prefix + k: shape for k, (_, _, shape) in layout.items()},
+    state_dict,
+    f"DASS checkpoint (keys '{prefix}…', inferred depths={config.depths} "
+    f"dims={config.dims} classes={config.num_classes})",
+  )
   params: dict[str, Any] = {}
   for key, (path, transform, _) in layout.items():
     node = params
@@ -259,8 +304,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str
   return state_dict, FORMAT_NAMES[split_prefix(state_dict)]
 
 
-def convert_file(path: str | os.PathLike,
-                 num_classes: int | None = None) -> tuple[DassConfig, dict[str, Any]]:
+def convert_file(
+  path: str | os.PathLike, num_classes: int | None = None
+) -> tuple[DassConfig, dict[str, Any]]:
   """Reads and converts a DASS checkpoint file; see the module docstring for the formats."""
   state_dict, _ = read_checkpoint(path)
   return torch_to_flax(state_dict, num_classes)
@@ -275,13 +321,18 @@ def count_params(params: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
   """`python -m convert_torch dass IN OUT_DIR`; returns the exit status."""
   parser = argparse.ArgumentParser(
-      prog="python -m convert_torch dass",
-      description="Convert a DASS PyTorch checkpoint (.pth / .safetensors / Hugging Face folder) "
-                  "into a dass_jax checkpoint folder (orbax params + config.json).")
+    prog="python -m convert_torch dass",
+    description="Convert a DASS PyTorch checkpoint (.pth / .safetensors / Hugging Face folder) "
+    "into a dass_jax checkpoint folder (orbax params + config.json).",
+  )
   parser.add_argument("input", help="DASS checkpoint file, or a Hugging Face model folder")
   parser.add_argument("output_dir", help="new folder for the converted checkpoint")
-  parser.add_argument("--num-classes", type=int, default=None,
-                      help="fail unless the checkpoint's head has this many classes")
+  parser.add_argument(
+    "--num-classes",
+    type=int,
+    default=None,
+    help="fail unless the checkpoint's head has this many classes",
+  )
   args = parser.parse_args(argv)
   from dass_jax.checkpoint import refuse_existing, save_converted
 
@@ -289,13 +340,18 @@ def main(argv: list[str] | None = None) -> int:
     refuse_existing(args.output_dir)
     state_dict, source_format = read_checkpoint(args.input)
     config, params = torch_to_flax(state_dict, args.num_classes)
-    out = save_converted(args.output_dir, config, params,
-                         extra={"source": str(Path(args.input).absolute()),
-                                "source_format": source_format})
+    out = save_converted(
+      args.output_dir,
+      config,
+      params,
+      extra={"source": str(Path(args.input).absolute()), "source_format": source_format},
+    )
   except (ConversionError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print(f"converted {args.input} ({source_format}): DASS depths={list(config.depths)} "
-        f"dims={list(config.dims)} classes={config.num_classes}, "
-        f"{count_params(params):,} parameters -> {out}")
+  print(
+    f"converted {args.input} ({source_format}): DASS depths={list(config.depths)} "
+    f"dims={list(config.dims)} classes={config.num_classes}, "
+    f"{count_params(params):,} parameters -> {out}"
+  )
   return 0

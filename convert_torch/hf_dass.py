@@ -38,18 +38,26 @@ K_DIRECTIONS = 4
 HF_ANCHOR = "dass.patch_embeddings.projection.0.weight"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _RENAMES = (
-    (re.compile(r"^dass\.patch_embeddings\.projection\.([0134])\.(weight|bias)$"), None),
-    (re.compile(r"^dass\.layers\.(\d+)\.blocks\.(\d+)\.op\.x_proj\.weight$"),
-     r"layers.\1.blocks.\2.op.x_proj_weight"),
-    (re.compile(r"^dass\.layers\.(\d+)\.blocks\.(\d+)\.op\.dt_projs\.weight$"),
-     r"layers.\1.blocks.\2.op.dt_projs_weight"),
-    (re.compile(r"^dass\.layers\.(\d+)\.blocks\.(.+)$"), r"layers.\1.blocks.\2"),
-    (re.compile(r"^dass\.layers\.(\d+)\.downsample\.down\.(weight|bias)$"),
-     r"layers.\1.downsample.1.\2"),
-    (re.compile(r"^dass\.layers\.(\d+)\.downsample\.norm\.(weight|bias)$"),
-     r"layers.\1.downsample.3.\2"),
-    (re.compile(r"^dass\.norm\.(weight|bias)$"), r"classifier.norm.\1"),
-    (re.compile(r"^head\.(weight|bias)$"), r"classifier.head.\1"),
+  (re.compile(r"^dass\.patch_embeddings\.projection\.([0134])\.(weight|bias)$"), None),
+  (
+    re.compile(r"^dass\.layers\.(\d+)\.blocks\.(\d+)\.op\.x_proj\.weight$"),
+    r"layers.\1.blocks.\2.op.x_proj_weight",
+  ),
+  (
+    re.compile(r"^dass\.layers\.(\d+)\.blocks\.(\d+)\.op\.dt_projs\.weight$"),
+    r"layers.\1.blocks.\2.op.dt_projs_weight",
+  ),
+  (re.compile(r"^dass\.layers\.(\d+)\.blocks\.(.+)$"), r"layers.\1.blocks.\2"),
+  (
+    re.compile(r"^dass\.layers\.(\d+)\.downsample\.down\.(weight|bias)$"),
+    r"layers.\1.downsample.1.\2",
+  ),
+  (
+    re.compile(r"^dass\.layers\.(\d+)\.downsample\.norm\.(weight|bias)$"),
+    r"layers.\1.downsample.3.\2",
+  ),
+  (re.compile(r"^dass\.norm\.(weight|bias)$"), r"classifier.norm.\1"),
+  (re.compile(r"^head\.(weight|bias)$"), r"classifier.head.\1"),
 )
 _PATCH_EMBED_INDEX = {"0": "0", "1": "2", "3": "5", "4": "7"}
 
@@ -71,8 +79,11 @@ def _rename(key: str) -> str:
 
 def _unflatten(key: str, value: np.ndarray) -> np.ndarray:
   """(K*a, b) -> (K, a, b) for the grouped x_proj / dt_projs weights; other arrays unchanged."""
-  if key.endswith(("op.x_proj_weight", "op.dt_projs_weight")) and value.ndim == 2 and \
-      value.shape[0] % K_DIRECTIONS == 0:
+  if (
+    key.endswith(("op.x_proj_weight", "op.dt_projs_weight"))
+    and value.ndim == 2
+    and value.shape[0] % K_DIRECTIONS == 0
+  ):
     return value.reshape(K_DIRECTIONS, value.shape[0] // K_DIRECTIONS, value.shape[1])
   return value
 
@@ -83,8 +94,9 @@ def hf_to_dass(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   for key, value in state_dict.items():
     name = _rename(key)
     if name in out:
-      raise ConversionError(f"Hugging Face DASS checkpoint: '{key}' and another key both map to "
-                            f"'{name}'")
+      raise ConversionError(
+        f"Hugging Face DASS checkpoint: '{key}' and another key both map to '{name}'"
+      )
     out[name] = _unflatten(name, value)
   return out
 
@@ -99,14 +111,21 @@ def _check_hf_config(config_path: Path, state_dict: dict[str, np.ndarray]) -> No
     raise ConversionError(f"{config_path}: not a readable JSON config ({e})") from e
   inferred = infer_config(state_dict)
   if isinstance(hf.get("dims"), int):  # the hub model expands an int to dims * 2**i per stage
-    hf["dims"] = [hf["dims"] * 2 ** i for i in range(len(inferred.depths))]
-  found = {"depths": tuple(inferred.depths), "dims": tuple(inferred.dims),
-           "num_classes": inferred.num_classes}
-  wrong = [f"{name}: config.json {hf[name]} vs weights {value}" for name, value in found.items()
-           if name in hf and (tuple(hf[name]) if isinstance(hf[name], list) else hf[name]) != value]
+    hf["dims"] = [hf["dims"] * 2**i for i in range(len(inferred.depths))]
+  found = {
+    "depths": tuple(inferred.depths),
+    "dims": tuple(inferred.dims),
+    "num_classes": inferred.num_classes,
+  }
+  wrong = [
+    f"{name}: config.json {hf[name]} vs weights {value}"
+    for name, value in found.items()
+    if name in hf and (tuple(hf[name]) if isinstance(hf[name], list) else hf[name]) != value
+  ]
   if wrong:
-    raise ConversionError(f"{config_path} disagrees with the weights beside it:\n  " +
-                          "\n  ".join(wrong))
+    raise ConversionError(
+      f"{config_path} disagrees with the weights beside it:\n  " + "\n  ".join(wrong)
+    )
 
 
 def load_hf_dir(folder: str | Path) -> dict[str, np.ndarray]:

@@ -7,8 +7,8 @@ A top-level wrapper dict (`{"model": sd}`, `{"state_dict": sd}`) is unwrapped.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -37,21 +37,25 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"checkpoint file not found: {path}")
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file
+
     try:
       return dict(load_file(str(path)))
     except Exception as e:  # safetensors raises its own error types
       if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
         raise ConversionError(f"{path}: not a readable safetensors file ({e})") from e
     from safetensors.torch import load_file as load_torch
+
     return {k: _to_numpy(v, k) for k, v in load_torch(str(path)).items()}
   import pickle
 
   import torch
+
   try:
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
     raise ConversionError(
-        f"{path}: could not be loaded with torch.load(weights_only=True): {e}") from e
+      f"{path}: could not be loaded with torch.load(weights_only=True): {e}"
+    ) from e
   if isinstance(obj, Mapping):
     for wrapper in WRAPPER_KEYS:
       inner = obj.get(wrapper)
@@ -63,18 +67,24 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   return {str(k): _to_numpy(v, str(k)) for k, v in obj.items()}
 
 
-def check_keys(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, np.ndarray],
-               what: str) -> None:
+def check_keys(
+  expected: Mapping[str, tuple[int, ...]], got: Mapping[str, np.ndarray], what: str
+) -> None:
   """Raises ConversionError listing every missing, unexpected and mis-shaped key."""
   missing = sorted(set(expected) - set(got))
   unexpected = sorted(set(got) - set(expected))
   misshaped = sorted(
-      f"{k}: file {tuple(got[k].shape)} vs model {tuple(expected[k])}"
-      for k in set(expected) & set(got) if tuple(got[k].shape) != tuple(expected[k]))
+    f"{k}: file {tuple(got[k].shape)} vs model {tuple(expected[k])}"
+    for k in set(expected) & set(got)
+    if tuple(got[k].shape) != tuple(expected[k])
+  )
   if missing or unexpected or misshaped:
     parts = [f"{what}: checkpoint does not fit the architecture"]
-    for name, items in (("missing", missing), ("unexpected", unexpected),
-                        ("mis-shaped", misshaped)):
+    for name, items in (
+      ("missing", missing),
+      ("unexpected", unexpected),
+      ("mis-shaped", misshaped),
+    ):
       if items:
         parts.append(f"  {len(items)} {name}:\n    " + "\n    ".join(items))
     raise ConversionError("\n".join(parts))

@@ -29,8 +29,9 @@ FIRST_CONV = "patch_embed.0.weight"
 HEAD = "classifier.head"
 
 
-def vmamba_to_dass_state_dict(state_dict: dict[str, np.ndarray], num_classes: int,
-                              seed: int = 0) -> dict[str, np.ndarray]:
+def vmamba_to_dass_state_dict(
+  state_dict: dict[str, np.ndarray], num_classes: int, seed: int = 0
+) -> dict[str, np.ndarray]:
   """Applies the DASS init recipe to a VSSM state dict (any accepted key prefix)."""
   from convert_torch.dass import split_prefix
 
@@ -44,8 +45,9 @@ def vmamba_to_dass_state_dict(state_dict: dict[str, np.ndarray], num_classes: in
   first = np.asarray(state_dict[prefix + FIRST_CONV])
   if first.ndim != 4 or np.ndim(state_dict[head_w]) != 2:
     raise ConversionError(
-        f"VMamba checkpoint: '{prefix}{FIRST_CONV}' {first.shape} should be (out, in, 3, 3) and "
-        f"'{head_w}' {np.shape(state_dict[head_w])} should be (classes, features)")
+      f"VMamba checkpoint: '{prefix}{FIRST_CONV}' {first.shape} should be (out, in, 3, 3) and "
+      f"'{head_w}' {np.shape(state_dict[head_w])} should be (classes, features)"
+    )
   in_features = state_dict[head_w].shape[1]
   bound = 1.0 / np.sqrt(in_features)
   rng = np.random.default_rng(seed)
@@ -67,13 +69,15 @@ def convert_file(path: str | Path, num_classes: int, seed: int = 0):
 def main(argv: list[str] | None = None) -> int:
   """`python -m convert_torch vmamba IN OUT_DIR --num-classes N`; returns the exit status."""
   parser = argparse.ArgumentParser(
-      prog="python -m convert_torch vmamba",
-      description="Turn an ImageNet VMamba checkpoint into a DASS initialisation (first conv "
-                  "summed over RGB, new classifier head) saved as a dass_jax checkpoint folder.")
+    prog="python -m convert_torch vmamba",
+    description="Turn an ImageNet VMamba checkpoint into a DASS initialisation (first conv "
+    "summed over RGB, new classifier head) saved as a dass_jax checkpoint folder.",
+  )
   parser.add_argument("input", help="VMamba checkpoint ({'model': state_dict} or a state dict)")
   parser.add_argument("output_dir", help="new folder for the converted checkpoint")
-  parser.add_argument("--num-classes", type=int, required=True,
-                      help="classes of the new head (527 for AudioSet)")
+  parser.add_argument(
+    "--num-classes", type=int, required=True, help="classes of the new head (527 for AudioSet)"
+  )
   parser.add_argument("--seed", type=int, default=0, help="seed of the new head's init")
   args = parser.parse_args(argv)
   from convert_torch.dass import count_params
@@ -82,13 +86,21 @@ def main(argv: list[str] | None = None) -> int:
   try:
     refuse_existing(args.output_dir)
     config, params = convert_file(args.input, args.num_classes, args.seed)
-    out = save_converted(args.output_dir, config, params,
-                         extra={"source": str(Path(args.input).absolute()),
-                                "source_format": f"vmamba-imagenet (head seed {args.seed})"})
+    out = save_converted(
+      args.output_dir,
+      config,
+      params,
+      extra={
+        "source": str(Path(args.input).absolute()),
+        "source_format": f"vmamba-imagenet (head seed {args.seed})",
+      },
+    )
   except (ConversionError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print(f"converted {args.input} (VMamba -> DASS init): depths={list(config.depths)} "
-        f"dims={list(config.dims)} classes={config.num_classes}, "
-        f"{count_params(params):,} parameters -> {out}")
+  print(
+    f"converted {args.input} (VMamba -> DASS init): depths={list(config.depths)} "
+    f"dims={list(config.dims)} classes={config.num_classes}, "
+    f"{count_params(params):,} parameters -> {out}"
+  )
   return 0

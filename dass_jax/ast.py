@@ -58,13 +58,20 @@ def _compute_dtype(name: str):
 
 def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
   # Two-pass variance, as torch computes it.
-  return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
-                      use_fast_variance=False, name=name)
+  return nn.LayerNorm(
+    epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name
+  )
 
 
 def _dense(features: int, dtype, name: str, use_bias: bool = True) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=_init(), name=name)
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=_init(),
+    name=name,
+  )
 
 
 class Attention(nn.Module):
@@ -135,21 +142,36 @@ class AST(nn.Module):
     # (B, T, M) -> torch NCHW (B, 1, M, T) -> NHWC (B, M, T, 1): H is frequency, W is time.
     x = jnp.swapaxes(x, 1, 2)[..., None].astype(dtype)
     p = cfg.patch_size
-    x = nn.Conv(dim, (p, p), strides=(cfg.frequency_stride, cfg.time_stride),
-                padding="VALID", dtype=dtype, param_dtype=jnp.float32, kernel_init=_init(),
-                name="patch_embed")(x)
+    x = nn.Conv(
+      dim,
+      (p, p),
+      strides=(cfg.frequency_stride, cfg.time_stride),
+      padding="VALID",
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      kernel_init=_init(),
+      name="patch_embed",
+    )(x)
     x = x.reshape(batch, -1, dim)  # (B, F*T, D), index f * T + t as torch flatten(2)
     cls = self.param("cls_token", _init(), (1, 1, dim), jnp.float32)
     dist = self.param("dist_token", _init(), (1, 1, dim), jnp.float32)
-    pos = self.param("pos_embed", _init(), (1, cfg.num_patches + NUM_EXTRA_TOKENS, dim),
-                     jnp.float32)
+    pos = self.param(
+      "pos_embed", _init(), (1, cfg.num_patches + NUM_EXTRA_TOKENS, dim), jnp.float32
+    )
     tokens = jnp.broadcast_to(jnp.concatenate([cls, dist], axis=1), (batch, 2, dim))
     x = jnp.concatenate([tokens.astype(dtype), x], axis=1) + pos.astype(dtype)
     x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
     self.sow("intermediates", "hidden_states", x)
     for i in range(cfg.num_layers):
-      x = Block(cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.layer_norm_eps, cfg.dropout_rate,
-                dtype, name=f"blocks_{i}")(x, train)
+      x = Block(
+        cfg.num_heads,
+        cfg.mlp_dim,
+        cfg.qkv_bias,
+        cfg.layer_norm_eps,
+        cfg.dropout_rate,
+        dtype,
+        name=f"blocks_{i}",
+      )(x, train)
       self.sow("intermediates", "hidden_states", x)
     x = _layer_norm(cfg.layer_norm_eps, dtype, "norm")(x)
     self.sow("intermediates", "last_hidden_state", x)
@@ -162,21 +184,24 @@ class AST(nn.Module):
 def _check_input(cfg: AstConfig, shape: tuple[int, ...]) -> None:
   """Raises ValueError unless `shape` is (batch, frames, num_mel_bins) giving `cfg.grid`."""
   if len(shape) != 3 or shape[-1] != cfg.num_mel_bins:
-    raise ValueError(f"AST expects (batch, frames, {cfg.num_mel_bins}) fbank features, "
-                     f"got shape {tuple(shape)}")
+    raise ValueError(
+      f"AST expects (batch, frames, {cfg.num_mel_bins}) fbank features, got shape {tuple(shape)}"
+    )
   time_patches = cfg.grid[1]
   got = (shape[1] - cfg.patch_size) // cfg.time_stride + 1 if shape[1] >= cfg.patch_size else 0
   if got != time_patches:
     lo = (time_patches - 1) * cfg.time_stride + cfg.patch_size
     raise ValueError(
-        f"AST position embeddings are sized for {time_patches} time patches "
-        f"(max_length={cfg.max_length}: inputs of {lo}..{lo + cfg.time_stride - 1} frames), got "
-        f"{shape[1]} frames ({got} patches); pad or crop the features to max_length, or resize "
-        f"the position embeddings with dass_jax.ast.with_max_length")
+      f"AST position embeddings are sized for {time_patches} time patches "
+      f"(max_length={cfg.max_length}: inputs of {lo}..{lo + cfg.time_stride - 1} frames), got "
+      f"{shape[1]} frames ({got} patches); pad or crop the features to max_length, or resize "
+      f"the position embeddings with dass_jax.ast.with_max_length"
+    )
 
 
-def interpolate_pos_embed(pos_embed: jax.Array, grid: tuple[int, int],
-                          new_grid: tuple[int, int]) -> jax.Array:
+def interpolate_pos_embed(
+  pos_embed: jax.Array, grid: tuple[int, int], new_grid: tuple[int, int]
+) -> jax.Array:
   """Resizes AST position embeddings to another patch grid.
 
   The patch part of `pos_embed` is viewed as a (freq_patches, time_patches) grid of D-vectors and
@@ -196,8 +221,10 @@ def interpolate_pos_embed(pos_embed: jax.Array, grid: tuple[int, int],
   pos_embed = jnp.asarray(pos_embed)
   freq, time = grid
   if pos_embed.ndim != 3 or pos_embed.shape[1] != freq * time + NUM_EXTRA_TOKENS:
-    raise ValueError(f"pos_embed of shape {tuple(pos_embed.shape)} does not hold a {freq} x {time} "
-                     f"grid plus {NUM_EXTRA_TOKENS} tokens")
+    raise ValueError(
+      f"pos_embed of shape {tuple(pos_embed.shape)} does not hold a {freq} x {time} "
+      f"grid plus {NUM_EXTRA_TOKENS} tokens"
+    )
   if tuple(new_grid) == tuple(grid):
     return pos_embed
   dim = pos_embed.shape[-1]
@@ -218,10 +245,16 @@ def with_max_length(params: Any, config: AstConfig, max_length: int) -> tuple[di
   """
   new_config = dataclasses.replace(config, max_length=max_length)
   new_params = dict(params)
-  new_params["pos_embed"] = interpolate_pos_embed(params["pos_embed"], config.grid,
-                                                  new_config.grid)
+  new_params["pos_embed"] = interpolate_pos_embed(params["pos_embed"], config.grid, new_config.grid)
   return new_params, new_config
 
 
-__all__ = ["AST", "Attention", "Block", "Mlp", "NUM_EXTRA_TOKENS", "interpolate_pos_embed",
-           "with_max_length"]
+__all__ = [
+  "AST",
+  "NUM_EXTRA_TOKENS",
+  "Attention",
+  "Block",
+  "Mlp",
+  "interpolate_pos_embed",
+  "with_max_length",
+]

@@ -65,26 +65,32 @@ def _check_wav_complete(path: str) -> None:
         declared = chunk_size
         present = size - offset - 8
         if 0 < declared < 0xFFFFFFFF and present < declared:
-          raise AudioLoadError(f"{path}: truncated WAV file: header declares {declared} bytes of "
-                               f"audio data, only {present} present")
+          raise AudioLoadError(
+            f"{path}: truncated WAV file: header declares {declared} bytes of "
+            f"audio data, only {present} present"
+          )
         return
       offset += 8 + chunk_size + (chunk_size & 1)
 
 
 def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
   import soundfile as sf
+
   with sf.SoundFile(path) as f:
     declared = f.frames
     data = f.read(dtype="float32", always_2d=True)
     sample_rate = f.samplerate
   if 0 < declared < _UNKNOWN_LENGTH and data.shape[0] < declared:
-    raise AudioLoadError(f"{path}: truncated or corrupt audio: header declares {declared} frames, "
-                         f"only {data.shape[0]} decoded")
+    raise AudioLoadError(
+      f"{path}: truncated or corrupt audio: header declares {declared} frames, "
+      f"only {data.shape[0]} decoded"
+    )
   return data, sample_rate
 
 
 def _read_librosa(path: str) -> tuple[np.ndarray, int]:
   import librosa
+
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     data, sample_rate = librosa.load(path, sr=None, mono=False, dtype=np.float32)
@@ -95,6 +101,7 @@ def _read_librosa(path: str) -> tuple[np.ndarray, int]:
 def _decode(path: str) -> tuple[np.ndarray, int]:
   """(samples, channels) float32 and the file's sample rate."""
   import soundfile as sf
+
   _check_wav_complete(path)
   try:
     return _read_soundfile(path)
@@ -105,8 +112,9 @@ def _decode(path: str) -> tuple[np.ndarray, int]:
       reason = type(fallback_error).__name__
       if str(fallback_error):
         reason += f": {fallback_error}"
-      raise AudioLoadError(f"{path}: cannot decode audio (soundfile: {sf_error}; librosa/audioread "
-                           f"fallback: {reason})") from fallback_error
+      raise AudioLoadError(
+        f"{path}: cannot decode audio (soundfile: {sf_error}; librosa/audioread fallback: {reason})"
+      ) from fallback_error
 
 
 def _to_mono(data: np.ndarray, path: str) -> np.ndarray:
@@ -136,12 +144,16 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
   if file_rate == sample_rate:
     return mono
   import librosa
-  resampled = librosa.resample(mono, orig_sr=file_rate, target_sr=sample_rate, res_type=_RESAMPLE_TYPE)
+
+  resampled = librosa.resample(
+    mono, orig_sr=file_rate, target_sr=sample_rate, res_type=_RESAMPLE_TYPE
+  )
   return resampled.astype(np.float32)
 
 
-def iter_audio_blocks(path: str | os.PathLike, block_seconds: float,
-                      sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+def iter_audio_blocks(
+  path: str | os.PathLike, block_seconds: float, sample_rate: int = SAMPLE_RATE
+) -> Iterator[np.ndarray]:
   """Streams a long file as mono float32 blocks at `sample_rate`, without loading it whole.
 
   Reads `block_seconds` of audio at the file's own rate per step, downmixes, and resamples through a
@@ -161,6 +173,7 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float,
     AudioLoadError: missing, empty, unreadable or zero-length file.
   """
   import soundfile as sf
+
   if block_seconds <= 0:
     raise ValueError(f"block_seconds must be positive, got {block_seconds}")
   path = _check_path(path)
@@ -175,6 +188,7 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float,
     stream = None
     if f.samplerate != sample_rate:
       import soxr
+
       stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
     block_frames = max(1, int(round(block_seconds * f.samplerate)))
     remaining = f.frames
@@ -184,8 +198,9 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float,
       except sf.SoundFileError as e:
         raise AudioLoadError(f"{path}: corrupt audio data ({e})") from e
       if data.shape[0] == 0:
-        raise AudioLoadError(f"{path}: truncated or corrupt audio: stream ended "
-                             f"{remaining} frames early")
+        raise AudioLoadError(
+          f"{path}: truncated or corrupt audio: stream ended {remaining} frames early"
+        )
       remaining -= data.shape[0]
       mono = _to_mono(data, path)
       if stream is not None:

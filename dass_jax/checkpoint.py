@@ -27,22 +27,25 @@ def build_model(config):
   """The Flax module for a config (DassConfig -> DASS, AstConfig -> AST)."""
   if isinstance(config, DassConfig):
     from dass_jax.dass import DASS
+
     return DASS(config)
   if isinstance(config, AstConfig):
     from dass_jax.ast import AST
+
     return AST(config)
   raise TypeError(f"no model for config type {type(config).__name__}")
 
 
 def refuse_existing(out_dir: str | os.PathLike) -> None:
-  """Raises FileExistsError if `out_dir` already holds a converted checkpoint (nothing is touched)."""
+  """Raises FileExistsError if `out_dir` already holds a converted checkpoint; touches nothing."""
   out = Path(out_dir).absolute()
   if (out / PARAMS_DIR).exists() or (out / CONFIG_FILE).exists():
     raise FileExistsError(f"{out} already holds a converted checkpoint; choose another folder")
 
 
-def save_converted(out_dir: str | os.PathLike, config, params: Any,
-                   extra: dict[str, Any] | None = None) -> Path:
+def save_converted(
+  out_dir: str | os.PathLike, config, params: Any, extra: dict[str, Any] | None = None
+) -> Path:
   """Writes `config.json` and an orbax `params/` checkpoint into `out_dir`.
 
   `extra` holds metadata stored beside the config (keys in METADATA_KEYS: source, source_format,
@@ -52,8 +55,9 @@ def save_converted(out_dir: str | os.PathLike, config, params: Any,
 
   unknown = set(extra or {}) - METADATA_KEYS
   if unknown:
-    raise ValueError(f"unknown checkpoint metadata keys {sorted(unknown)}; allowed: "
-                     f"{sorted(METADATA_KEYS)}")
+    raise ValueError(
+      f"unknown checkpoint metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}"
+    )
   refuse_existing(out_dir)
   out = Path(out_dir).absolute()
   out.mkdir(parents=True, exist_ok=True)

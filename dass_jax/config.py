@@ -77,13 +77,12 @@ class DassConfig(_ModelConfig):
     return self.dt_rank or math.ceil(self.dims[stage] / 16)
 
   @classmethod
-  def small(cls, **overrides) -> "DassConfig":
+  def small(cls, **overrides) -> DassConfig:
     return cls(**{"depths": (2, 2, 8, 2), "drop_path_rate": 0.2, **overrides})
 
   @classmethod
-  def medium(cls, **overrides) -> "DassConfig":
+  def medium(cls, **overrides) -> DassConfig:
     return cls(**{"depths": (2, 2, 20, 2), "drop_path_rate": 0.3, **overrides})
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +132,9 @@ class AstConfig(_ModelConfig):
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
-                       f"num_heads {self.num_heads}")
+      raise ValueError(
+        f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+      )
     for name, size in (("num_mel_bins", self.num_mel_bins), ("max_length", self.max_length)):
       if size < self.patch_size:
         raise ValueError(f"{name}={size} is smaller than patch_size={self.patch_size}")
@@ -142,18 +142,19 @@ class AstConfig(_ModelConfig):
   @property
   def grid(self) -> tuple[int, int]:
     """(frequency patches, time patches) of the patch-embedding conv (no padding)."""
-    return ((self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
-            (self.max_length - self.patch_size) // self.time_stride + 1)
+    return (
+      (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
+      (self.max_length - self.patch_size) // self.time_stride + 1,
+    )
 
   @property
   def num_patches(self) -> int:
     return self.grid[0] * self.grid[1]
 
   @classmethod
-  def original_repo(cls, **overrides) -> "AstConfig":
+  def original_repo(cls, **overrides) -> AstConfig:
     """The LayerNorm eps of YuanGongND/ast (timm ViT 1e-6, `mlp_head` torch default 1e-5)."""
     return cls(**{"layer_norm_eps": 1e-6, "head_layer_norm_eps": 1e-5, **overrides})
-
 
 
 CONFIG_TYPES = {"dass": DassConfig, "ast": AstConfig}

@@ -71,8 +71,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dass_jax.config import DassConfig
-from dass_jax.ss2d import (channel_norm, check_scan_impl, compute_dtype, linear_init,
-                           torch_conv_init, uniform_init)
+from dass_jax.ss2d import (
+  channel_norm,
+  check_scan_impl,
+  compute_dtype,
+  linear_init,
+  torch_conv_init,
+  uniform_init,
+)
 from dass_jax.vss_block import VSSBlock
 
 # Symmetric padding of PyTorch's Conv2d(k=3, s=2, p=1); XLA 'SAME' would pad (0, 1) on even sizes.
@@ -81,9 +87,18 @@ CONV_PAD = ((1, 1), (1, 1))
 
 def conv3x3_s2(features: int, in_features: int, dtype, name: str) -> nn.Conv:
   """A stride-2 3x3 conv with bias, PyTorch's symmetric padding and PyTorch's default init."""
-  return nn.Conv(features, (3, 3), strides=(2, 2), padding=CONV_PAD, use_bias=True,
-                 dtype=dtype, param_dtype=jnp.float32, kernel_init=torch_conv_init,
-                 bias_init=uniform_init((in_features * 9) ** -0.5), name=name)
+  return nn.Conv(
+    features,
+    (3, 3),
+    strides=(2, 2),
+    padding=CONV_PAD,
+    use_bias=True,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=torch_conv_init,
+    bias_init=uniform_init((in_features * 9) ** -0.5),
+    name=name,
+  )
 
 
 class PatchEmbed(nn.Module):
@@ -140,8 +155,9 @@ class Stage(nn.Module):
     """x (batch, H, W, dims[i]) -> (batch, H', W', dims[i+1]) (H' = ceil(H/2)) or unchanged."""
     cfg = self.config
     for j, rate in enumerate(self.drop_path_rates):
-      x = VSSBlock(cfg, cfg.stage_dt_rank(self.index), drop_path_rate=rate,
-                   name=f"blocks_{j}")(x, train)
+      x = VSSBlock(cfg, cfg.stage_dt_rank(self.index), drop_path_rate=rate, name=f"blocks_{j}")(
+        x, train
+      )
     if self.index + 1 < len(cfg.dims):
       x = Downsample(cfg.dims[self.index + 1], dtype=compute_dtype(cfg), name="downsample")(x)
     self.sow("intermediates", "output", x)
@@ -163,8 +179,13 @@ class Classifier(nn.Module):
     self.sow("intermediates", "norm_out", x)
     pooled = jnp.mean(x, axis=(1, 2))
     self.sow("intermediates", "pooled", pooled)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                      kernel_init=linear_init, name="head")(pooled)
+    logits = nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=linear_init,
+      name="head",
+    )(pooled)
     return logits.astype(jnp.float32)
 
 
@@ -173,7 +194,7 @@ def drop_path_schedule(depths: tuple[int, ...], rate: float) -> list[tuple[float
   rates = np.linspace(0.0, rate, sum(depths)).tolist()
   out, start = [], 0
   for depth in depths:
-    out.append(tuple(rates[start:start + depth]))
+    out.append(tuple(rates[start : start + depth]))
     start += depth
   return out
 
@@ -191,8 +212,10 @@ class DASS(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     cfg = self.config
     if x.ndim != 3 or x.shape[-1] != cfg.num_mel_bins or x.shape[1] < 1:
-      raise ValueError(f"DASS expects fbank input (batch, frames >= 1, {cfg.num_mel_bins}), "
-                       f"got shape {tuple(x.shape)}")
+      raise ValueError(
+        f"DASS expects fbank input (batch, frames >= 1, {cfg.num_mel_bins}), "
+        f"got shape {tuple(x.shape)}"
+      )
     if cfg.in_chans != 1:
       raise ValueError(f"DASS takes one fbank channel, the config has in_chans={cfg.in_chans}")
     check_scan_impl(cfg)
@@ -217,11 +240,12 @@ def torch_activations(intermediates: Any) -> dict[str, jax.Array]:
   """
   flat = {}
   leaves = jax.tree_util.tree_flatten_with_path(
-      intermediates, is_leaf=lambda v: isinstance(v, tuple))[0]
+    intermediates, is_leaf=lambda v: isinstance(v, tuple)
+  )[0]
   for path, value in leaves:
     parts = [_INDEXED.sub(r"\1.\2", p.key) for p in path]
     leaf = parts.pop()
     if leaf != "output":
-      parts.append(leaf[:-len("_out")] if leaf.endswith("_out") else leaf)
+      parts.append(leaf[: -len("_out")] if leaf.endswith("_out") else leaf)
     flat[".".join(parts)] = value[-1]
   return flat

@@ -59,8 +59,13 @@ def kaldi_mel(freq_hz):
 
 
 @functools.lru_cache(maxsize=16)
-def mel_banks(num_mel_bins: int, fft_size: int, sample_rate: int, low_freq: float = LOW_FREQ,
-              high_freq: float = 0.0) -> np.ndarray:
+def mel_banks(
+  num_mel_bins: int,
+  fft_size: int,
+  sample_rate: int,
+  low_freq: float = LOW_FREQ,
+  high_freq: float = 0.0,
+) -> np.ndarray:
   """Kaldi triangular mel filters as a matrix over the rfft bins.
 
   Args:
@@ -80,7 +85,9 @@ def mel_banks(num_mel_bins: int, fft_size: int, sample_rate: int, low_freq: floa
   if high_freq <= 0.0:
     high_freq += nyquist
   if not (0.0 <= low_freq < nyquist and 0.0 < high_freq <= nyquist and low_freq < high_freq):
-    raise ValueError(f"bad mel range: low_freq {low_freq}, high_freq {high_freq}, nyquist {nyquist}")
+    raise ValueError(
+      f"bad mel range: low_freq {low_freq}, high_freq {high_freq}, nyquist {nyquist}"
+    )
   mel_low, mel_high = kaldi_mel(low_freq), kaldi_mel(high_freq)
   delta = (mel_high - mel_low) / (num_mel_bins + 1)
   left = mel_low + np.arange(num_mel_bins) * delta
@@ -109,8 +116,10 @@ def _check_waveform(waveform) -> np.ndarray:
   if waveform.size == 0:
     raise ValueError("waveform is empty (0 samples)")
   if np.issubdtype(waveform.dtype, np.integer):
-    raise ValueError(f"waveform has integer dtype {waveform.dtype}; AST/DASS features expect float "
-                     "samples in [-1, 1] (divide int16 PCM by 32768)")
+    raise ValueError(
+      f"waveform has integer dtype {waveform.dtype}; AST/DASS features expect float "
+      "samples in [-1, 1] (divide int16 PCM by 32768)"
+    )
   if not np.issubdtype(waveform.dtype, np.floating):
     raise ValueError(f"waveform must be real floating point, got dtype {waveform.dtype}")
   if not np.all(np.isfinite(waveform)):
@@ -118,8 +127,9 @@ def _check_waveform(waveform) -> np.ndarray:
   return waveform
 
 
-def fbank(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
-          num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+def fbank(
+  waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = NUM_MEL_BINS
+) -> np.ndarray:
   """Log-mel filterbank of one mono waveform, matching the AST/DASS torchaudio call.
 
   Args:
@@ -130,7 +140,8 @@ def fbank(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
     num_mel_bins: filters (128 for AST/DASS).
 
   Returns:
-    (frames, num_mel_bins) float32, frames = 1 + (samples - window) // shift; a waveform shorter than
+    (frames, num_mel_bins) float32, frames = 1 + (samples - window) // shift; a waveform shorter
+    than
     one window is zero-padded to one window (1 frame).
 
   Raises:
@@ -145,8 +156,9 @@ def fbank(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
   banks = mel_banks(num_mel_bins, fft_size, sample_rate)
   out = np.empty((frames.shape[0], num_mel_bins), np.float32)
   for start in range(0, frames.shape[0], _FRAMES_PER_CHUNK):
-    out[start:start + _FRAMES_PER_CHUNK] = _log_mel(frames[start:start + _FRAMES_PER_CHUNK], fft_size,
-                                                    banks)
+    out[start : start + _FRAMES_PER_CHUNK] = _log_mel(
+      frames[start : start + _FRAMES_PER_CHUNK], fft_size, banks
+    )
   return out
 
 
@@ -160,8 +172,9 @@ def _log_mel(frames: np.ndarray, fft_size: int, banks: np.ndarray) -> np.ndarray
 
 
 @functools.partial(jax.jit, static_argnames=("sample_rate", "num_mel_bins"))
-def fbank_batch(waveforms: jax.Array, sample_rate: int = SAMPLE_RATE,
-                num_mel_bins: int = NUM_MEL_BINS) -> jax.Array:
+def fbank_batch(
+  waveforms: jax.Array, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = NUM_MEL_BINS
+) -> jax.Array:
   """Batched JAX version of `fbank` for equal-length waveforms (float32 throughout).
 
   Args:
@@ -184,7 +197,7 @@ def fbank_batch(waveforms: jax.Array, sample_rate: int = SAMPLE_RATE,
   previous = jnp.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
   frames = (frames - PREEMPHASIS * previous) * jnp.asarray(hann_window(window_size), jnp.float32)
   spectrum = jnp.fft.rfft(frames, n=fft_size, axis=-1)
-  power = spectrum.real ** 2 + spectrum.imag ** 2
+  power = spectrum.real**2 + spectrum.imag**2
   banks = jnp.asarray(mel_banks(num_mel_bins, fft_size, sample_rate), jnp.float32)
   energies = jnp.einsum("bfk,km->bfm", power, banks, precision=jax.lax.Precision.HIGHEST)
   return jnp.log(jnp.maximum(energies, LOG_FLOOR))
@@ -211,16 +224,18 @@ class FbankStream:
     """(samples,) float block -> (new_frames, num_mel_bins) float32 (new_frames may be 0)."""
     block = np.asarray(block)
     if block.ndim != 1 or not np.issubdtype(block.dtype, np.floating):
-      raise ValueError(f"audio blocks must be 1-D float samples, got shape {block.shape} "
-                       f"dtype {block.dtype}")
+      raise ValueError(
+        f"audio blocks must be 1-D float samples, got shape {block.shape} dtype {block.dtype}"
+      )
     buffer = np.concatenate([self._carry, block.astype(np.float64)])
     if buffer.size < self._window:
       self._carry = buffer
       return np.zeros((0, self.num_mel_bins), np.float32)
     count = 1 + (buffer.size - self._window) // self._shift
-    out = fbank(buffer[:(count - 1) * self._shift + self._window], self.sample_rate,
-                self.num_mel_bins)
-    self._carry = buffer[count * self._shift:]
+    out = fbank(
+      buffer[: (count - 1) * self._shift + self._window], self.sample_rate, self.num_mel_bins
+    )
+    self._carry = buffer[count * self._shift :]
     self._frames_out += count
     return out
 
@@ -264,8 +279,9 @@ def normalize(features, mean: float = AUDIOSET_FBANK_MEAN, std: float = AUDIOSET
 _normalize_features = normalize
 
 
-def audio_to_features(path: str | os.PathLike, target_frames: int | None = None,
-                      normalize: bool = True) -> np.ndarray:
+def audio_to_features(
+  path: str | os.PathLike, target_frames: int | None = None, normalize: bool = True
+) -> np.ndarray:
   """Audio file -> model input: load, downmix, resample to 16 kHz, fbank, pad/crop, normalise.
 
   Args:
@@ -280,6 +296,7 @@ def audio_to_features(path: str | os.PathLike, target_frames: int | None = None,
     dass_jax.audio.AudioLoadError: unreadable, empty or corrupt file.
   """
   from dass_jax.audio import load_audio
+
   features = fbank(load_audio(path, sample_rate=SAMPLE_RATE), SAMPLE_RATE, NUM_MEL_BINS)
   if target_frames is not None:
     features = pad_or_crop(features, target_frames)

@@ -61,5 +61,5 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def mid_to_index(path: str | os.PathLike | None = None) -> dict[str, int]:
-  """Maps ontology ids ('/m/09x0r') to class indices, for turning AudioSet label strings into targets."""
+  """Maps ontology ids ('/m/09x0r') to class indices (AudioSet label strings -> targets)."""
   return {mid: index for index, mid, _ in load_label_csv(path)}

@@ -55,6 +55,7 @@ def class_names(num_classes: int) -> list[str]:
   """Label names from `dass_jax.labels` when it has them for `num_classes`, else `class_<i>`."""
   try:
     from dass_jax import labels
+
     names = list(labels.class_names(num_classes))
   except (ImportError, ValueError, KeyError, OSError):
     names = []
@@ -72,8 +73,10 @@ def _audio_features(path: Path) -> np.ndarray:
   try:
     from dass_jax.timeline import audio_features
   except ImportError as e:
-    raise InputError(f"{path}: audio input needs dass_jax.timeline and its audio libraries "
-                     f"({e}); pass a .npy fbank array instead") from e
+    raise InputError(
+      f"{path}: audio input needs dass_jax.timeline and its audio libraries "
+      f"({e}); pass a .npy fbank array instead"
+    ) from e
   try:
     return audio_features(path)
   except Exception as e:  # any decoder error is a bad input file, reported with its name
@@ -99,11 +102,15 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
   if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
     raise InputError(f"{path}: dtype {array.dtype} is not a real number type")
   if array.ndim not in (2, 3):
-    raise InputError(f"{path}: shape {array.shape} has rank {array.ndim}; expected "
-                     f"(frames, {mel}) or (batch, frames, {mel})")
+    raise InputError(
+      f"{path}: shape {array.shape} has rank {array.ndim}; expected "
+      f"(frames, {mel}) or (batch, frames, {mel})"
+    )
   if array.shape[-1] != mel:
-    raise InputError(f"{path}: last axis has {array.shape[-1]} mel bins; the model takes {mel} "
-                     f"(expected (frames, {mel}) or (batch, frames, {mel}))")
+    raise InputError(
+      f"{path}: last axis has {array.shape[-1]} mel bins; the model takes {mel} "
+      f"(expected (frames, {mel}) or (batch, frames, {mel}))"
+    )
   if array.size == 0:
     raise InputError(f"{path}: empty input, shape {array.shape}")
   bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
@@ -120,6 +127,7 @@ def fixed_length(config) -> int | None:
 def pad_value() -> float:
   """The normalised value of the dataloader's zero padding, float32 `features.normalize(0)`."""
   from dass_jax.features import normalize
+
   return float(normalize(np.zeros(1, np.float32))[0])
 
 
@@ -130,26 +138,35 @@ def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
     return batch
   if batch.shape[1] > length:
     return batch[:, :length]
-  return np.pad(batch, ((0, 0), (0, length - batch.shape[1]), (0, 0)),
-                constant_values=pad_value())
+  return np.pad(batch, ((0, 0), (0, length - batch.shape[1]), (0, 0)), constant_values=pad_value())
 
 
 def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.ndarray:
   """(batch, frames, mel) -> (batch, classes) float32 via `apply_fn(params, x)`, in chunks."""
-  chunks = [np.asarray(apply_fn(params, batch[i:i + batch_size]))
-            for i in range(0, batch.shape[0], batch_size)]
+  chunks = [
+    np.asarray(apply_fn(params, batch[i : i + batch_size]))
+    for i in range(0, batch.shape[0], batch_size)
+  ]
   return np.concatenate(chunks, axis=0).astype(np.float32)
 
 
 def top_classes(logits: np.ndarray, k: int, names: list[str]) -> list[dict[str, Any]]:
   """The k highest logits of one row: class index, name, logit, sigmoid probability."""
   order = np.argsort(-logits, kind="stable")[:k]
-  return [{"class": int(c), "name": names[c], "logit": float(logits[c]),
-           "probability": float(1.0 / (1.0 + np.exp(-float(logits[c]))))} for c in order]
+  return [
+    {
+      "class": int(c),
+      "name": names[c],
+      "logit": float(logits[c]),
+      "probability": float(1.0 / (1.0 + np.exp(-float(logits[c])))),
+    }
+    for c in order
+  ]
 
 
-def timeline_windows(apply_fn, params, features: np.ndarray, config, args: argparse.Namespace,
-                     names: list[str]) -> list[dict[str, Any]]:
+def timeline_windows(
+  apply_fn, params, features: np.ndarray, config, args: argparse.Namespace, names: list[str]
+) -> list[dict[str, Any]]:
   """Per-window records of one recording's timeline.
 
   Args:
@@ -166,40 +183,86 @@ def timeline_windows(apply_fn, params, features: np.ndarray, config, args: argpa
   """
   from dass_jax import timeline
 
-  bounds = timeline.window_bounds(len(features), args.timeline_window_frames,
-                                  args.timeline_hop_frames)
+  bounds = timeline.window_bounds(
+    len(features), args.timeline_window_frames, args.timeline_hop_frames
+  )
   length = fixed_length(config)
-  logits = timeline.window_logits(apply_fn, params, features, bounds, args.batch_size,
-                                  length=length, pad_value=pad_value() if length else 0.0)
+  logits = timeline.window_logits(
+    apply_fn,
+    params,
+    features,
+    bounds,
+    args.batch_size,
+    length=length,
+    pad_value=pad_value() if length else 0.0,
+  )
   fps = timeline.FRAMES_PER_SECOND
-  return [{"window": i, "start_frame": int(start), "end_frame": int(end),
-           "start_s": start / fps, "end_s": end / fps,
-           "top": top_classes(row, args.top_k, names)}
-          for i, ((start, end), row) in enumerate(zip(bounds, logits))]
+  return [
+    {
+      "window": i,
+      "start_frame": int(start),
+      "end_frame": int(end),
+      "start_s": start / fps,
+      "end_s": end / fps,
+      "top": top_classes(row, args.top_k, names),
+    }
+    for i, ((start, end), row) in enumerate(zip(bounds, logits))
+  ]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog="python -m dass_jax.predict",
-      description="Print the top classes of a converted DASS / AST checkpoint for fbank .npy "
-                  "arrays or audio files of any length, optionally as a sliding-window timeline.")
-  parser.add_argument("--checkpoint", required=True,
-                      help="folder written by `python -m convert_torch` (config.json + params/)")
-  parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                      help=".npy fbank (frames, 128) / (batch, frames, 128), or an audio file")
-  parser.add_argument("--top-k", type=int, default=5,
-                      help="classes shown per input and per window (default 5)")
-  parser.add_argument("--logits-npy", default=None,
-                      help="write all logits, (total batch, classes) float32, to this .npy file")
+    prog="python -m dass_jax.predict",
+    description="Print the top classes of a converted DASS / AST checkpoint for fbank .npy "
+    "arrays or audio files of any length, optionally as a sliding-window timeline.",
+  )
+  parser.add_argument(
+    "--checkpoint",
+    required=True,
+    help="folder written by `python -m convert_torch` (config.json + params/)",
+  )
+  parser.add_argument(
+    "inputs",
+    nargs="+",
+    metavar="INPUT",
+    help=".npy fbank (frames, 128) / (batch, frames, 128), or an audio file",
+  )
+  parser.add_argument(
+    "--top-k", type=int, default=5, help="classes shown per input and per window (default 5)"
+  )
+  parser.add_argument(
+    "--logits-npy",
+    default=None,
+    help="write all logits, (total batch, classes) float32, to this .npy file",
+  )
   parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-  parser.add_argument("--batch-size", type=int, default=32,
-                      help="rows of a batched input, or timeline windows, per call (default 32)")
-  parser.add_argument("--timeline-window", type=float, default=None, metavar="SECONDS",
-                      help="also classify each recording in windows of this many seconds")
-  parser.add_argument("--timeline-hop", type=float, default=None, metavar="SECONDS",
-                      help="seconds between window starts (default: the window, no overlap)")
-  parser.add_argument("--timeline-out", action="append", default=[], metavar="PATH",
-                      help="write the timeline to PATH (.json or .csv); may be repeated")
+  parser.add_argument(
+    "--batch-size",
+    type=int,
+    default=32,
+    help="rows of a batched input, or timeline windows, per call (default 32)",
+  )
+  parser.add_argument(
+    "--timeline-window",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="also classify each recording in windows of this many seconds",
+  )
+  parser.add_argument(
+    "--timeline-hop",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="seconds between window starts (default: the window, no overlap)",
+  )
+  parser.add_argument(
+    "--timeline-out",
+    action="append",
+    default=[],
+    metavar="PATH",
+    help="write the timeline to PATH (.json or .csv); may be repeated",
+  )
   args = parser.parse_args(argv)
   if args.top_k < 1 or args.batch_size < 1:
     parser.error("--top-k and --batch-size must be positive")
@@ -222,8 +285,10 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
   except ValueError as e:
     parser.error(str(e))
   if args.timeline_hop_frames > args.timeline_window_frames:
-    parser.error(f"--timeline-hop {args.timeline_hop} s is longer than --timeline-window "
-                 f"{args.timeline_window} s: the audio between windows would not be classified")
+    parser.error(
+      f"--timeline-hop {args.timeline_hop} s is longer than --timeline-window "
+      f"{args.timeline_window} s: the audio between windows would not be classified"
+    )
   for out in args.timeline_out:
     if Path(out).suffix.lower() not in (".json", ".csv"):
       parser.error(f"--timeline-out {out}: the file must end in .json or .csv")
@@ -242,26 +307,33 @@ def _load_checkpoint(folder: str):
     raise InputError(f"{folder}: not a usable converted checkpoint ({e})") from e
 
 
-def _check_timeline_inputs(args: argparse.Namespace, config,
-                           inputs: list[tuple[str, np.ndarray]]) -> None:
+def _check_timeline_inputs(
+  args: argparse.Namespace, config, inputs: list[tuple[str, np.ndarray]]
+) -> None:
   """Raises InputError for a window a fixed-length model cannot take or a batched input."""
   length = fixed_length(config)
   if length is not None and args.timeline_window_frames > length:
-    raise InputError(f"--timeline-window {args.timeline_window} s is "
-                     f"{args.timeline_window_frames} frames; this AST checkpoint takes at most "
-                     f"max_length={length} frames")
+    raise InputError(
+      f"--timeline-window {args.timeline_window} s is "
+      f"{args.timeline_window_frames} frames; this AST checkpoint takes at most "
+      f"max_length={length} frames"
+    )
   for path, batch in inputs:
     if batch.shape[0] != 1:
-      raise InputError(f"{path}: a timeline needs one recording per input, the array holds a "
-                       f"batch of {batch.shape[0]}")
+      raise InputError(
+        f"{path}: a timeline needs one recording per input, the array holds a "
+        f"batch of {batch.shape[0]}"
+      )
 
 
 def _print_text(results: list[dict[str, Any]]) -> None:
   for result in results:
     print(f"{result['input']}[{result['index']}] ({result['frames']} frames)")
     for rank, top in enumerate(result["top"], 1):
-      print(f"  {rank:2d}. {top['name']:<40s} class {top['class']:4d}  "
-            f"logit {top['logit']:+8.4f}  p {top['probability']:.4f}")
+      print(
+        f"  {rank:2d}. {top['name']:<40s} class {top['class']:4d}  "
+        f"logit {top['logit']:+8.4f}  p {top['probability']:.4f}"
+      )
     if "timeline" in result:
       print(f"  timeline: {len(result['timeline'])} windows")
       for window in result["timeline"]:
@@ -269,17 +341,24 @@ def _print_text(results: list[dict[str, Any]]) -> None:
         print(f"    {window['start_s']:9.2f}-{window['end_s']:9.2f} s  {labels}")
 
 
-def _write_timelines(args: argparse.Namespace, header: dict[str, Any],
-                     results: list[dict[str, Any]]) -> None:
+def _write_timelines(
+  args: argparse.Namespace, header: dict[str, Any], results: list[dict[str, Any]]
+) -> None:
   from dass_jax import timeline
 
-  report = {**header, "window_s": args.timeline_window_frames / timeline.FRAMES_PER_SECOND,
-            "hop_s": args.timeline_hop_frames / timeline.FRAMES_PER_SECOND,
-            "window_frames": args.timeline_window_frames,
-            "hop_frames": args.timeline_hop_frames,
-            "frames_per_second": timeline.FRAMES_PER_SECOND, "top_k": args.top_k,
-            "inputs": [{"input": r["input"], "frames": r["timeline"][-1]["end_frame"],
-                        "windows": r["timeline"]} for r in results]}
+  report = {
+    **header,
+    "window_s": args.timeline_window_frames / timeline.FRAMES_PER_SECOND,
+    "hop_s": args.timeline_hop_frames / timeline.FRAMES_PER_SECOND,
+    "window_frames": args.timeline_window_frames,
+    "hop_frames": args.timeline_hop_frames,
+    "frames_per_second": timeline.FRAMES_PER_SECOND,
+    "top_k": args.top_k,
+    "inputs": [
+      {"input": r["input"], "frames": r["timeline"][-1]["end_frame"], "windows": r["timeline"]}
+      for r in results
+    ],
+  }
   for out in args.timeline_out:
     timeline.write_timeline(out, report)
 
@@ -310,15 +389,22 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     all_logits.append(logits)
     for i, row in enumerate(logits):
-      result = {"input": str(path), "index": i, "frames": int(batch.shape[1]),
-                "top": top_classes(row, args.top_k, names)}
+      result = {
+        "input": str(path),
+        "index": i,
+        "frames": int(batch.shape[1]),
+        "top": top_classes(row, args.top_k, names),
+      }
       if timeline_on:
         result["timeline"] = timeline_windows(apply_fn, params, features[0], config, args, names)
       results.append(result)
   if args.logits_npy:
     np.save(args.logits_npy, np.concatenate(all_logits, axis=0))
-  header = {"checkpoint": str(args.checkpoint), "model_type": config.to_dict()["model_type"],
-            "num_classes": config.num_classes}
+  header = {
+    "checkpoint": str(args.checkpoint),
+    "model_type": config.to_dict()["model_type"],
+    "num_classes": config.num_classes,
+  }
   if timeline_on:
     _write_timelines(args, header, results)
   if args.json:

@@ -63,14 +63,21 @@ def check_scan_impl(config: DassConfig) -> None:
 
 def channel_norm(name: str) -> nn.LayerNorm:
   """torch LayerNorm over the channel (last) axis: eps 1e-5, two-pass variance, float32 out."""
-  return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_fast_variance=False, dtype=jnp.float32,
-                      param_dtype=jnp.float32, name=name)
+  return nn.LayerNorm(
+    epsilon=LAYER_NORM_EPS,
+    use_fast_variance=False,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    name=name,
+  )
 
 
 def uniform_init(bound: float):
   """U(-bound, bound), e.g. PyTorch's conv/linear bias init with bound 1/sqrt(fan_in)."""
+
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
   return init
 
 
@@ -101,11 +108,17 @@ def scan_diagnostics(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, D
   x_dbl = jnp.einsum("bkdl,kcd->bkcl", xs, x_proj_weight.astype(xs.dtype))
   dt_low, b_ssm, c_ssm = jnp.split(x_dbl, [rank, rank + n], axis=2)
   dts = jnp.einsum("bkrl,kdr->bkdl", dt_low, dt_projs_weight.astype(xs.dtype))
-  ys = selective_scan(xs.reshape(batch, K_DIRECTIONS * d, length),
-                      dts.reshape(batch, K_DIRECTIONS * d, length),
-                      -jnp.exp(A_logs.astype(jnp.float32)), b_ssm, c_ssm,
-                      Ds.astype(jnp.float32), dt_projs_bias.reshape(-1).astype(jnp.float32),
-                      delta_softplus=True, impl=impl)
+  ys = selective_scan(
+    xs.reshape(batch, K_DIRECTIONS * d, length),
+    dts.reshape(batch, K_DIRECTIONS * d, length),
+    -jnp.exp(A_logs.astype(jnp.float32)),
+    b_ssm,
+    c_ssm,
+    Ds.astype(jnp.float32),
+    dt_projs_bias.reshape(-1).astype(jnp.float32),
+    delta_softplus=True,
+    impl=impl,
+  )
   return dts, b_ssm, c_ssm, ys.reshape(batch, K_DIRECTIONS, d, length)
 
 
@@ -134,20 +147,36 @@ class SS2D(nn.Module):
     n, rank = cfg.d_state, self.dt_rank
     self.sow("intermediates", "in", x)
 
-    x_proj_weight = self.param("x_proj_weight", uniform_init(d_inner ** -0.5),
-                               (K_DIRECTIONS, rank + 2 * n, d_inner))
-    dt_projs_weight = self.param("dt_projs_weight", uniform_init(rank ** -0.5),
-                                 (K_DIRECTIONS, d_inner, rank))
+    x_proj_weight = self.param(
+      "x_proj_weight", uniform_init(d_inner**-0.5), (K_DIRECTIONS, rank + 2 * n, d_inner)
+    )
+    dt_projs_weight = self.param(
+      "dt_projs_weight", uniform_init(rank**-0.5), (K_DIRECTIONS, d_inner, rank)
+    )
     dt_projs_bias = self.param("dt_projs_bias", _dt_bias_init, (K_DIRECTIONS, d_inner))
     a_logs = self.param("A_logs", _a_logs_init, (K_DIRECTIONS * d_inner, n))
     ds = self.param("Ds", nn.initializers.ones, (K_DIRECTIONS * d_inner,))
 
-    u = nn.Dense(d_inner, use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=linear_init, name="in_proj")(x)
+    u = nn.Dense(
+      d_inner,
+      use_bias=False,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      kernel_init=linear_init,
+      name="in_proj",
+    )(x)
     self.sow("intermediates", "in_proj_out", u)
-    u = nn.Conv(d_inner, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=d_inner,
-                use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                kernel_init=torch_conv_init, name="conv2d")(u)
+    u = nn.Conv(
+      d_inner,
+      (3, 3),
+      padding=((1, 1), (1, 1)),
+      feature_group_count=d_inner,
+      use_bias=False,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      kernel_init=torch_conv_init,
+      name="conv2d",
+    )(u)
     self.sow("intermediates", "conv2d_out", u)
     u = nn.silu(u)
 
@@ -161,7 +190,13 @@ class SS2D(nn.Module):
 
     y = channel_norm("out_norm")(y)
     self.sow("intermediates", "out_norm_out", y)
-    out = nn.Dense(d_model, use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                   kernel_init=linear_init, name="out_proj")(y)
+    out = nn.Dense(
+      d_model,
+      use_bias=False,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      kernel_init=linear_init,
+      name="out_proj",
+    )(y)
     self.sow("intermediates", "out", out)
     return out

@@ -44,8 +44,17 @@ from dass_jax import features as features_lib
 
 FRAMES_PER_SECOND = 100
 STREAM_BLOCK_SECONDS = 30.0
-CSV_FIELDS = ("input", "window", "start_s", "end_s", "rank", "class", "name", "logit",
-              "probability")
+CSV_FIELDS = (
+  "input",
+  "window",
+  "start_s",
+  "end_s",
+  "rank",
+  "class",
+  "name",
+  "logit",
+  "probability",
+)
 
 
 def seconds_to_frames(seconds: float, what: str) -> int:
@@ -66,8 +75,9 @@ def seconds_to_frames(seconds: float, what: str) -> int:
     raise ValueError(f"{what} must be a positive number of seconds, got {seconds}")
   frames = seconds * FRAMES_PER_SECOND
   if abs(frames - round(frames)) > 1e-6:
-    raise ValueError(f"{what} {seconds} s is not a whole number of 10 ms frames "
-                     f"({frames:g} frames)")
+    raise ValueError(
+      f"{what} {seconds} s is not a whole number of 10 ms frames ({frames:g} frames)"
+    )
   return int(round(frames))
 
 
@@ -89,8 +99,10 @@ def window_bounds(num_frames: int, window: int, hop: int) -> np.ndarray:
   if num_frames < 1 or window < 1 or hop < 1:
     raise ValueError(f"num_frames, window and hop must be >= 1, got {num_frames}, {window}, {hop}")
   if hop > window:
-    raise ValueError(f"hop ({hop} frames) is longer than the window ({window} frames): the audio "
-                     "between windows would not be classified")
+    raise ValueError(
+      f"hop ({hop} frames) is longer than the window ({window} frames): the audio "
+      "between windows would not be classified"
+    )
   if num_frames <= window:
     return np.array([[0, num_frames]], np.int64)
   starts = np.arange(0, num_frames - window + 1, hop, dtype=np.int64)
@@ -99,9 +111,12 @@ def window_bounds(num_frames: int, window: int, hop: int) -> np.ndarray:
   return np.stack([starts, starts + window], axis=1)
 
 
-def stream_fbank(blocks: Iterable[np.ndarray], sample_rate: int = features_lib.SAMPLE_RATE,
-                 num_mel_bins: int = features_lib.NUM_MEL_BINS,
-                 normalize: bool = False) -> np.ndarray:
+def stream_fbank(
+  blocks: Iterable[np.ndarray],
+  sample_rate: int = features_lib.SAMPLE_RATE,
+  num_mel_bins: int = features_lib.NUM_MEL_BINS,
+  normalize: bool = False,
+) -> np.ndarray:
   """`features.fbank` of the concatenated blocks, computed one block at a time.
 
   Args:
@@ -129,8 +144,9 @@ def stream_fbank(blocks: Iterable[np.ndarray], sample_rate: int = features_lib.S
   return np.concatenate(pieces, axis=0)
 
 
-def audio_features(path: str | os.PathLike,
-                   block_seconds: float = STREAM_BLOCK_SECONDS) -> np.ndarray:
+def audio_features(
+  path: str | os.PathLike, block_seconds: float = STREAM_BLOCK_SECONDS
+) -> np.ndarray:
   """Audio file -> normalised model input for all of it, streamed when soundfile can read it.
 
   Files soundfile opens are read with `audio.iter_audio_blocks` (soxr's streaming resampler when
@@ -163,9 +179,15 @@ def audio_features(path: str | os.PathLike,
     raise AudioLoadError(f"{os.fspath(path)}: {e}") from e
 
 
-def window_logits(apply_fn: Callable[[Any, np.ndarray], Any], params: Any,
-                  features: np.ndarray, bounds: np.ndarray, batch_size: int,
-                  length: int | None = None, pad_value: float = 0.0) -> np.ndarray:
+def window_logits(
+  apply_fn: Callable[[Any, np.ndarray], Any],
+  params: Any,
+  features: np.ndarray,
+  bounds: np.ndarray,
+  batch_size: int,
+  length: int | None = None,
+  pad_value: float = 0.0,
+) -> np.ndarray:
   """Classifies every window on its own crop of the features.
 
   Args:
@@ -213,7 +235,7 @@ def window_logits(apply_fn: Callable[[Any, np.ndarray], Any], params: Any,
     chosen = list(range(first, min(first + rows, len(bounds))))
     filled = chosen + [chosen[-1]] * (rows - len(chosen))
     batch = np.stack([crop(*bounds[i]) for i in filled])
-    out.append(np.asarray(apply_fn(params, batch), np.float32)[:len(chosen)])
+    out.append(np.asarray(apply_fn(params, batch), np.float32)[: len(chosen)])
   return np.concatenate(out, axis=0)
 
 
@@ -246,7 +268,17 @@ def write_timeline(path: str | os.PathLike, report: dict[str, Any]) -> Path:
     for item in report["inputs"]:
       for window in item["windows"]:
         for rank, top in enumerate(window["top"], 1):
-          writer.writerow([item["input"], window["window"], f"{window['start_s']:.2f}",
-                           f"{window['end_s']:.2f}", rank, top["class"], top["name"],
-                           f"{top['logit']:.6g}", f"{top['probability']:.6g}"])
+          writer.writerow(
+            [
+              item["input"],
+              window["window"],
+              f"{window['start_s']:.2f}",
+              f"{window['end_s']:.2f}",
+              rank,
+              top["class"],
+              top["name"],
+              f"{top['logit']:.6g}",
+              f"{top['probability']:.6g}",
+            ]
+          )
   return path

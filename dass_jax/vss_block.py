@@ -52,11 +52,13 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     d = x.shape[-1]
-    x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=linear_init, name="fc1")(x)
+    x = nn.Dense(
+      self.hidden, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=linear_init, name="fc1"
+    )(x)
     x = nn.gelu(x, approximate=False)
-    return nn.Dense(d, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=linear_init,
-                    name="fc2")(x)
+    return nn.Dense(
+      d, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=linear_init, name="fc2"
+    )(x)
 
 
 class VSSBlock(nn.Module):
@@ -79,8 +81,9 @@ class VSSBlock(nn.Module):
     drop_path = DropPath(self.drop_path_rate)
     y = SS2D(self.config, self.dt_rank, name="op")(channel_norm("norm")(x))
     x = x + drop_path(y, train)
-    y = MLP(int(self.config.mlp_ratio * d), compute_dtype(self.config),
-            name="mlp")(channel_norm("norm2")(x))
+    y = MLP(int(self.config.mlp_ratio * d), compute_dtype(self.config), name="mlp")(
+      channel_norm("norm2")(x)
+    )
     x = x + drop_path(y, train)
     self.sow("intermediates", "output", x)
     return x

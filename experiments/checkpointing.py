@@ -25,8 +25,9 @@ CHECKPOINT_DIR = "checkpoints"
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `abstract` with the matching leaves of `shardings` attached."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
 
 
 class Checkpointer:
@@ -36,26 +37,35 @@ class Checkpointer:
     if keep < 1:
       raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "data"))
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=False
+    )
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=options, item_names=("state", "data")
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)
+      ),
+      force=True,
+    )
     self._manager.wait_until_finished()
 
-  def restore(self, step: int, abstract_state: Any,
-              data_iterator: grain.DatasetIterator) -> Any:
-    """Restores into `data_iterator` (in place) and returns the state, sharded as `abstract_state`."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
+  def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator) -> Any:
+    """Restores `data_iterator` in place and returns the state, sharded as `abstract_state`."""
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        data=grain.checkpoint.CheckpointRestore(data_iterator),
+      ),
+    )
     return restored["state"]
 
   def close(self) -> None:

@@ -42,11 +42,19 @@ class Evaluator:
     single_label: softmax scores (else sigmoid).
   """
 
-  def __init__(self, model: Any, data_cfg: ml_collections.ConfigDict, mesh, batch_size: int,
-               single_label: bool = False):
+  def __init__(
+    self,
+    model: Any,
+    data_cfg: ml_collections.ConfigDict,
+    mesh,
+    batch_size: int,
+    single_label: bool = False,
+  ):
     if batch_size % mesh.size or batch_size % jax.process_count():
-      raise ValueError(f"eval batch size {batch_size} must be divisible by the {mesh.size} "
-                       f"devices and {jax.process_count()} processes")
+      raise ValueError(
+        f"eval batch size {batch_size} must be divisible by the {mesh.size} "
+        f"devices and {jax.process_count()} processes"
+      )
     self.mesh = mesh
     self.data_cfg = ml_collections.ConfigDict(data_cfg.to_dict())
     self.data_cfg.batch_size = batch_size // jax.process_count()
@@ -63,8 +71,9 @@ class Evaluator:
 
   def scores(self, params: Any) -> tuple[np.ndarray, np.ndarray]:
     """(scores, targets) of every real eval example, (n, classes) each, on every process."""
-    it = data.make_eval_iterator(self.data_cfg, shard_index=jax.process_index(),
-                                 shard_count=jax.process_count())
+    it = data.make_eval_iterator(
+      self.data_cfg, shard_index=jax.process_index(), shard_count=jax.process_count()
+    )
     all_scores, all_targets = [], []
     for batch in it:
       fbank = _global_batch(batch["fbank"], self.mesh)
@@ -81,17 +90,24 @@ class Evaluator:
     result = metrics_lib.compute_metrics(scores, targets)
     if out_json and jax.process_index() == 0:
       os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-      per_class = [{"index": i, "mid": mid, "name": name, "ap": _json_float(ap),
-                    "auc": _json_float(auc)}
-                   for i, (mid, name, ap, auc) in enumerate(zip(
-                       self.class_mids, self.class_names, result["per_class_ap"],
-                       result["per_class_auc"]))]
+      per_class = [
+        {"index": i, "mid": mid, "name": name, "ap": _json_float(ap), "auc": _json_float(auc)}
+        for i, (mid, name, ap, auc) in enumerate(
+          zip(self.class_mids, self.class_names, result["per_class_ap"], result["per_class_auc"])
+        )
+      ]
       summary = {k: _json_float(result[k]) for k in ("mAP", "mAUC", "d_prime", "accuracy")}
       with open(out_json, "w", encoding="utf-8") as f:
-        json.dump({**summary, "num_examples": int(scores.shape[0]), "per_class": per_class}, f,
-                  indent=1)
-    return {"mAP": result["mAP"], "mAUC": result["mAUC"], "d_prime": result["d_prime"],
-            "accuracy": result["accuracy"], "num_examples": int(scores.shape[0])}
+        json.dump(
+          {**summary, "num_examples": int(scores.shape[0]), "per_class": per_class}, f, indent=1
+        )
+    return {
+      "mAP": result["mAP"],
+      "mAUC": result["mAUC"],
+      "d_prime": result["d_prime"],
+      "accuracy": result["accuracy"],
+      "num_examples": int(scores.shape[0]),
+    }
 
 
 def _json_float(x: float) -> float | None:

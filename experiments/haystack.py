@@ -44,8 +44,9 @@ def needle_start_frame(position: float, total_frames: int, needle_frames: int) -
   if not 0.0 <= position <= 1.0:
     raise ValueError(f"position must be in [0, 1], got {position}")
   if needle_frames > total_frames:
-    raise ValueError(f"needle ({needle_frames} frames) is longer than the haystack "
-                     f"({total_frames} frames)")
+    raise ValueError(
+      f"needle ({needle_frames} frames) is longer than the haystack ({total_frames} frames)"
+    )
   return int(round(position * (total_frames - needle_frames)))
 
 
@@ -58,10 +59,12 @@ class WhiteNoise:
   def segment(self, start: int, stop: int) -> np.ndarray:
     """Samples [start, stop) as (stop - start,) float64."""
     first, last = start // self.block_samples, (stop - 1) // self.block_samples
-    blocks = [np.random.default_rng([self.seed, b]).standard_normal(self.block_samples)
-              for b in range(first, last + 1)]
+    blocks = [
+      np.random.default_rng([self.seed, b]).standard_normal(self.block_samples)
+      for b in range(first, last + 1)
+    ]
     offset = start - first * self.block_samples
-    return np.concatenate(blocks)[offset:offset + stop - start]
+    return np.concatenate(blocks)[offset : offset + stop - start]
 
 
 class BabbleNoise:
@@ -77,12 +80,12 @@ class BabbleNoise:
     pool = []
     for clip in clips:
       clip = np.asarray(clip, np.float64) - np.mean(clip)
-      pool.append(clip / max(np.sqrt(np.mean(clip ** 2)), 1e-12))
+      pool.append(clip / max(np.sqrt(np.mean(clip**2)), 1e-12))
     self._pool = np.concatenate(pool)
     self._offsets = np.random.default_rng(seed).integers(0, self._pool.size, talkers)
     self._gain = 1.0
     period = self.segment(0, self._pool.size)
-    self._gain = 1.0 / np.sqrt(np.mean(period ** 2))
+    self._gain = 1.0 / np.sqrt(np.mean(period**2))
 
   def segment(self, start: int, stop: int) -> np.ndarray:
     """Samples [start, stop) as (stop - start,) float64."""
@@ -100,13 +103,14 @@ def noise_scale(needle: np.ndarray, snr_db: float) -> float:
   return float(np.sqrt(power / 10.0 ** (snr_db / 10.0)))
 
 
-def mixture_segment(noise, scale: float, needle: np.ndarray, needle_start: int, start: int,
-                    stop: int) -> np.ndarray:
+def mixture_segment(
+  noise, scale: float, needle: np.ndarray, needle_start: int, start: int, stop: int
+) -> np.ndarray:
   """Samples [start, stop) of scale * noise + needle (needle placed at sample `needle_start`)."""
   out = scale * noise.segment(start, stop)
   lo, hi = max(start, needle_start), min(stop, needle_start + needle.size)
   if lo < hi:
-    out[lo - start:hi - start] += needle[lo - needle_start:hi - needle_start]
+    out[lo - start : hi - start] += needle[lo - needle_start : hi - needle_start]
   return out
 
 
@@ -114,12 +118,18 @@ def zeros_haystack(needle_features: np.ndarray, total_frames: int, position: flo
   """(total_frames, bins) zeros with the needle's (n, bins) frames at `position`."""
   start = needle_start_frame(position, total_frames, needle_features.shape[0])
   out = np.zeros((total_frames, needle_features.shape[1]), np.float32)
-  out[start:start + needle_features.shape[0]] = needle_features
+  out[start : start + needle_features.shape[0]] = needle_features
   return out
 
 
-def noisy_haystack(needle: np.ndarray, noise, snr_db: float, total_samples: int, position: float,
-                   block_samples: int = 60 * SAMPLE_RATE) -> np.ndarray:
+def noisy_haystack(
+  needle: np.ndarray,
+  noise,
+  snr_db: float,
+  total_samples: int,
+  position: float,
+  block_samples: int = 60 * SAMPLE_RATE,
+) -> np.ndarray:
   """Fbank of a needle waveform mixed into `total_samples` of noise at `snr_db`, streamed.
 
   Args:
@@ -142,6 +152,6 @@ def noisy_haystack(needle: np.ndarray, noise, snr_db: float, total_samples: int,
   for start in range(0, total_samples, block_samples):
     stop = min(start + block_samples, total_samples)
     frames = stream.push(mixture_segment(noise, scale, needle, needle_start, start, stop))
-    out[filled:filled + frames.shape[0]] = frames
+    out[filled : filled + frames.shape[0]] = frames
     filled += frames.shape[0]
   return out

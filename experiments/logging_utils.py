@@ -41,8 +41,10 @@ class MetricWriter:
     self._tb = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._file = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      # Open for the writer's lifetime; close() closes it.
+      self._file = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")  # noqa: SIM115
+      from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -85,17 +87,30 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
 def progress_bar(total: int, initial: int, enabled: bool = True, desc: str = "train"):
   """A tqdm bar over training steps (disabled on non-writing processes)."""
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
-              mininterval=2.0, file=sys.stderr, unit="step")
+  from tqdm import tqdm
+
+  return tqdm(
+    total=total,
+    initial=initial,
+    desc=desc,
+    disable=not enabled,
+    dynamic_ncols=True,
+    mininterval=2.0,
+    file=sys.stderr,
+    unit="step",
+  )
 
 
 def setup_logging(level: int = logging.INFO) -> None:
   """Timestamped Python logging to stderr, with the process index in multi-process runs."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
+
   prefix = f"[p{jax.process_index()}] " if jax.process_count() > 1 else ""
-  logging.basicConfig(level=level, force=True,
-                      format=f"%(asctime)s {prefix}%(levelname)s %(message)s",
-                      datefmt="%H:%M:%S")
+  logging.basicConfig(
+    level=level,
+    force=True,
+    format=f"%(asctime)s {prefix}%(levelname)s %(message)s",
+    datefmt="%H:%M:%S",
+  )
   # orbax and grain log every checkpoint operation at INFO through absl.
   logging.getLogger("absl").setLevel(max(level, logging.WARNING))

@@ -8,8 +8,8 @@ over the batch. The definitions follow DASS `src/traintest.py` (PyTorch):
     'ce'   softmax cross-entropy against (soft) label distributions, summed over classes, mean over
            batch. DASS uses CrossEntropyLoss(logits, argmax(labels)); both agree on one-hot labels.
   distillation losses (student s, teacher t, temperature T)
-    'kldiv'   DASS: KL(softmax(t / T) || softmax(s)), batchmean. Only the teacher is divided by T and
-              there is no T^2 factor (F.kl_div(log_softmax(s), log_softmax(t / T), 'batchmean',
+    'kldiv'   DASS: KL(softmax(t / T) || softmax(s)), batchmean. Only the teacher is divided by T
+              and there is no T^2 factor (F.kl_div(log_softmax(s), log_softmax(t / T), 'batchmean',
               log_target=True)). Identical to the classic form at T = 1, the DASS setting.
     'kldiv_hinton'  Hinton's form: T^2 KL(softmax(t / T) || softmax(s / T)), batchmean.
     'bce'     BCEWithLogits(s, sigmoid(t / T)), or softmax(t / T) with teacher_func='softmax'.
@@ -46,7 +46,7 @@ def sigmoid_bce(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def softmax_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Mean over the batch of -sum_c targets_c log softmax(logits)_c (targets: rows of probabilities)."""
+  """Batch mean of -sum_c targets_c log softmax(logits)_c (targets: rows of probabilities)."""
   _check_pair(logits, targets, "logits and targets")
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -(targets * log_probs).sum(axis=-1).mean()
@@ -64,8 +64,8 @@ def label_loss(logits: jax.Array, labels: jax.Array, kind: str = "bce") -> jax.A
 def _sigmoid_cosine_gap(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """Mean over the batch of 1 - sigmoid(cos(s, t)); cos as torch F.cosine_similarity(dim=1)."""
   # sqrt(max(|x|^2, eps^2)) == max(|x|, eps), with a finite gradient at x = 0.
-  student_norm = jnp.sqrt(jnp.maximum((student * student).sum(axis=-1), _COSINE_EPS ** 2))
-  teacher_norm = jnp.sqrt(jnp.maximum((teacher * teacher).sum(axis=-1), _COSINE_EPS ** 2))
+  student_norm = jnp.sqrt(jnp.maximum((student * student).sum(axis=-1), _COSINE_EPS**2))
+  teacher_norm = jnp.sqrt(jnp.maximum((teacher * teacher).sum(axis=-1), _COSINE_EPS**2))
   cosine = (student * teacher).sum(axis=-1) / (student_norm * teacher_norm)
   return (1.0 - jax.nn.sigmoid(cosine)).mean()
 
@@ -75,15 +75,20 @@ def _kl_batchmean(teacher_log_probs: jax.Array, student_log_probs: jax.Array) ->
   return (teacher_probs * (teacher_log_probs - student_log_probs)).sum(axis=-1).mean()
 
 
-def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, kind: str = "kldiv",
-                      temperature: float = 1.0, teacher_func: str = "sigmoid") -> jax.Array:
+def distillation_loss(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  kind: str = "kldiv",
+  temperature: float = 1.0,
+  teacher_func: str = "sigmoid",
+) -> jax.Array:
   """Distillation loss between student and teacher logits (see the module docstring per kind).
 
   Args:
     student_logits: (batch, classes).
     teacher_logits: (batch, classes); gradients are not propagated into the teacher.
     kind: one of DISTILLATION_LOSSES.
-    temperature: T > 0 ('kldiv', 'kldiv_hinton', 'bce'; ignored by 'l2', 'cosine', 'l2c' as in DASS).
+    temperature: T > 0 ('kldiv', 'kldiv_hinton', 'bce'; 'l2', 'cosine', 'l2c' ignore it, as DASS).
     teacher_func: 'sigmoid' or 'softmax' teacher targets for kind 'bce'.
 
   Returns:
@@ -95,11 +100,14 @@ def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, kind
   student = student_logits.astype(jnp.float32)
   teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
   if kind == "kldiv":
-    return _kl_batchmean(jax.nn.log_softmax(teacher / temperature, axis=-1),
-                         jax.nn.log_softmax(student, axis=-1))
+    return _kl_batchmean(
+      jax.nn.log_softmax(teacher / temperature, axis=-1), jax.nn.log_softmax(student, axis=-1)
+    )
   if kind == "kldiv_hinton":
-    return temperature ** 2 * _kl_batchmean(jax.nn.log_softmax(teacher / temperature, axis=-1),
-                                            jax.nn.log_softmax(student / temperature, axis=-1))
+    return temperature**2 * _kl_batchmean(
+      jax.nn.log_softmax(teacher / temperature, axis=-1),
+      jax.nn.log_softmax(student / temperature, axis=-1),
+    )
   if kind == "bce":
     if teacher_func == "sigmoid":
       return sigmoid_bce(student, jax.nn.sigmoid(teacher / temperature))
@@ -115,10 +123,16 @@ def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, kind
   raise ValueError(f"distillation loss must be one of {DISTILLATION_LOSSES}, got {kind!r}")
 
 
-def combined_loss(student_logits: jax.Array, labels: jax.Array, teacher_logits: jax.Array | None = None,
-                  label_kind: str = "bce", kd_kind: str = "kldiv", kd_weight: float = 0.0,
-                  temperature: float = 1.0,
-                  teacher_func: str = "sigmoid") -> tuple[jax.Array, dict[str, jax.Array]]:
+def combined_loss(
+  student_logits: jax.Array,
+  labels: jax.Array,
+  teacher_logits: jax.Array | None = None,
+  label_kind: str = "bce",
+  kd_kind: str = "kldiv",
+  kd_weight: float = 0.0,
+  temperature: float = 1.0,
+  teacher_func: str = "sigmoid",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """DASS training loss: (1 - kd_weight) * label loss + kd_weight * distillation loss.
 
   Args:
@@ -132,7 +146,7 @@ def combined_loss(student_logits: jax.Array, labels: jax.Array, teacher_logits: 
     teacher_func: teacher targets for kd_kind 'bce'.
 
   Returns:
-    (total, parts): scalar total loss and {'label', 'kd', 'total'} scalars ('kd' only with a teacher).
+    (total, parts): scalar total loss and {'label', 'kd', 'total'} scalars ('kd' with a teacher).
   """
   if isinstance(kd_weight, (int, float)) and not 0.0 <= kd_weight <= 1.0:
     raise ValueError(f"kd_weight must be in [0, 1], got {kd_weight}")

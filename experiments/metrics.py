@@ -26,8 +26,9 @@ def _check(scores, targets) -> tuple[np.ndarray, np.ndarray]:
   scores = np.asarray(scores, dtype=np.float64)
   targets = np.asarray(targets, dtype=np.float64)
   if scores.ndim != 2 or scores.shape != targets.shape:
-    raise ValueError(f"scores and targets must both be (examples, classes), got {scores.shape} "
-                     f"and {targets.shape}")
+    raise ValueError(
+      f"scores and targets must both be (examples, classes), got {scores.shape} and {targets.shape}"
+    )
   if scores.shape[0] == 0:
     raise ValueError("no examples")
   if not np.all(np.isfinite(scores)):
@@ -89,7 +90,9 @@ def _norm_ppf(p: float) -> float:
   # Phi is concave on x >= 0, so Newton from x = 0 increases monotonically to the root.
   x = 0.0
   for _ in range(200):
-    step = (p - 0.5 * math.erfc(-x / math.sqrt(2.0))) / (math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    step = (p - 0.5 * math.erfc(-x / math.sqrt(2.0))) / (
+      math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    )
     x += step
     if abs(step) <= 1e-15 * max(1.0, abs(x)):
       break
@@ -127,12 +130,14 @@ def compute_metrics(scores, targets) -> dict:
   per_class_auc = [roc_auc(scores[:, c], targets[:, c]) for c in range(scores.shape[1])]
   if all(math.isnan(ap) for ap in per_class_ap):
     raise ValueError("no class has a positive example; mAP is undefined")
-  mean_auc = float(np.nanmean(per_class_auc)) if not all(map(math.isnan, per_class_auc)) else math.nan
+  mean_auc = (
+    float(np.nanmean(per_class_auc)) if not all(map(math.isnan, per_class_auc)) else math.nan
+  )
   return {
-      "mAP": float(np.nanmean(per_class_ap)),
-      "mAUC": mean_auc,
-      "d_prime": d_prime(mean_auc) if not math.isnan(mean_auc) else math.nan,
-      "per_class_ap": per_class_ap,
-      "per_class_auc": per_class_auc,
-      "accuracy": top1_accuracy(scores, targets),
+    "mAP": float(np.nanmean(per_class_ap)),
+    "mAUC": mean_auc,
+    "d_prime": d_prime(mean_auc) if not math.isnan(mean_auc) else math.nan,
+    "per_class_ap": per_class_ap,
+    "per_class_auc": per_class_auc,
+    "accuracy": top1_accuracy(scores, targets),
   }

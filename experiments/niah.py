@@ -31,15 +31,15 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
 import dass_jax
-from dass_jax import data
-from dass_jax import features
+from dass_jax import data, features
 from dass_jax.ast import with_max_length
 from dass_jax.audio import load_audio
 from dass_jax.checkpoint import build_model
@@ -84,22 +84,28 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
   cfg = config.data
   datafile, label_csv = cfg.datafile, cfg.label_csv
   if not datafile:
-    ds = synthetic.ensure_dataset(cfg.synthetic.cache_dir or None, **{
-        k: v for k, v in cfg.synthetic.to_dict().items() if k != "cache_dir"})
+    ds = synthetic.ensure_dataset(
+      cfg.synthetic.cache_dir or None,
+      **{k: v for k, v in cfg.synthetic.to_dict().items() if k != "cache_dir"},
+    )
     datafile, label_csv = ds.eval_datafile, ds.label_csv
   labels = data.read_label_csv(label_csv)
   entries = data.read_datafile(datafile)
   pool, count = config.babble_pool, config.num_needles
   if pool + count > len(entries):
-    raise ValueError(f"{datafile} has {len(entries)} rows; babble_pool + num_needles = "
-                     f"{pool + count}")
+    raise ValueError(
+      f"{datafile} has {len(entries)} rows; babble_pool + num_needles = {pool + count}"
+    )
   max_samples = int(round(config.needle_seconds * haystack_lib.SAMPLE_RATE))
-  needle_rows = entries[pool:pool + count]
+  needle_rows = entries[pool : pool + count]
   targets = np.zeros((count, len(labels)), np.float32)
   for i, classes in enumerate(datafile_lib.label_indices(needle_rows, labels, datafile)):
     targets[i, list(classes)] = 1.0
-  return Clips(needles=[load_audio(e.wav)[:max_samples] for e in needle_rows], targets=targets,
-               babble_pool=[load_audio(e.wav) for e in entries[:pool]])
+  return Clips(
+    needles=[load_audio(e.wav)[:max_samples] for e in needle_rows],
+    targets=targets,
+    babble_pool=[load_audio(e.wav) for e in entries[:pool]],
+  )
 
 
 class Classifier:
@@ -137,8 +143,9 @@ class Classifier:
 def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
   """One `Classifier` per `config.models` entry with a path; AST capped at ast_max_duration_s."""
   out = []
-  ast_cap = haystack_lib.num_frames(int(round(config.ast_max_duration_s
-                                              * haystack_lib.SAMPLE_RATE)))
+  ast_cap = haystack_lib.num_frames(
+    int(round(config.ast_max_duration_s * haystack_lib.SAMPLE_RATE))
+  )
   for name, path in config.models.items():
     if not path:
       continue
@@ -150,12 +157,20 @@ def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
   return out
 
 
-def haystack_features(kind: str, needle: np.ndarray, noise, snr_db: float | None,
-                      total_samples: int, position: float, block_samples: int) -> np.ndarray:
+def haystack_features(
+  kind: str,
+  needle: np.ndarray,
+  noise,
+  snr_db: float | None,
+  total_samples: int,
+  position: float,
+  block_samples: int,
+) -> np.ndarray:
   """(frames, 128) unnormalised fbank of one needle waveform in one haystack."""
   if kind == "zeros":
-    return haystack_lib.zeros_haystack(features.fbank(needle),
-                                       haystack_lib.num_frames(total_samples), position)
+    return haystack_lib.zeros_haystack(
+      features.fbank(needle), haystack_lib.num_frames(total_samples), position
+    )
   return haystack_lib.noisy_haystack(needle, noise, snr_db, total_samples, position, block_samples)
 
 
@@ -172,23 +187,33 @@ def _conditions(config: ml_collections.ConfigDict):
   for kind in config.haystacks:
     if kind not in haystack_lib.HAYSTACKS:
       raise ValueError(f"unknown haystack {kind!r}; choose from {haystack_lib.HAYSTACKS}")
-    for snr in ([None] if kind == "zeros" else config.snrs_db):
+    for snr in [None] if kind == "zeros" else config.snrs_db:
       yield kind, snr
 
 
 def _check_durations(durations, clips: Clips) -> None:
   if list(durations) != sorted(durations) or len(set(durations)) != len(durations):
-    raise ValueError(f"durations_s must be strictly increasing (the first is the reference), "
-                     f"got {tuple(durations)}")
+    raise ValueError(
+      f"durations_s must be strictly increasing (the first is the reference), "
+      f"got {tuple(durations)}"
+    )
   longest = max(n.size for n in clips.needles) / haystack_lib.SAMPLE_RATE
   if durations[0] < longest:
-    raise ValueError(f"the shortest duration {durations[0]} s is shorter than the longest needle "
-                     f"({longest:.2f} s)")
+    raise ValueError(
+      f"the shortest duration {durations[0]} s is shorter than the longest needle ({longest:.2f} s)"
+    )
 
 
-def evaluate_condition(classifiers: list[Classifier], clips: Clips, kind: str, noise,
-                       snr_db: float | None, duration_s: float, position: float,
-                       config: ml_collections.ConfigDict) -> dict[str, float]:
+def evaluate_condition(
+  classifiers: list[Classifier],
+  clips: Clips,
+  kind: str,
+  noise,
+  snr_db: float | None,
+  duration_s: float,
+  position: float,
+  config: ml_collections.ConfigDict,
+) -> dict[str, float]:
   """mAP of every classifier that supports this duration, over all needles: {name: mAP}."""
   total_samples = int(round(duration_s * haystack_lib.SAMPLE_RATE))
   frames = haystack_lib.num_frames(total_samples)
@@ -202,20 +227,29 @@ def evaluate_condition(classifiers: list[Classifier], clips: Clips, kind: str, n
     rows = range(first, min(first + batch, count))
     x = np.zeros((batch, frames, features.NUM_MEL_BINS), np.float32)
     for j, i in enumerate(rows):
-      x[j] = features.normalize(haystack_features(kind, clips.needles[i], noise, snr_db,
-                                                  total_samples, position, config.block_samples))
+      x[j] = features.normalize(
+        haystack_features(
+          kind, clips.needles[i], noise, snr_db, total_samples, position, config.block_samples
+        )
+      )
     for c in active:
-      scores[c.name][first:first + len(rows)] = c(x)[:len(rows)]
+      scores[c.name][first : first + len(rows)] = c(x)[: len(rows)]
   return {name: metrics_lib.compute_metrics(s, clips.targets)["mAP"] for name, s in scores.items()}
 
 
 def with_retained(rows: list[dict]) -> list[dict]:
-  """Adds `retained` = mAP / mAP at the shortest duration of the same model/haystack/snr/position."""
+  """Adds `retained`: mAP over the shortest duration's mAP (same model/haystack/snr/position)."""
   reference = {}
   for row in sorted(rows, key=lambda r: r["duration_s"]):
     reference.setdefault((row["model"], row["haystack"], row["snr"], row["position"]), row["mAP"])
-  return [{**row, "retained": row["mAP"] / reference[(row["model"], row["haystack"], row["snr"],
-                                                      row["position"])]} for row in rows]
+  return [
+    {
+      **row,
+      "retained": row["mAP"]
+      / reference[(row["model"], row["haystack"], row["snr"], row["position"])],
+    }
+    for row in rows
+  ]
 
 
 def write_csv(rows: list[dict], path: str) -> None:
@@ -229,9 +263,10 @@ def write_csv(rows: list[dict], path: str) -> None:
 def plot(rows: list[dict], path: str) -> None:
   """mAP (mean over positions) vs duration, log x, one line per model and haystack/SNR."""
   import matplotlib
+
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   lines: dict[tuple[str, str, str], dict[float, list[float]]] = {}
   for row in rows:
@@ -243,9 +278,14 @@ def plot(rows: list[dict], path: str) -> None:
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for (model, kind, condition), points in lines.items():
     durations = sorted(points)
-    ax.plot(durations, [np.mean(points[d]) for d in durations], marker="o",
-            color=f"C{models.index(model)}", linestyle=styles[kind],
-            label=f"{model} / {condition}")
+    ax.plot(
+      durations,
+      [np.mean(points[d]) for d in durations],
+      marker="o",
+      color=f"C{models.index(model)}",
+      linestyle=styles[kind],
+      label=f"{model} / {condition}",
+    )
   ax.set_xscale("log")
   ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -276,13 +316,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     for duration in durations:
       for position in config.positions:
         start = time.perf_counter()
-        maps = evaluate_condition(classifiers, clips, kind, noise, snr, duration, position,
-                                  config)
+        maps = evaluate_condition(classifiers, clips, kind, noise, snr, duration, position, config)
         for name, value in maps.items():
-          rows.append({"model": name, "haystack": kind, "snr": snr, "duration_s": duration,
-                       "position": float(position), "mAP": value})
-        logging.info("%s snr=%s %.0f s pos %.2f: %s (%.1f s)", kind, snr, duration, position,
-                     {k: round(v, 4) for k, v in maps.items()}, time.perf_counter() - start)
+          rows.append(
+            {
+              "model": name,
+              "haystack": kind,
+              "snr": snr,
+              "duration_s": duration,
+              "position": float(position),
+              "mAP": value,
+            }
+          )
+        logging.info(
+          "%s snr=%s %.0f s pos %.2f: %s (%.1f s)",
+          kind,
+          snr,
+          duration,
+          position,
+          {k: round(v, 4) for k, v in maps.items()},
+          time.perf_counter() - start,
+        )
   rows = with_retained(rows)
   write_csv(rows, os.path.join(workdir, CSV_FILE))
   plot(rows, os.path.join(workdir, PLOT_FILE))
@@ -300,16 +354,18 @@ def main(argv: list[str], config: ml_collections.ConfigDict, workdir: str | None
   print(f"{len(rows)} rows -> {os.path.join(workdir, CSV_FILE)}")
   for row in rows:
     snr = "" if row["snr"] is None else f"{row['snr']:g} dB"
-    print(f"{row['model']:>10} {row['haystack']:>6} {snr:>6} {row['duration_s']:>8g} s "
-          f"pos {row['position']:.2f}  mAP {row['mAP']:.4f}  retained {row['retained']:.3f}")
+    print(
+      f"{row['model']:>10} {row['haystack']:>6} {snr:>6} {row['duration_s']:>8g} s "
+      f"pos {row['position']:.2f}  mAP {row['mAP']:.4f}  retained {row['retained']:.3f}"
+    )
   return 0
 
 
 if __name__ == "__main__":
   # Flags are defined here, not at import, so that tests can import this module beside
   # experiments.train (which defines its own --config).
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from absl import app, flags
+  from ml_collections import config_flags
 
   _CONFIG = config_flags.DEFINE_config_file("config", None, "NIAH config file.", lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (overrides config.workdir).")

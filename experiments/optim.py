@@ -25,7 +25,8 @@ import optax
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       "lr": 1e-4,
       "b1": 0.95,
       "b2": 0.999,
@@ -37,7 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
       "decay_every": 5,
       "decay_rate": 0.5,
       "grad_clip_norm": 0.0,
-  })
+    }
+  )
 
 
 def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -45,8 +47,10 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax
   if steps_per_epoch < 1:
     raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
   if cfg.decay_every < 1 or cfg.warmup_update_every < 1:
-    raise ValueError("optim decay_every and warmup_update_every must be >= 1, got "
-                     f"{cfg.decay_every}, {cfg.warmup_update_every}")
+    raise ValueError(
+      "optim decay_every and warmup_update_every must be >= 1, got "
+      f"{cfg.decay_every}, {cfg.warmup_update_every}"
+    )
   base, every, warmup = float(cfg.lr), int(cfg.warmup_update_every), int(cfg.warmup_steps)
 
   def schedule(step):
@@ -62,8 +66,9 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax
   return schedule
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+  cfg: ml_collections.ConfigDict, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(optimizer, schedule) for the student's params."""
   schedule = make_schedule(cfg, steps_per_epoch)
   parts = []
@@ -71,6 +76,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict,
     parts.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
   if cfg.weight_decay > 0:
     parts.append(optax.add_decayed_weights(float(cfg.weight_decay)))
-  parts += [optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)),
-            optax.scale_by_learning_rate(schedule)]
+  parts += [
+    optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)),
+    optax.scale_by_learning_rate(schedule),
+  ]
   return optax.chain(*parts), schedule

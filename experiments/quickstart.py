@@ -28,8 +28,9 @@ from dass_jax.data import synthetic
 RESULTS_FILE = "quickstart.json"
 
 
-def stage_configs(config: ml_collections.ConfigDict, workdir: str,
-                  ds: synthetic.SyntheticDataset) -> dict[str, ml_collections.ConfigDict]:
+def stage_configs(
+  config: ml_collections.ConfigDict, workdir: str, ds: synthetic.SyntheticDataset
+) -> dict[str, ml_collections.ConfigDict]:
   """The three train configs (teacher, student_kd, student_nokd) of a quickstart config."""
   fields = config.to_dict()
   qs = ml_collections.ConfigDict(fields.pop("quickstart"))
@@ -57,7 +58,7 @@ def _chance_map(ds: synthetic.SyntheticDataset) -> float:
   """Expected mAP of random scores: the mean over classes of the positive rate in eval."""
   labels = data.read_label_csv(ds.label_csv)
   entries = data.read_datafile(ds.eval_datafile)
-  counts = {mid: 0 for mid in labels.mids}
+  counts = dict.fromkeys(labels.mids, 0)
   for entry in entries:
     for mid in entry.labels:
       counts[mid] += 1
@@ -68,8 +69,11 @@ def _metrics(results: dict) -> dict:
   return results.get("wa", results["final"])
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        train_and_evaluate: Callable[[ml_collections.ConfigDict, str], dict]) -> dict[str, dict]:
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  train_and_evaluate: Callable[[ml_collections.ConfigDict, str], dict],
+) -> dict[str, dict]:
   """Runs every stage (see the module docstring); returns {stage: held-out metrics}.
 
   `train_and_evaluate` is `experiments.train.train_and_evaluate` (passed in, so that this module
@@ -79,21 +83,28 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError("no work directory: pass --workdir or set config.workdir")
   start = time.perf_counter()
   qs = config.quickstart
-  ds = synthetic.ensure_dataset(qs.dataset_dir or None, seed=qs.dataset_seed,
-                                num_train=qs.num_train, num_eval=qs.num_eval,
-                                clip_seconds=qs.clip_seconds)
+  ds = synthetic.ensure_dataset(
+    qs.dataset_dir or None,
+    seed=qs.dataset_seed,
+    num_train=qs.num_train,
+    num_eval=qs.num_eval,
+    clip_seconds=qs.clip_seconds,
+  )
   logging.info("synthetic dataset at %s (%.0f s)", ds.root, time.perf_counter() - start)
   table = {}
   for name, cfg in stage_configs(config, workdir, ds).items():
     stage_start = time.perf_counter()
     logging.info("quickstart stage %s", name)
-    table[name] = {**_metrics(train_and_evaluate(cfg, os.path.join(workdir, name))),
-                   "seconds": time.perf_counter() - stage_start}
+    table[name] = {
+      **_metrics(train_and_evaluate(cfg, os.path.join(workdir, name))),
+      "seconds": time.perf_counter() - stage_start,
+    }
   total = time.perf_counter() - start
   lines = [f"{'model':<14} {'mAP':>7} {'mAUC':>7} {'d_prime':>8} {'seconds':>8}"]
   for name, m in table.items():
-    lines.append(f"{name:<14} {m['mAP']:7.4f} {m['mAUC']:7.4f} {m['d_prime']:8.3f} "
-                 f"{m['seconds']:8.0f}")
+    lines.append(
+      f"{name:<14} {m['mAP']:7.4f} {m['mAUC']:7.4f} {m['d_prime']:8.3f} {m['seconds']:8.0f}"
+    )
   lines.append(f"total {total:.0f} s; chance mAP (random scores) ~ {_chance_map(ds):.3f}")
   if jax.process_index() == 0:
     print("\n".join(lines), flush=True)

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 FSDP_AXIS = "fsdp"
 # Leaves smaller than this stay replicated under "fsdp": splitting them saves no memory worth
 # the extra collectives.
-MIN_FSDP_SIZE = 2 ** 12
+MIN_FSDP_SIZE = 2**12
 
 
 def make_mesh(axes: Sequence[tuple[str, int]], devices: Sequence[Any] | None = None) -> Mesh:
@@ -87,8 +88,13 @@ def _fsdp_spec(shape: tuple[int, ...], axis_size: int, min_size: int) -> P:
   return P(*spec)
 
 
-def leaf_spec(name: str, shape: tuple[int, ...], mesh: Mesh,
-              rules: Sequence[tuple[str, str]], min_fsdp_size: int = MIN_FSDP_SIZE) -> P:
+def leaf_spec(
+  name: str,
+  shape: tuple[int, ...],
+  mesh: Mesh,
+  rules: Sequence[tuple[str, str]],
+  min_fsdp_size: int = MIN_FSDP_SIZE,
+) -> P:
   """The PartitionSpec of one leaf called `name` (see the module docstring)."""
   if not shape:
     return P()
@@ -98,18 +104,24 @@ def leaf_spec(name: str, shape: tuple[int, ...], mesh: Mesh,
         return P()
       if rule == "fsdp":
         if FSDP_AXIS not in mesh.shape:
-          raise ValueError(f"sharding rule 'fsdp' for {name!r} needs a mesh axis named "
-                           f"{FSDP_AXIS!r}; mesh axes are {tuple(mesh.axis_names)}")
+          raise ValueError(
+            f"sharding rule 'fsdp' for {name!r} needs a mesh axis named "
+            f"{FSDP_AXIS!r}; mesh axes are {tuple(mesh.axis_names)}"
+          )
         return _fsdp_spec(tuple(shape), mesh.shape[FSDP_AXIS], min_fsdp_size)
-      raise ValueError(f"unknown sharding rule {rule!r} for pattern {pattern!r}; "
-                       "use 'replicate' or 'fsdp'")
+      raise ValueError(
+        f"unknown sharding rule {rule!r} for pattern {pattern!r}; use 'replicate' or 'fsdp'"
+      )
   return P()
 
 
-def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str]],
-                   min_fsdp_size: int = MIN_FSDP_SIZE) -> Any:
+def tree_shardings(
+  tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str]], min_fsdp_size: int = MIN_FSDP_SIZE
+) -> Any:
   """NamedShardings for every leaf of `tree` (arrays or ShapeDtypeStructs), same structure."""
+
   def one(path, leaf):
     spec = leaf_spec(_path_name(path), tuple(leaf.shape), mesh, rules, min_fsdp_size)
     return NamedSharding(mesh, spec)
+
   return jax.tree_util.tree_map_with_path(one, tree)

@@ -44,39 +44,51 @@ def resolve_dir(path: str) -> str:
     if (root / name / CONFIG_FILE).is_file():
       return str(root / name)
   raise FileNotFoundError(
-      f"teacher {path!r} is neither a converted checkpoint folder (with {CONFIG_FILE}) nor a "
-      f"finished experiments.train work directory (with {' or '.join(EXPORT_DIRS)}/)")
+    f"teacher {path!r} is neither a converted checkpoint folder (with {CONFIG_FILE}) nor a "
+    f"finished experiments.train work directory (with {' or '.join(EXPORT_DIRS)}/)"
+  )
 
 
-def load(path: str, mesh, rules, min_fsdp_size: int,
-         **config_overrides) -> tuple[Any, Any, Any, str]:
+def load(
+  path: str, mesh, rules, min_fsdp_size: int, **config_overrides
+) -> tuple[Any, Any, Any, str]:
   """Loads the teacher as (module, params placed on `mesh` by `rules`, model config, folder)."""
   folder = resolve_dir(path)
   module, params, config = dass_jax.load_model(folder, **config_overrides)
   shardings = sharding.tree_shardings(params, mesh, rules, min_fsdp_size)
-  params = jax.tree.map(lambda x, s: jax.make_array_from_callback(
-      np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]), params, shardings)
+  params = jax.tree.map(
+    lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]),
+    params,
+    shardings,
+  )
   return module, params, config, folder
 
 
 def check_cache_allowed(data_cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError when the training input is augmented (see the module docstring)."""
-  augmented = {name: data_cfg.get(name) for name in ("mixup", "freqm", "timem", "noise")
-               if data_cfg.get(name)}
+  augmented = {
+    name: data_cfg.get(name) for name in ("mixup", "freqm", "timem", "noise") if data_cfg.get(name)
+  }
   if augmented:
     raise ValueError(
-        f"a teacher logits cache reproduces the online teacher only without augmentation, but "
-        f"the training input uses {augmented}; set them to 0/False or drop teacher.cache "
-        "(DASS runs the teacher on the augmented input)")
+      f"a teacher logits cache reproduces the online teacher only without augmentation, but "
+      f"the training input uses {augmented}; set them to 0/False or drop teacher.cache "
+      "(DASS runs the teacher on the augmented input)"
+    )
 
 
 def _meta(folder: str, data_cfg: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
-  return {"teacher": os.path.abspath(folder), "datafile": os.path.abspath(data_cfg.datafile),
-          "target_frames": int(data_cfg.target_frames), "num_classes": int(num_classes)}
+  return {
+    "teacher": os.path.abspath(folder),
+    "datafile": os.path.abspath(data_cfg.datafile),
+    "target_frames": int(data_cfg.target_frames),
+    "num_classes": int(num_classes),
+  }
 
 
-def build_cache(path: str, module, params, folder: str, data_cfg: ml_collections.ConfigDict,
-                mesh, batch_size: int) -> None:
+def build_cache(
+  path: str, module, params, folder: str, data_cfg: ml_collections.ConfigDict, mesh, batch_size: int
+) -> None:
   """Runs the teacher over every row of the training datafile (clean input) and writes the cache.
 
   Every process takes part (the forward pass is sharded); process 0 writes `path` and its
@@ -84,27 +96,32 @@ def build_cache(path: str, module, params, folder: str, data_cfg: ml_collections
   """
   cfg = ml_collections.ConfigDict(data_cfg.to_dict())
   cfg.batch_size = batch_size // jax.process_count()
-  it = data.make_eval_iterator(cfg, shard_index=jax.process_index(),
-                               shard_count=jax.process_count())
+  it = data.make_eval_iterator(
+    cfg, shard_index=jax.process_index(), shard_count=jax.process_count()
+  )
   batch_shard = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
-  forward = jax.jit(lambda p, x: module.apply({"params": p}, x, train=False).astype(jnp.float32),
-                    out_shardings=replicated)
+  forward = jax.jit(
+    lambda p, x: module.apply({"params": p}, x, train=False).astype(jnp.float32),
+    out_shardings=replicated,
+  )
   gather = jax.jit(lambda x: x, out_shardings=replicated)
   num_rows = len(data.read_datafile(cfg.datafile))
   logits = np.full((num_rows, it.num_classes), np.nan, np.float32)
   for batch in it:
-    out = np.asarray(forward(params, jax.make_array_from_process_local_data(
-        batch_shard, batch["fbank"])))
-    index = np.asarray(gather(jax.make_array_from_process_local_data(batch_shard,
-                                                                     batch["index"])))
+    out = np.asarray(
+      forward(params, jax.make_array_from_process_local_data(batch_shard, batch["fbank"]))
+    )
+    index = np.asarray(gather(jax.make_array_from_process_local_data(batch_shard, batch["index"])))
     mask = np.asarray(gather(jax.make_array_from_process_local_data(batch_shard, batch["mask"])))
     keep = mask > 0
     logits[index[keep]] = out[keep]
   missing = int(np.isnan(logits).any(axis=1).sum())
   if missing:
-    raise RuntimeError(f"teacher cache: {missing} training rows could not be read; fix or drop "
-                       "them from the datafile before caching")
+    raise RuntimeError(
+      f"teacher cache: {missing} training rows could not be read; fix or drop "
+      "them from the datafile before caching"
+    )
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     tmp = f"{path}.tmp.npy"
@@ -113,12 +130,14 @@ def build_cache(path: str, module, params, folder: str, data_cfg: ml_collections
       json.dump({**_meta(folder, cfg, it.num_classes), "num_rows": num_rows}, f, indent=1)
     os.replace(tmp, path)
     os.replace(f"{path}.json.tmp", f"{path}.json")
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils
+
   multihost_utils.sync_global_devices("teacher_cache_written")
 
 
-def load_cache(path: str, folder: str, data_cfg: ml_collections.ConfigDict,
-               num_classes: int) -> np.ndarray:
+def load_cache(
+  path: str, folder: str, data_cfg: ml_collections.ConfigDict, num_classes: int
+) -> np.ndarray:
   """The cached (rows, classes) logits, after checking they belong to this teacher and data."""
   meta_path = f"{path}.json"
   if not os.path.isfile(meta_path):
@@ -128,10 +147,14 @@ def load_cache(path: str, folder: str, data_cfg: ml_collections.ConfigDict,
   want = _meta(folder, data_cfg, num_classes)
   diff = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
   if diff:
-    raise ValueError(f"teacher cache {path} was built for other settings (cached, wanted): "
-                     f"{diff}; delete it to rebuild")
+    raise ValueError(
+      f"teacher cache {path} was built for other settings (cached, wanted): "
+      f"{diff}; delete it to rebuild"
+    )
   logits = np.load(path)
   if logits.shape != (meta["num_rows"], num_classes):
-    raise ValueError(f"teacher cache {path} has shape {logits.shape}, its metadata says "
-                     f"({meta['num_rows']}, {num_classes})")
+    raise ValueError(
+      f"teacher cache {path} has shape {logits.shape}, its metadata says "
+      f"({meta['num_rows']}, {num_classes})"
+    )
   return logits

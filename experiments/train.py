@@ -1,6 +1,7 @@
 r"""Trains a DASS or AST audio classifier, optionally distilled from a frozen teacher.
 
-    python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
+    python -m experiments.train --config experiments/configs/quickstart.py \
+        --workdir work_dirs/quickstart
     python -m experiments.train --config experiments/configs/audioset_dass.py:small,balanced \
         --workdir /data/exp/dass_small_bal --config.input.num_workers=8
 
@@ -17,8 +18,8 @@ weight-averaged params, when weight averaging ran), results.json (final metrics)
 Resume order: a checkpoint at step s holds the params and optimizer state after s updates, the RNG
 key, the weight average over the epochs completed by step s, and every process's data-iterator
 position after s batches; evaluation and weight averaging at an epoch end run before that epoch's
-checkpoint is written. The loss and gradient norm are fetched after every step (one small device-to-host
-copy); a non-finite value stops training (exit code 1) before anything is saved, so the newest
+checkpoint is written. The loss and gradient norm are fetched after every step (one small device-to-
+host copy); a non-finite value stops training (exit code 1) before anything is saved, so the newest
 checkpoint is always the last good state.
 """
 
@@ -39,8 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app
-from absl import flags
+from absl import app, flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
@@ -48,26 +48,24 @@ import dass_jax
 from dass_jax import data
 from dass_jax.checkpoint import CONFIG_FILE, PARAMS_DIR
 from dass_jax.config import AstConfig, DassConfig
-from experiments import checkpointing
-from experiments import evaluate
-from experiments import logging_utils
-from experiments import losses
-from experiments import optim
-from experiments import sharding
+from experiments import checkpointing, evaluate, logging_utils, losses, optim, sharding
 from experiments import teacher as teacher_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (overrides config.workdir).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0 for multi-process runs.")
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "host:port of process 0 for multi-process runs."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Initialise jax.distributed from the cluster environment.")
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed", False, "Initialise jax.distributed from the cluster environment."
+)
 _COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "dass_jax", "xla"),
-    "Persistent XLA compilation cache ('' disables); reruns and resumes skip recompiling.")
+  "compilation_cache_dir",
+  os.path.join(os.path.expanduser("~"), ".cache", "dass_jax", "xla"),
+  "Persistent XLA compilation cache ('' disables); reruns and resumes skip recompiling.",
+)
 
 MODEL_CONFIGS = {"dass": DassConfig, "ast": AstConfig}
 EXPORT_DIR, EXPORT_WA_DIR = "export", "export_wa"
@@ -82,26 +80,31 @@ def _model_config(config: ml_collections.ConfigDict, num_classes: int):
   """The model config of the run: from init_from's checkpoint or config.model_type/config.model."""
   fields = dict(config.model.to_dict())
   if fields.get("num_classes", num_classes) != num_classes:
-    raise ValueError(f"config.model.num_classes={fields['num_classes']} but the label CSV has "
-                     f"{num_classes} classes")
+    raise ValueError(
+      f"config.model.num_classes={fields['num_classes']} but the label CSV has "
+      f"{num_classes} classes"
+    )
   fields["num_classes"] = num_classes
   if config.init_from:
     base = dass_jax.checkpoint.load_config(config.init_from)
     return dataclasses.replace(base, **fields)
   if config.model_type not in MODEL_CONFIGS:
-    raise ValueError(f"config.model_type must be one of {sorted(MODEL_CONFIGS)}, "
-                     f"got {config.model_type!r}")
+    raise ValueError(
+      f"config.model_type must be one of {sorted(MODEL_CONFIGS)}, got {config.model_type!r}"
+    )
   return MODEL_CONFIGS[config.model_type](**fields)
 
 
 def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -> Any:
-  """`loaded` params in the structure of `fresh`; with reinit_head, leaves under 'head' stay fresh."""
+  """`loaded` params shaped as `fresh`; with reinit_head, leaves under 'head' stay fresh."""
   fresh_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(fresh), sep="/")
   loaded_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(loaded), sep="/")
   if set(fresh_flat) != set(loaded_flat):
-    raise ValueError(f"params of {source} do not match the model: missing "
-                     f"{sorted(set(fresh_flat) - set(loaded_flat))[:5]}, unexpected "
-                     f"{sorted(set(loaded_flat) - set(fresh_flat))[:5]}")
+    raise ValueError(
+      f"params of {source} do not match the model: missing "
+      f"{sorted(set(fresh_flat) - set(loaded_flat))[:5]}, unexpected "
+      f"{sorted(set(loaded_flat) - set(fresh_flat))[:5]}"
+    )
   out = {}
   for name, value in fresh_flat.items():
     if reinit_head and "head" in name.split("/"):
@@ -109,8 +112,10 @@ def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -
       continue
     if tuple(np.shape(loaded_flat[name])) != tuple(value.shape):
       hint = " (set config.reinit_head=True for a new label set)" if "head" in name else ""
-      raise ValueError(f"{source}: {name} has shape {np.shape(loaded_flat[name])}, the model "
-                       f"wants {value.shape}{hint}")
+      raise ValueError(
+        f"{source}: {name} has shape {np.shape(loaded_flat[name])}, the model "
+        f"wants {value.shape}{hint}"
+      )
     out[name] = np.asarray(loaded_flat[name], np.float32)
   return flax.traverse_util.unflatten_dict(out, sep="/")
 
@@ -119,7 +124,8 @@ def _export(folder: str, model_config, params: Any, mesh) -> None:
   """Writes params (gathered to every process) as a converted checkpoint folder."""
   if os.path.isfile(os.path.join(folder, CONFIG_FILE)):
     return  # Written by an earlier run that finished; the params are the same.
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp
+
   gathered = jax.jit(lambda p: p, out_shardings=sharding.replicated(mesh))(params)
   host = jax.tree.map(np.asarray, gathered)
   path = os.path.abspath(os.path.join(folder, PARAMS_DIR))
@@ -148,8 +154,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   num_processes = jax.process_count()
   writer = logging_utils.MetricWriter(workdir, enabled=is_main)
   logging_utils.write_config(workdir, config, enabled=is_main)
-  logging.info("work directory %s; %d process(es), %d device(s) (%s)", workdir, num_processes,
-               jax.device_count(), jax.devices()[0].platform)
+  logging.info(
+    "work directory %s; %d process(es), %d device(s) (%s)",
+    workdir,
+    num_processes,
+    jax.device_count(),
+    jax.devices()[0].platform,
+  )
 
   # ----------------------------------------------------------------------------------------------
   # Mesh.
@@ -159,13 +170,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   replicated = sharding.replicated(mesh)
   rules = [tuple(r) for r in config.sharding_rules]
   if config.batch_size % mesh.size or config.batch_size % num_processes:
-    raise ValueError(f"batch_size {config.batch_size} must be divisible by the {mesh.size} "
-                     f"devices and {num_processes} processes")
+    raise ValueError(
+      f"batch_size {config.batch_size} must be divisible by the {mesh.size} "
+      f"devices and {num_processes} processes"
+    )
   logging.info("mesh %s", dict(mesh.shape))
 
   def put_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(batch_sharding, v)
-            for k, v in local.items()}
+    return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
 
   # ----------------------------------------------------------------------------------------------
   # Input.
@@ -174,14 +186,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_cfg.batch_size = config.batch_size // num_processes
   if config.teacher.path and config.teacher.cache:
     teacher_lib.check_cache_allowed(train_cfg)
-  train_iter = data.make_train_iterator(train_cfg, seed=config.seed,
-                                        shard_index=jax.process_index(),
-                                        shard_count=num_processes)
+  train_iter = data.make_train_iterator(
+    train_cfg, seed=config.seed, shard_index=jax.process_index(), shard_count=num_processes
+  )
   steps_per_epoch = train_iter.steps_per_epoch
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
   num_classes = train_iter.num_classes
-  logging.info("%d steps per epoch, %d steps in all, %d classes", steps_per_epoch, total_steps,
-               num_classes)
+  logging.info(
+    "%d steps per epoch, %d steps in all, %d classes", steps_per_epoch, total_steps, num_classes
+  )
 
   # ----------------------------------------------------------------------------------------------
   # Model, optimizer, teacher.
@@ -191,8 +204,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch)
   wa_enabled = config.wa_start > 0
   if wa_enabled and not 1 <= config.wa_start <= config.wa_end:
-    raise ValueError(f"weight averaging needs 1 <= wa_start <= wa_end, got {config.wa_start}, "
-                     f"{config.wa_end}")
+    raise ValueError(
+      f"weight averaging needs 1 <= wa_start <= wa_end, got {config.wa_start}, {config.wa_end}"
+    )
   loss_cfg = config.loss
   single_label = loss_cfg.label_kind == "ce"
 
@@ -200,19 +214,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.teacher.path:
     overrides = {"dtype": config.teacher.dtype} if config.teacher.dtype else {}
     teacher_model, teacher_params, teacher_config, teacher_dir = teacher_lib.load(
-        config.teacher.path, mesh, rules, config.fsdp_min_size, **overrides)
+      config.teacher.path, mesh, rules, config.fsdp_min_size, **overrides
+    )
     if teacher_config.num_classes != num_classes:
-      raise ValueError(f"teacher {teacher_dir} has {teacher_config.num_classes} classes, the data "
-                       f"{num_classes}")
+      raise ValueError(
+        f"teacher {teacher_dir} has {teacher_config.num_classes} classes, the data {num_classes}"
+      )
     teacher_mode = "online"
     logging.info("teacher %s (%s)", teacher_dir, type(teacher_config).__name__)
     if config.teacher.cache:
       if not os.path.isfile(config.teacher.cache):
         logging.info("building the teacher logits cache %s", config.teacher.cache)
-        teacher_lib.build_cache(config.teacher.cache, teacher_model, teacher_params, teacher_dir,
-                                train_cfg, mesh, config.evals.batch_size)
-      teacher_cache = teacher_lib.load_cache(config.teacher.cache, teacher_dir, train_cfg,
-                                             num_classes)
+        teacher_lib.build_cache(
+          config.teacher.cache,
+          teacher_model,
+          teacher_params,
+          teacher_dir,
+          train_cfg,
+          mesh,
+          config.evals.batch_size,
+        )
+      teacher_cache = teacher_lib.load_cache(
+        config.teacher.cache, teacher_dir, train_cfg, num_classes
+      )
       teacher_mode, teacher_model, teacher_params = "cache", None, None
 
   # ----------------------------------------------------------------------------------------------
@@ -222,8 +246,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
 
   def make_state(params, key):
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "rng": key}
+    state = {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params,
+      "opt_state": tx.init(params),
+      "rng": key,
+    }
     if wa_enabled:
       state["wa_params"] = jax.tree.map(jnp.zeros_like, params)
       state["wa_count"] = jnp.zeros((), jnp.int32)
@@ -235,14 +263,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   abstract = jax.eval_shape(init, init_key)
   state_shardings = sharding.tree_shardings(abstract, mesh, rules, config.fsdp_min_size)
-  param_shardings = state_shardings["params"]
 
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   start_step = ckpt.latest_step()
   if start_step is not None:
     logging.info("resuming from checkpoint step %d", start_step)
-    state = ckpt.restore(start_step, checkpointing.abstract_with_shardings(
-        abstract, state_shardings), train_iter)
+    state = ckpt.restore(
+      start_step, checkpointing.abstract_with_shardings(abstract, state_shardings), train_iter
+    )
   else:
     start_step = 0
     state = jax.jit(init, out_shardings=state_shardings)(init_key)
@@ -263,36 +291,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     key = jax.random.fold_in(state["rng"], state["step"])
     if teacher_mode == "online":
       teacher_logits = jax.lax.stop_gradient(
-          teacher_model.apply({"params": teacher_params}, batch["fbank"], train=False))
+        teacher_model.apply({"params": teacher_params}, batch["fbank"], train=False)
+      )
     elif teacher_mode == "cache":
       teacher_logits = batch["teacher_logits"]
     else:
       teacher_logits = None
 
     def loss_fn(params):
-      logits = model.apply({"params": params}, batch["fbank"], train=True,
-                           rngs={"dropout": key})
-      return losses.combined_loss(logits, batch["labels"], teacher_logits,
-                                  label_kind=loss_cfg.label_kind, kd_kind=loss_cfg.kd_kind,
-                                  kd_weight=loss_cfg.kd_weight,
-                                  temperature=loss_cfg.temperature)
+      logits = model.apply({"params": params}, batch["fbank"], train=True, rngs={"dropout": key})
+      return losses.combined_loss(
+        logits,
+        batch["labels"],
+        teacher_logits,
+        label_kind=loss_cfg.label_kind,
+        kd_kind=loss_cfg.kd_kind,
+        kd_weight=loss_cfg.kd_weight,
+        temperature=loss_cfg.temperature,
+      )
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = {**state, "step": state["step"] + 1,
-                 "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+    new_state = {
+      **state,
+      "step": state["step"] + 1,
+      "params": optax.apply_updates(params, updates),
+      "opt_state": opt_state,
+    }
     metrics = {f"loss_{k}" if k != "total" else "loss": v for k, v in parts.items()}
-    metrics.update(grad_norm=grad_norm, lr=schedule(state["step"]),
-                   finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+    metrics.update(
+      grad_norm=grad_norm,
+      lr=schedule(state["step"]),
+      finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+    )
     return new_state, metrics
 
   update = jax.jit(train_step, donate_argnums=(0,), out_shardings=(state_shardings, replicated))
 
   def wa_step(state):
     count = state["wa_count"] + 1
-    wa = jax.tree.map(lambda a, p: a + (p - a) / count.astype(jnp.float32), state["wa_params"],
-                      state["params"])
+    wa = jax.tree.map(
+      lambda a, p: a + (p - a) / count.astype(jnp.float32), state["wa_params"], state["params"]
+    )
     return {**state, "wa_params": wa, "wa_count": count}
 
   wa_update = jax.jit(wa_step, donate_argnums=(0,), out_shardings=state_shardings)
@@ -300,15 +341,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   # Evaluation.
   # ----------------------------------------------------------------------------------------------
-  evaluator = evaluate.Evaluator(model, config.evals.input, mesh, config.evals.batch_size,
-                                 single_label=single_label)
+  evaluator = evaluate.Evaluator(
+    model, config.evals.input, mesh, config.evals.batch_size, single_label=single_label
+  )
   eval_dir = os.path.join(workdir, "eval")
 
   def run_eval(params, step: int, name: str) -> dict[str, float]:
     result = evaluator.run(params, out_json=os.path.join(eval_dir, f"{name}.json"))
     writer.write(step, {f"{name.split('_step')[0]}/{k}": v for k, v in result.items()})
-    logging.info("eval %s at step %d: %s", name, step,
-                 ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
+    logging.info(
+      "eval %s at step %d: %s", name, step, ", ".join(f"{k}={v:.4f}" for k, v in result.items())
+    )
     return result
 
   # ----------------------------------------------------------------------------------------------
@@ -327,21 +370,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       metrics = jax.device_get(metrics)
       if not metrics.pop("finite"):
         raise NonFiniteLossError(
-            f"non-finite loss {metrics['loss']} or gradient norm {metrics['grad_norm']} at step "
-            f"{step}; stopping without saving, the newest checkpoint in {ckpt.directory} "
-            f"(step {ckpt.latest_step()}) is the last good state. Lower optim.lr, set "
-            "optim.grad_clip_norm, or check the input")
+          f"non-finite loss {metrics['loss']} or gradient norm {metrics['grad_norm']} at step "
+          f"{step}; stopping without saving, the newest checkpoint in {ckpt.directory} "
+          f"(step {ckpt.latest_step()}) is the last good state. Lower optim.lr, set "
+          "optim.grad_clip_norm, or check the input"
+        )
       pending.append({k: float(v) for k, v in metrics.items()})
       interval_steps += 1
       bar.update(1)
       if step % config.log_every_steps == 0 or step == total_steps:
         elapsed = time.perf_counter() - interval_start
-        skipped = int(np.sum(multihost_utils.process_allgather(
-            np.int64(train_iter.num_skipped))))
+        skipped = int(np.sum(multihost_utils.process_allgather(np.int64(train_iter.num_skipped))))
         summary = {f"train/{k}": v for k, v in _host_mean(pending).items()}
-        summary.update({"train/examples_per_sec": interval_steps * config.batch_size / elapsed,
-                        "train/epoch": step / steps_per_epoch,
-                        "train/skipped_audio": skipped})
+        summary.update(
+          {
+            "train/examples_per_sec": interval_steps * config.batch_size / elapsed,
+            "train/epoch": step / steps_per_epoch,
+            "train/skipped_audio": skipped,
+          }
+        )
         writer.write(step, summary)
         bar.set_postfix(loss=f"{summary['train/loss']:.4f}")
         pending, interval_start, interval_steps = [], time.perf_counter(), 0
@@ -370,9 +417,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _export(os.path.join(workdir, EXPORT_DIR), model_config, state["params"], mesh)
   if wa_enabled:
     if int(jax.device_get(state["wa_count"])) == 0:
-      logging.warning("weight averaging over epochs %d-%d saw no epoch end (training ran %d "
-                      "epochs); no averaged model", config.wa_start, config.wa_end,
-                      total_steps // steps_per_epoch)
+      logging.warning(
+        "weight averaging over epochs %d-%d saw no epoch end (training ran %d "
+        "epochs); no averaged model",
+        config.wa_start,
+        config.wa_end,
+        total_steps // steps_per_epoch,
+      )
     else:
       results["wa"] = run_eval(state["wa_params"], total_steps, "wa")
       _export(os.path.join(workdir, EXPORT_WA_DIR), model_config, state["wa_params"], mesh)
@@ -386,8 +437,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _initialize_distributed() -> None:
   if _COORDINATOR.value or _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
 
@@ -405,7 +459,8 @@ def main(argv: list[str]) -> int:
   workdir = _WORKDIR.value or config.workdir
   try:
     if "quickstart" in config:
-      from experiments import quickstart  # pylint: disable=g-import-not-at-top
+      from experiments import quickstart
+
       quickstart.run(config, workdir, train_and_evaluate)
     else:
       train_and_evaluate(config, workdir)

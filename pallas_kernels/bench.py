@@ -46,8 +46,9 @@ N_STAGES = 4
 D_STATE = 1
 
 # --quick changes these defaults (flags given explicitly still win).
-QUICK_DEFAULTS = dict(batch=1, frames=32, long_length=4096, long_channels=8, warmup=1,
-                      repeats=2, copy_mib=16)
+QUICK_DEFAULTS = dict(
+  batch=1, frames=32, long_length=4096, long_channels=8, warmup=1, repeats=2, copy_mib=16
+)
 
 BYTES_NOTE = """\
 Bytes moved (s_in = input itemsize, s_out = output itemsize; b batch, C = K*D channels,
@@ -63,6 +64,7 @@ K groups, N state size, L length):
 @dataclasses.dataclass(frozen=True)
 class Shape:
   """A scan problem: u, delta (batch, K*d, L); B, C (batch, K, N, L); L = height * width."""
+
   name: str
   batch: int
   d: int
@@ -93,8 +95,16 @@ def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[
   unit = PATCH_STRIDE * 2 ** (N_STAGES - 1)
   if frames % unit:
     raise ValueError(f"frames must be a multiple of {unit}, got {frames}")
-  return [Shape(f"stage {i}", batch, BASE_DIM << (i - 1), (MEL_BINS // PATCH_STRIDE) >> (i - 1),
-                (frames // PATCH_STRIDE) >> (i - 1)) for i in stages]
+  return [
+    Shape(
+      f"stage {i}",
+      batch,
+      BASE_DIM << (i - 1),
+      (MEL_BINS // PATCH_STRIDE) >> (i - 1),
+      (frames // PATCH_STRIDE) >> (i - 1),
+    )
+    for i in stages
+  ]
 
 
 def scan_inputs(shape: Shape, dtype, key):
@@ -102,13 +112,15 @@ def scan_inputs(shape: Shape, dtype, key):
   ks = jax.random.split(key, 7)
   b, ch, groups, n, length = shape.batch, shape.channels, shape.groups, shape.n, shape.length
   dt = jnp.exp(jax.random.uniform(ks[6], (ch,), minval=math.log(1e-3), maxval=math.log(1e-1)))
-  return (jax.random.normal(ks[0], (b, ch, length), dtype),
-          (0.5 * jax.random.normal(ks[1], (b, ch, length))).astype(dtype),
-          -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-          jax.random.normal(ks[3], (b, groups, n, length), dtype),
-          jax.random.normal(ks[4], (b, groups, n, length), dtype),
-          jax.random.normal(ks[5], (ch,)),
-          dt + jnp.log(-jnp.expm1(-dt)))
+  return (
+    jax.random.normal(ks[0], (b, ch, length), dtype),
+    (0.5 * jax.random.normal(ks[1], (b, ch, length))).astype(dtype),
+    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
+    jax.random.normal(ks[3], (b, groups, n, length), dtype),
+    jax.random.normal(ks[4], (b, groups, n, length), dtype),
+    jax.random.normal(ks[5], (ch,)),
+    dt + jnp.log(-jnp.expm1(-dt)),
+  )
 
 
 def ss2d_inputs(shape: Shape, dtype, key):
@@ -117,19 +129,23 @@ def ss2d_inputs(shape: Shape, dtype, key):
   d, n, k = shape.d, shape.n, shape.groups
   rank = -(-d // 16)
   dt = jnp.exp(jax.random.uniform(ks[3], (k, d), minval=math.log(1e-3), maxval=math.log(1e-1)))
-  return (jax.random.normal(ks[0], (shape.batch, shape.height, shape.width, d), dtype),
-          jax.random.normal(ks[1], (k, rank + 2 * n, d)) / math.sqrt(d),
-          jax.random.normal(ks[2], (k, d, rank)) / math.sqrt(rank),
-          dt + jnp.log(-jnp.expm1(-dt)),
-          0.5 * jax.random.normal(ks[4], (k * d, n)),
-          jnp.ones((k * d,)))
+  return (
+    jax.random.normal(ks[0], (shape.batch, shape.height, shape.width, d), dtype),
+    jax.random.normal(ks[1], (k, rank + 2 * n, d)) / math.sqrt(d),
+    jax.random.normal(ks[2], (k, d, rank)) / math.sqrt(rank),
+    dt + jnp.log(-jnp.expm1(-dt)),
+    0.5 * jax.random.normal(ks[4], (k * d, n)),
+    jnp.ones((k * d,)),
+  )
 
 
 def forward_and_step(fn):
   """jit(fn) and jit(fn's forward + vjp w.r.t. every argument, cotangent = last argument)."""
+
   def step(*args):
     y, vjp = jax.vjp(fn, *args[:-1])
     return y, vjp(args[-1].astype(y.dtype))
+
   return jax.jit(fn), jax.jit(step)
 
 
@@ -158,7 +174,7 @@ def timed_pair(fn, args, cotangent, warmup, repeats, errors: list[str], label: s
   for part, call, call_args in (("fwd", fwd, args), ("fwd+bwd", step, (*args, cotangent))):
     try:
       results.append(median_seconds(call, call_args, warmup, repeats))
-    except Exception as err:  # noqa: BLE001  (a benchmark reports failures, e.g. OOM)
+    except Exception as err:
       errors.append(f"{label} {part}: {_describe_error(err)}")
       results.append(None)
   return tuple(results)
@@ -188,9 +204,25 @@ def _rate_cells(n_bytes, seconds, copy_bw):
 
 def scan_table(shapes, args, dtype, copy_bw, errors) -> list[str]:
   """Markdown rows: impl vs reference on each shape, forward and forward + backward."""
-  header = ["shape", "b", "K*D", "L", "N", "fwd ms", "fwd MB", "fwd GB/s", "fwd % copy",
-            "ref fwd ms", "fwd speed-up", "fwd+bwd ms", "fwd+bwd MB", "fwd+bwd GB/s",
-            "fwd+bwd % copy", "ref fwd+bwd ms", "fwd+bwd speed-up"]
+  header = [
+    "shape",
+    "b",
+    "K*D",
+    "L",
+    "N",
+    "fwd ms",
+    "fwd MB",
+    "fwd GB/s",
+    "fwd % copy",
+    "ref fwd ms",
+    "fwd speed-up",
+    "fwd+bwd ms",
+    "fwd+bwd MB",
+    "fwd+bwd GB/s",
+    "fwd+bwd % copy",
+    "ref fwd+bwd ms",
+    "fwd+bwd speed-up",
+  ]
   rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   interpret = args.impl == ScanImpl.PALLAS.value and jax.default_backend() != "gpu"
   for i, shape in enumerate(shapes):
@@ -198,26 +230,53 @@ def scan_table(shapes, args, dtype, copy_bw, errors) -> list[str]:
     cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
     impl_fn = functools.partial(selective_scan, impl=args.impl, interpret=interpret)
     ref_fn = functools.partial(selective_scan, impl=args.impl_ref)
-    fwd, step = timed_pair(impl_fn, inputs, cotangent, args.warmup, args.repeats, errors,
-                           f"{shape.name} {args.impl}")
-    ref_fwd, ref_step = timed_pair(ref_fn, inputs, cotangent, args.warmup, args.repeats,
-                                   errors, f"{shape.name} {args.impl_ref}")
+    fwd, step = timed_pair(
+      impl_fn, inputs, cotangent, args.warmup, args.repeats, errors, f"{shape.name} {args.impl}"
+    )
+    ref_fwd, ref_step = timed_pair(
+      ref_fn, inputs, cotangent, args.warmup, args.repeats, errors, f"{shape.name} {args.impl_ref}"
+    )
     fwd_bytes, bwd_bytes = shape.bytes_moved(dtype, dtype)
-    rows.append("| " + " | ".join([
-        shape.name, str(shape.batch), str(shape.channels), str(shape.length), str(shape.n),
-        _ms(fwd), f"{fwd_bytes / 1e6:.1f}", *_rate_cells(fwd_bytes, fwd, copy_bw),
-        _ms(ref_fwd), _ratio(ref_fwd, fwd),
-        _ms(step), f"{(fwd_bytes + bwd_bytes) / 1e6:.1f}",
-        *_rate_cells(fwd_bytes + bwd_bytes, step, copy_bw),
-        _ms(ref_step), _ratio(ref_step, step)]) + " |")
+    rows.append(
+      "| "
+      + " | ".join(
+        [
+          shape.name,
+          str(shape.batch),
+          str(shape.channels),
+          str(shape.length),
+          str(shape.n),
+          _ms(fwd),
+          f"{fwd_bytes / 1e6:.1f}",
+          *_rate_cells(fwd_bytes, fwd, copy_bw),
+          _ms(ref_fwd),
+          _ratio(ref_fwd, fwd),
+          _ms(step),
+          f"{(fwd_bytes + bwd_bytes) / 1e6:.1f}",
+          *_rate_cells(fwd_bytes + bwd_bytes, step, copy_bw),
+          _ms(ref_step),
+          _ratio(ref_step, step),
+        ]
+      )
+      + " |"
+    )
     del inputs, cotangent
   return rows
 
 
 def ss2d_table(shapes, args, dtype, errors) -> list[str]:
   """Markdown rows: the SS2D core, fused kernel vs the unfused route (same Pallas scan)."""
-  header = ["shape", "H x W", "d", "unfused fwd ms", "fused fwd ms", "fwd speed-up",
-            "unfused fwd+bwd ms", "fused fwd+bwd ms", "fwd+bwd speed-up"]
+  header = [
+    "shape",
+    "H x W",
+    "d",
+    "unfused fwd ms",
+    "fused fwd ms",
+    "fwd speed-up",
+    "unfused fwd+bwd ms",
+    "fused fwd+bwd ms",
+    "fwd+bwd speed-up",
+  ]
   rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   interpret = jax.default_backend() != "gpu"
   for i, shape in enumerate(shapes):
@@ -226,13 +285,26 @@ def ss2d_table(shapes, args, dtype, errors) -> list[str]:
     times = {}
     for fused in (False, True):
       fn = functools.partial(ss2d_scan, impl=ScanImpl.PALLAS, interpret=interpret, fused=fused)
-      times[fused] = timed_pair(fn, inputs, cotangent, args.warmup, args.repeats, errors,
-                                f"{shape.name} ss2d fused={fused}")
-    rows.append("| " + " | ".join([
-        shape.name, f"{shape.height} x {shape.width}", str(shape.d),
-        _ms(times[False][0]), _ms(times[True][0]), _ratio(times[False][0], times[True][0]),
-        _ms(times[False][1]), _ms(times[True][1]),
-        _ratio(times[False][1], times[True][1])]) + " |")
+      times[fused] = timed_pair(
+        fn, inputs, cotangent, args.warmup, args.repeats, errors, f"{shape.name} ss2d fused={fused}"
+      )
+    rows.append(
+      "| "
+      + " | ".join(
+        [
+          shape.name,
+          f"{shape.height} x {shape.width}",
+          str(shape.d),
+          _ms(times[False][0]),
+          _ms(times[True][0]),
+          _ratio(times[False][0], times[True][0]),
+          _ms(times[False][1]),
+          _ms(times[True][1]),
+          _ratio(times[False][1], times[True][1]),
+        ]
+      )
+      + " |"
+    )
     del inputs, cotangent
   return rows
 
@@ -241,23 +313,37 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=12)
   parser.add_argument("--frames", type=int, default=1024)
-  parser.add_argument("--long-length", type=int, default=1 << 20,
-                      help="tokens of the long shape; 0 leaves it out")
-  parser.add_argument("--long-channels", type=int, default=384,
-                      help="K*D of the long shape (a multiple of 4)")
-  parser.add_argument("--impl", default=ScanImpl.PALLAS.value,
-                      choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO])
-  parser.add_argument("--impl-ref", default=ScanImpl.ASSOCIATIVE.value,
-                      choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO])
+  parser.add_argument(
+    "--long-length", type=int, default=1 << 20, help="tokens of the long shape; 0 leaves it out"
+  )
+  parser.add_argument(
+    "--long-channels", type=int, default=384, help="K*D of the long shape (a multiple of 4)"
+  )
+  parser.add_argument(
+    "--impl",
+    default=ScanImpl.PALLAS.value,
+    choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO],
+  )
+  parser.add_argument(
+    "--impl-ref",
+    default=ScanImpl.ASSOCIATIVE.value,
+    choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO],
+  )
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--copy-mib", type=int, default=1024,
-                      help="size of the buffer of the copy-bandwidth measurement")
-  parser.add_argument("--stages", default="1,2,3,4",
-                      help="comma-separated DASS stages (1-4) to time")
-  parser.add_argument("--quick", action="store_true",
-                      help=f"CPU smoke run; other defaults become {QUICK_DEFAULTS}")
+  parser.add_argument(
+    "--copy-mib",
+    type=int,
+    default=1024,
+    help="size of the buffer of the copy-bandwidth measurement",
+  )
+  parser.add_argument(
+    "--stages", default="1,2,3,4", help="comma-separated DASS stages (1-4) to time"
+  )
+  parser.add_argument(
+    "--quick", action="store_true", help=f"CPU smoke run; other defaults become {QUICK_DEFAULTS}"
+  )
   if parser.parse_args(argv).quick:
     parser.set_defaults(**QUICK_DEFAULTS)
   args = parser.parse_args(argv)
@@ -277,20 +363,29 @@ def main(argv=None) -> int:
   pallas = args.impl == ScanImpl.PALLAS.value
   fused = pallas and importlib.util.find_spec("pallas_kernels.pallas_ss2d_fused") is not None
   shapes = dass_stages(args.batch, args.frames, args.stages)
-  long_shapes = [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length)
-                 ] if args.long_length else []
+  long_shapes = (
+    [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length)]
+    if args.long_length
+    else []
+  )
   copy_bw = copy_bandwidth(args.copy_mib << 20, args.warmup, args.repeats)
 
   print("# Selective-scan benchmark")
-  print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-  print(f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; "
-        f"DASS-small at batch {args.batch}, {args.frames} frames; median of {args.repeats} "
-        f"runs after {args.warmup} warm-up")
+  print(
+    f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+    f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+  )
+  print(
+    f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; "
+    f"DASS-small at batch {args.batch}, {args.frames} frames; median of {args.repeats} "
+    f"runs after {args.warmup} warm-up"
+  )
   if pallas and not on_gpu:
     print("note: off GPU the Pallas kernels run in interpret mode; their times mean nothing.")
-  print(f"copy bandwidth: {copy_bw / 1e9:.1f} GB/s (jitted copy of {args.copy_mib} MiB, "
-        "bytes = read + write)")
+  print(
+    f"copy bandwidth: {copy_bw / 1e9:.1f} GB/s (jitted copy of {args.copy_mib} MiB, "
+    "bytes = read + write)"
+  )
   print(BYTES_NOTE)
   print()
   errors: list[str] = []

@@ -19,7 +19,7 @@ the tiny cross-chunk scans at the end of this module provide (plain JAX, outside
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,8 @@ def compiler_params(lanes: int):
   `pallas_call` on CUDA; interpret mode ignores them.
   """
   from jax.experimental.pallas import triton as pltriton
-  cls = getattr(pltriton, "CompilerParams", None) or getattr(pltriton, "TritonCompilerParams")
+
+  cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
   return cls(num_warps=max(1, lanes // 32))
 
 
@@ -70,6 +71,7 @@ def softplus_and_slope(x: jax.Array, delta_softplus: bool):
 @dataclasses.dataclass(frozen=True)
 class StateShape:
   """Whether the state is (lanes,) (N == 1) or (lanes, N); helpers broadcast accordingly."""
+
   n: int
 
   @property
@@ -102,6 +104,7 @@ class Access:
   load_dt returns (dt, d dt / d delta_pre); everything else returns fp32 values. A pass
   leaves the accessors it does not use as None.
   """
+
   load_u: Load | None
   load_dt: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
   load_b: Load | None
@@ -125,8 +128,15 @@ def chunk_end_state(steps: int, A, ss: StateShape, io: Access, lanes: int):
   return lax.fori_loop(0, steps, body, (ss.zeros(lanes), jnp.zeros((lanes,), jnp.float32)))
 
 
-def chunk_outputs(steps: int, A, d_skip, h0, ss: StateShape, io: Access,
-                  store_y: Callable[[jax.Array, jax.Array], None]):
+def chunk_outputs(
+  steps: int,
+  A,
+  d_skip,
+  h0,
+  ss: StateShape,
+  io: Access,
+  store_y: Callable[[jax.Array, jax.Array], None],
+):
   """Pass 3 of the forward: runs the chunk from its true start state h0 and stores y."""
 
   def body(t, h):
@@ -170,6 +180,7 @@ class GradSinks:
   program's own slots, written and read back by the same lane. emit_ddelta threads a user
   accumulator (the fused path accumulates the dt-projection weight gradient there).
   """
+
   load_g: Load
   store_ckpt: Callable[[jax.Array, jax.Array], None]
   load_ckpt: Load
@@ -181,8 +192,19 @@ class GradSinks:
   emit_ddelta: Callable[[jax.Array, jax.Array, object], object]
 
 
-def chunk_backward(steps: int, sub: int, A, d_skip, h0, r_end, ss: StateShape, io: Access,
-                   sink: GradSinks, lanes: int, acc0):
+def chunk_backward(
+  steps: int,
+  sub: int,
+  A,
+  d_skip,
+  h0,
+  r_end,
+  ss: StateShape,
+  io: Access,
+  sink: GradSinks,
+  lanes: int,
+  acc0,
+):
   """Pass 3 of the backward for one chunk, by sub-chunks of `sub` steps.
 
   A forward sweep from h0 stores the state at every sub-chunk start. Then, for the

@@ -21,7 +21,7 @@ from pallas_kernels import reference
 log = logging.getLogger(__name__)
 
 
-class ScanImpl(str, enum.Enum):
+class ScanImpl(enum.StrEnum):
   AUTO = "auto"
   PALLAS = "pallas"
   ASSOCIATIVE = "associative"
@@ -31,13 +31,13 @@ class ScanImpl(str, enum.Enum):
 def pallas_supported() -> bool:
   """True when the default backend can run the Pallas GPU kernel."""
   try:
-    from pallas_kernels import pallas_scan  # noqa: F401  (absent until the kernel lands)
+    from pallas_kernels import pallas_scan
   except ImportError:
     return False
   return pallas_scan.supported_on_default_backend()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resolve_auto(backend: str) -> ScanImpl:
   choice = ScanImpl.PALLAS if pallas_supported() else ScanImpl.ASSOCIATIVE
   log.info("selective scan: impl=auto on backend %r -> %s", backend, choice.value)
@@ -52,9 +52,20 @@ def resolve_impl(impl: ScanImpl | str = ScanImpl.AUTO) -> ScanImpl:
   return impl
 
 
-def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus=True,
-                   out_dtype=None, impl: ScanImpl | str = ScanImpl.AUTO,
-                   interpret: bool = False):
+def selective_scan(
+  u,
+  delta,
+  A,
+  B,
+  C,
+  D=None,
+  delta_bias=None,
+  *,
+  delta_softplus=True,
+  out_dtype=None,
+  impl: ScanImpl | str = ScanImpl.AUTO,
+  interpret: bool = False,
+):
   """Selective scan; see `pallas_kernels.reference` for layouts and math.
 
   Args:
@@ -75,5 +86,5 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus
   if impl is ScanImpl.ASSOCIATIVE:
     return reference.selective_scan_associative(u, delta, A, B, C, D, delta_bias, **kwargs)
   from pallas_kernels import pallas_scan
-  return pallas_scan.selective_scan(u, delta, A, B, C, D, delta_bias, interpret=interpret,
-                                    **kwargs)
+
+  return pallas_scan.selective_scan(u, delta, A, B, C, D, delta_bias, interpret=interpret, **kwargs)

@@ -97,6 +97,7 @@ class _Config:
 @dataclasses.dataclass(frozen=True)
 class _Plan:
   """Static geometry: padded sizes, lane block, chunking."""
+
   batch: int
   groups: int
   d: int
@@ -118,8 +119,18 @@ class _Plan:
     lanes = ce.lanes_for(d)
     chunk = min(chunk_size or DEFAULT_CHUNK, length)
     n_chunks = -(-length // chunk)
-    return cls(batch, groups, d, n, length, lanes, -(-d // lanes) * lanes,
-               ce.next_power_of_2(n), chunk, n_chunks)
+    return cls(
+      batch,
+      groups,
+      d,
+      n,
+      length,
+      lanes,
+      -(-d // lanes) * lanes,
+      ce.next_power_of_2(n),
+      chunk,
+      n_chunks,
+    )
 
   @property
   def lp(self) -> int:
@@ -159,19 +170,19 @@ class _Plan:
     return a[..., 0] if self.state.scalar else a
 
   def unseq(self, x):
-    return x[:, :, :self.d, :self.length].reshape(self.batch, self.groups * self.d, self.length)
+    return x[:, :, : self.d, : self.length].reshape(self.batch, self.groups * self.d, self.length)
 
   # Block specs over the grid (b, j = k * n_dblocks + channel block, c).
   def _kd(self, j):
     return j // self.n_dblocks, j % self.n_dblocks
 
   def seq_spec(self):
-    return pl.BlockSpec((None, None, self.lanes, self.chunk),
-                        lambda b, j, c: (b, *self._kd(j), c))
+    return pl.BlockSpec((None, None, self.lanes, self.chunk), lambda b, j, c: (b, *self._kd(j), c))
 
   def proj_spec(self):
-    return pl.BlockSpec((None, None, self.np_, self.chunk),
-                        lambda b, j, c: (b, self._kd(j)[0], 0, c))
+    return pl.BlockSpec(
+      (None, None, self.np_, self.chunk), lambda b, j, c: (b, self._kd(j)[0], 0, c)
+    )
 
   def lane_spec(self):
     return pl.BlockSpec((None, self.lanes), lambda b, j, c: self._kd(j))
@@ -182,14 +193,17 @@ class _Plan:
     return pl.BlockSpec((None, self.lanes, self.np_), lambda b, j, c: (*self._kd(j), 0))
 
   def chunk_lane_spec(self):
-    return pl.BlockSpec((None, None, None, self.lanes),
-                        lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1]))
+    return pl.BlockSpec(
+      (None, None, None, self.lanes), lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1])
+    )
 
   def chunk_state_spec(self):
     if self.state.scalar:
       return self.chunk_lane_spec()
-    return pl.BlockSpec((None, None, None, self.lanes, self.np_),
-                        lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1], 0))
+    return pl.BlockSpec(
+      (None, None, None, self.lanes, self.np_),
+      lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1], 0),
+    )
 
   def chunk_lane_shape(self):
     return jax.ShapeDtypeStruct((self.batch, self.groups, self.n_chunks, self.dp), jnp.float32)
@@ -197,24 +211,28 @@ class _Plan:
   def chunk_state_shape(self):
     tail = () if self.state.scalar else (self.np_,)
     return jax.ShapeDtypeStruct(
-        (self.batch, self.groups, self.n_chunks, self.dp, *tail), jnp.float32)
+      (self.batch, self.groups, self.n_chunks, self.dp, *tail), jnp.float32
+    )
 
   def scratch(self, slots):
     """A backward scratch with `slots` states per program: (spec, shape)."""
     tail = () if self.state.scalar else (self.np_,)
-    spec = pl.BlockSpec((None, None, slots, self.lanes, *tail),
-                        lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1],
-                                         *([0] * len(tail))))
+    spec = pl.BlockSpec(
+      (None, None, slots, self.lanes, *tail),
+      lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1], *([0] * len(tail))),
+    )
     shape = (self.batch, self.groups, self.n_chunks * slots, self.dp, *tail)
     return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
 
   def partial_proj_spec(self):
-    return pl.BlockSpec((None, None, None, self.np_, self.chunk),
-                        lambda b, j, c: (b, *self._kd(j), 0, c))
+    return pl.BlockSpec(
+      (None, None, None, self.np_, self.chunk), lambda b, j, c: (b, *self._kd(j), 0, c)
+    )
 
   def partial_proj_shape(self):
     return jax.ShapeDtypeStruct(
-        (self.batch, self.groups, self.n_dblocks, self.np_, self.lp), jnp.float32)
+      (self.batch, self.groups, self.n_dblocks, self.np_, self.lp), jnp.float32
+    )
 
   def chunk_decay(self, sdt, rates):
     """Whole-chunk decay exp(A * sum dt), (batch, K, chunks, dp[, np_])."""
@@ -241,11 +259,13 @@ def _access(plan: _Plan, cfg: _Config, bias, u_ref, delta_ref, b_ref, c_ref) -> 
 
 def _store_proj(plan: _Plan, ref):
   """Per-step store of a (N,) vector (or a scalar when N == 1) into column t of ref."""
+
   def store(t, v):
     if plan.state.scalar:
       ref[0, t] = v
     else:
       ref[:, t] = v
+
   return store
 
 
@@ -256,28 +276,49 @@ def _fwd_local_kernel(plan, cfg, u_ref, delta_ref, b_ref, a_ref, bias_ref, h_ref
   sdt_ref[...] = sdt
 
 
-def _fwd_out_kernel(plan, cfg, u_ref, delta_ref, b_ref, c_ref, a_ref, dskip_ref, bias_ref,
-                    h0_ref, y_ref):
+def _fwd_out_kernel(
+  plan, cfg, u_ref, delta_ref, b_ref, c_ref, a_ref, dskip_ref, bias_ref, h0_ref, y_ref
+):
   io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, c_ref)
 
   def store_y(t, y):
     y_ref[:, t] = y.astype(y_ref.dtype)
 
-  ce.chunk_outputs(plan.chunk, a_ref[...], dskip_ref[...], h0_ref[...], plan.state, io,
-                   store_y)
+  ce.chunk_outputs(plan.chunk, a_ref[...], dskip_ref[...], h0_ref[...], plan.state, io, store_y)
 
 
 def _bwd_local_kernel(plan, cfg, delta_ref, c_ref, dy_ref, a_ref, bias_ref, r_ref, sdt_ref):
   io = _access(plan, cfg, bias_ref[...], None, delta_ref, None, c_ref)
-  r, sdt = ce.chunk_adjoint_carry(plan.chunk, a_ref[...], plan.state, io,
-                                  lambda t: dy_ref[:, t].astype(jnp.float32), plan.lanes)
+  r, sdt = ce.chunk_adjoint_carry(
+    plan.chunk, a_ref[...], plan.state, io, lambda t: dy_ref[:, t].astype(jnp.float32), plan.lanes
+  )
   r_ref[...] = r
   sdt_ref[...] = sdt
 
 
-def _bwd_kernel(plan, cfg, u_ref, delta_ref, b_ref, c_ref, dy_ref, a_ref, dskip_ref, bias_ref,
-                h0_ref, r_ref, du_ref, ddelta_ref, db_ref, dc_ref, da_ref, dd_ref, dbias_ref,
-                ckpt_ref, hs_ref):
+def _bwd_kernel(
+  plan,
+  cfg,
+  u_ref,
+  delta_ref,
+  b_ref,
+  c_ref,
+  dy_ref,
+  a_ref,
+  dskip_ref,
+  bias_ref,
+  h0_ref,
+  r_ref,
+  du_ref,
+  ddelta_ref,
+  db_ref,
+  dc_ref,
+  da_ref,
+  dd_ref,
+  dbias_ref,
+  ckpt_ref,
+  hs_ref,
+):
   io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, c_ref)
 
   def store_ckpt(j, h):
@@ -293,14 +334,30 @@ def _bwd_kernel(plan, cfg, u_ref, delta_ref, b_ref, c_ref, dy_ref, a_ref, dskip_
     ddelta_ref[:, t] = v.astype(ddelta_ref.dtype)
     return acc
 
-  sink = ce.GradSinks(load_g=lambda t: dy_ref[:, t].astype(jnp.float32),
-                      store_ckpt=store_ckpt, load_ckpt=lambda j: ckpt_ref[j],
-                      store_h=store_h, load_h=lambda s: hs_ref[s], store_du=store_du,
-                      store_db=_store_proj(plan, db_ref), store_dc=_store_proj(plan, dc_ref),
-                      emit_ddelta=emit_ddelta)
-  d_a, d_d, d_bias, _ = ce.chunk_backward(plan.chunk, plan.sub, a_ref[...], dskip_ref[...],
-                                          h0_ref[...], r_ref[...], plan.state, io, sink,
-                                          plan.lanes, ())
+  sink = ce.GradSinks(
+    load_g=lambda t: dy_ref[:, t].astype(jnp.float32),
+    store_ckpt=store_ckpt,
+    load_ckpt=lambda j: ckpt_ref[j],
+    store_h=store_h,
+    load_h=lambda s: hs_ref[s],
+    store_du=store_du,
+    store_db=_store_proj(plan, db_ref),
+    store_dc=_store_proj(plan, dc_ref),
+    emit_ddelta=emit_ddelta,
+  )
+  d_a, d_d, d_bias, _ = ce.chunk_backward(
+    plan.chunk,
+    plan.sub,
+    a_ref[...],
+    dskip_ref[...],
+    h0_ref[...],
+    r_ref[...],
+    plan.state,
+    io,
+    sink,
+    plan.lanes,
+    (),
+  )
   da_ref[...] = d_a
   dd_ref[...] = d_d
   dbias_ref[...] = d_bias
@@ -309,10 +366,15 @@ def _bwd_kernel(plan, cfg, u_ref, delta_ref, b_ref, c_ref, dy_ref, a_ref, dskip_
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
   """Runs `kernel` over the plan's grid; outs is a list of (spec, ShapeDtypeStruct)."""
   return pl.pallas_call(
-      functools.partial(kernel, plan, cfg), grid=plan.grid, in_specs=in_specs,
-      out_specs=[spec for spec, _ in outs], out_shape=[shape for _, shape in outs],
-      compiler_params=ce.compiler_params(plan.lanes), interpret=cfg.interpret,
-      name=name)(*args)
+    functools.partial(kernel, plan, cfg),
+    grid=plan.grid,
+    in_specs=in_specs,
+    out_specs=[spec for spec, _ in outs],
+    out_shape=[shape for _, shape in outs],
+    compiler_params=ce.compiler_params(plan.lanes),
+    interpret=cfg.interpret,
+    name=name,
+  )(*args)
 
 
 def _forward(cfg: _Config, u, delta, A, B, C, D, bias):
@@ -323,54 +385,83 @@ def _forward(cfg: _Config, u, delta, A, B, C, D, bias):
   seq, proj, lane, rate = plan.seq_spec(), plan.proj_spec(), plan.lane_spec(), plan.rate_spec()
   state_out = (plan.chunk_state_spec(), plan.chunk_state_shape())
   if plan.n_chunks > 1:
-    h_local, sdt = _call(plan, cfg, _fwd_local_kernel, "selective_scan_fwd_chunk_states",
-                         [us, ds, bs, rates, bias_p], [seq, seq, proj, rate, lane],
-                         [state_out, (plan.chunk_lane_spec(), plan.chunk_lane_shape())])
+    h_local, sdt = _call(
+      plan,
+      cfg,
+      _fwd_local_kernel,
+      "selective_scan_fwd_chunk_states",
+      [us, ds, bs, rates, bias_p],
+      [seq, seq, proj, rate, lane],
+      [state_out, (plan.chunk_lane_spec(), plan.chunk_lane_shape())],
+    )
     h0 = ce.chunk_start_states(h_local, plan.chunk_decay(sdt, rates), axis=2)
   else:
     h0 = jnp.zeros(plan.chunk_state_shape().shape, jnp.float32)
   y_shape = jax.ShapeDtypeStruct(us.shape, cfg.out_dtype)
-  (y,) = _call(plan, cfg, _fwd_out_kernel, "selective_scan_fwd",
-               [us, ds, bs, cs, rates, dskip, bias_p, h0],
-               [seq, seq, proj, proj, rate, lane, lane, plan.chunk_state_spec()],
-               [(seq, y_shape)])
+  (y,) = _call(
+    plan,
+    cfg,
+    _fwd_out_kernel,
+    "selective_scan_fwd",
+    [us, ds, bs, cs, rates, dskip, bias_p, h0],
+    [seq, seq, proj, proj, rate, lane, lane, plan.chunk_state_spec()],
+    [(seq, y_shape)],
+  )
   return plan.unseq(y), h0
 
 
 def _backward(cfg: _Config, res, dy):
   u, delta, A, B, C, D, bias, h0 = res
   plan = _Plan.make(u, A, B, cfg.chunk_size)
-  us, ds, bs, cs, dys = (plan.seq(u), plan.seq(delta), plan.proj(B), plan.proj(C),
-                         plan.seq(dy))
+  us, ds, bs, cs, dys = (plan.seq(u), plan.seq(delta), plan.proj(B), plan.proj(C), plan.seq(dy))
   rates, dskip, bias_p = plan.decay_rates(A), plan.per_lane(D), plan.per_lane(bias)
   seq, proj, lane, rate = plan.seq_spec(), plan.proj_spec(), plan.lane_spec(), plan.rate_spec()
   state_spec, lane_chunks = plan.chunk_state_spec(), plan.chunk_lane_spec()
   if plan.n_chunks > 1:
-    r_local, sdt = _call(plan, cfg, _bwd_local_kernel, "selective_scan_bwd_chunk_carries",
-                         [ds, cs, dys, rates, bias_p], [seq, proj, seq, rate, lane],
-                         [(state_spec, plan.chunk_state_shape()),
-                          (lane_chunks, plan.chunk_lane_shape())])
+    r_local, sdt = _call(
+      plan,
+      cfg,
+      _bwd_local_kernel,
+      "selective_scan_bwd_chunk_carries",
+      [ds, cs, dys, rates, bias_p],
+      [seq, proj, seq, rate, lane],
+      [(state_spec, plan.chunk_state_shape()), (lane_chunks, plan.chunk_lane_shape())],
+    )
     r_end = ce.chunk_end_carries(r_local, plan.chunk_decay(sdt, rates), axis=2)
   else:
     r_end = jnp.zeros_like(h0)
   du, ddelta, db, dc, da, dd, dbias, _, _ = _call(
-      plan, cfg, _bwd_kernel, "selective_scan_bwd",
-      [us, ds, bs, cs, dys, rates, dskip, bias_p, h0, r_end],
-      [seq, seq, proj, proj, seq, rate, lane, lane, state_spec, state_spec],
-      [(seq, jax.ShapeDtypeStruct(us.shape, u.dtype)),
-       (seq, jax.ShapeDtypeStruct(ds.shape, delta.dtype)),
-       (plan.partial_proj_spec(), plan.partial_proj_shape()),
-       (plan.partial_proj_spec(), plan.partial_proj_shape()),
-       (state_spec, plan.chunk_state_shape()),
-       (lane_chunks, plan.chunk_lane_shape()),
-       (lane_chunks, plan.chunk_lane_shape()),
-       plan.scratch(plan.chunk // plan.sub), plan.scratch(plan.sub)])
+    plan,
+    cfg,
+    _bwd_kernel,
+    "selective_scan_bwd",
+    [us, ds, bs, cs, dys, rates, dskip, bias_p, h0, r_end],
+    [seq, seq, proj, proj, seq, rate, lane, lane, state_spec, state_spec],
+    [
+      (seq, jax.ShapeDtypeStruct(us.shape, u.dtype)),
+      (seq, jax.ShapeDtypeStruct(ds.shape, delta.dtype)),
+      (plan.partial_proj_spec(), plan.partial_proj_shape()),
+      (plan.partial_proj_spec(), plan.partial_proj_shape()),
+      (state_spec, plan.chunk_state_shape()),
+      (lane_chunks, plan.chunk_lane_shape()),
+      (lane_chunks, plan.chunk_lane_shape()),
+      plan.scratch(plan.chunk // plan.sub),
+      plan.scratch(plan.sub),
+    ],
+  )
   k, d, n = plan.groups, plan.d, plan.n
   d_a = da.sum(axis=(0, 2))[:, :d].reshape(k * d, -1)[:, :n]
-  per_lane = lambda x: x.sum(axis=(0, 2))[:, :d].reshape(k * d)  # noqa: E731
-  proj_grad = lambda x, ref: x.sum(axis=2)[:, :, :n, :plan.length].astype(ref.dtype)  # noqa: E731
-  return (plan.unseq(du), plan.unseq(ddelta), d_a.astype(A.dtype), proj_grad(db, B),
-          proj_grad(dc, C), per_lane(dd).astype(D.dtype), per_lane(dbias).astype(bias.dtype))
+  per_lane = lambda x: x.sum(axis=(0, 2))[:, :d].reshape(k * d)
+  proj_grad = lambda x, ref: x.sum(axis=2)[:, :, :n, : plan.length].astype(ref.dtype)
+  return (
+    plan.unseq(du),
+    plan.unseq(ddelta),
+    d_a.astype(A.dtype),
+    proj_grad(db, B),
+    proj_grad(dc, C),
+    per_lane(dd).astype(D.dtype),
+    per_lane(dbias).astype(bias.dtype),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -386,8 +477,20 @@ def _scan_fwd(cfg, u, delta, A, B, C, D, bias):
 _scan.defvjp(_scan_fwd, _backward)
 
 
-def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus=True,
-                   out_dtype=None, interpret=False, chunk_size=None):
+def selective_scan(
+  u,
+  delta,
+  A,
+  B,
+  C,
+  D=None,
+  delta_bias=None,
+  *,
+  delta_softplus=True,
+  out_dtype=None,
+  interpret=False,
+  chunk_size=None,
+):
   """Selective scan with the Pallas kernels; differentiable in all seven inputs.
 
   Args:
@@ -406,6 +509,5 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus
   channels = u.shape[1]
   D = jnp.zeros((channels,), jnp.float32) if D is None else D
   delta_bias = jnp.zeros((channels,), jnp.float32) if delta_bias is None else delta_bias
-  cfg = _Config(bool(delta_softplus), jnp.dtype(out_dtype or u.dtype), bool(interpret),
-                chunk_size)
+  cfg = _Config(bool(delta_softplus), jnp.dtype(out_dtype or u.dtype), bool(interpret), chunk_size)
   return _scan(cfg, u, delta, A, B, C, D, delta_bias)

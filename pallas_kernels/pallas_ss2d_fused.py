@@ -68,6 +68,7 @@ class _Config:
 @dataclasses.dataclass(frozen=True)
 class _Plan:
   """Static geometry of the fused kernels (route k = r * 2 + p: r reversed, p pair)."""
+
   batch: int
   height: int
   width: int
@@ -86,8 +87,19 @@ class _Plan:
     lanes = ce.lanes_for(d)
     chunk = choose_chunk(length, cfg.chunk_size or DEFAULT_CHUNK)
     n, rank = b.shape[-1], dtl.shape[-1]
-    return cls(batch, cfg.height, cfg.width, d, n, rank, lanes, -(-d // lanes) * lanes,
-               ce.next_power_of_2(n), ce.next_power_of_2(rank), chunk)
+    return cls(
+      batch,
+      cfg.height,
+      cfg.width,
+      d,
+      n,
+      rank,
+      lanes,
+      -(-d // lanes) * lanes,
+      ce.next_power_of_2(n),
+      ce.next_power_of_2(rank),
+      chunk,
+    )
 
   @property
   def length(self) -> int:
@@ -136,43 +148,50 @@ class _Plan:
 
   def dt_weights(self, w):
     """(K, d, R) -> (2, 2, dp, rp)."""
-    return ce.pad_trailing(self.routes(w.reshape(K_DIRECTIONS * self.d, self.rank),
-                                       (self.rank,)), (self.rp - self.rank,))
+    return ce.pad_trailing(
+      self.routes(w.reshape(K_DIRECTIONS * self.d, self.rank), (self.rank,)), (self.rp - self.rank,)
+    )
 
   # Block specs over the grid (b, j = p * n_dblocks + channel block, c).
   def map_spec(self):
     return pl.BlockSpec((None, self.length, self.lanes), lambda b, j, c: (b, 0, self._pd(j)[1]))
 
   def pair_map_spec(self):
-    return pl.BlockSpec((None, None, self.length, self.lanes),
-                        lambda b, j, c: (b, self._pd(j)[0], 0, self._pd(j)[1]))
+    return pl.BlockSpec(
+      (None, None, self.length, self.lanes), lambda b, j, c: (b, self._pd(j)[0], 0, self._pd(j)[1])
+    )
 
   def pair_map_shape(self):
     return jax.ShapeDtypeStruct((self.batch, 2, self.length, self.dp), jnp.float32)
 
   def token_spec(self, width):
-    return pl.BlockSpec((None, self.length, 2, None, width),
-                        lambda b, j, c: (b, 0, 0, self._pd(j)[0], 0))
+    return pl.BlockSpec(
+      (None, self.length, 2, None, width), lambda b, j, c: (b, 0, 0, self._pd(j)[0], 0)
+    )
 
   def token_partial_spec(self, width):
-    return pl.BlockSpec((None, None, self.length, 2, None, width),
-                        lambda b, j, c: (b, self._pd(j)[1], 0, 0, self._pd(j)[0], 0))
+    return pl.BlockSpec(
+      (None, None, self.length, 2, None, width),
+      lambda b, j, c: (b, self._pd(j)[1], 0, 0, self._pd(j)[0], 0),
+    )
 
   def token_partial_shape(self, width):
-    return jax.ShapeDtypeStruct((self.batch, self.n_dblocks, self.length, 2, 2, width),
-                                jnp.float32)
+    return jax.ShapeDtypeStruct((self.batch, self.n_dblocks, self.length, 2, 2, width), jnp.float32)
 
   def route_spec(self, tail=()):
-    return pl.BlockSpec((2, None, self.lanes, *tail),
-                        lambda b, j, c: (0, self._pd(j)[0], self._pd(j)[1], *[0] * len(tail)))
+    return pl.BlockSpec(
+      (2, None, self.lanes, *tail),
+      lambda b, j, c: (0, self._pd(j)[0], self._pd(j)[1], *[0] * len(tail)),
+    )
 
   def state_tail(self):
     return () if self.state.scalar else (self.np_,)
 
   def chunk_spec(self, tail=()):
-    return pl.BlockSpec((None, 2, None, None, self.lanes, *tail),
-                        lambda b, j, c: (b, 0, self._pd(j)[0], c, self._pd(j)[1],
-                                         *[0] * len(tail)))
+    return pl.BlockSpec(
+      (None, 2, None, None, self.lanes, *tail),
+      lambda b, j, c: (b, 0, self._pd(j)[0], c, self._pd(j)[1], *[0] * len(tail)),
+    )
 
   def chunk_shape(self, tail=()):
     return jax.ShapeDtypeStruct((self.batch, 2, 2, self.n_chunks, self.dp, *tail), jnp.float32)
@@ -180,8 +199,10 @@ class _Plan:
   def scratch(self, slots):
     """A backward scratch with `slots` states per program: (spec, shape)."""
     tail = self.state_tail()
-    spec = pl.BlockSpec((None, None, slots, self.lanes, *tail),
-                        lambda b, j, c: (b, self._pd(j)[0], c, self._pd(j)[1], *[0] * len(tail)))
+    spec = pl.BlockSpec(
+      (None, None, slots, self.lanes, *tail),
+      lambda b, j, c: (b, self._pd(j)[0], c, self._pd(j)[1], *[0] * len(tail)),
+    )
     shape = (self.batch, 2, self.n_chunks * slots, self.dp, *tail)
     return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
 
@@ -225,19 +246,24 @@ class _Route:
   def access(self) -> ce.Access:
     load_u = None
     if self.x_ref is not None:
-      load_u = lambda s: self.x_ref[self.token(s), :].astype(jnp.float32)  # noqa: E731
-    return ce.Access(load_u=load_u, load_dt=self.load_dt,
-                     load_b=None if self.b_ref is None else self.load_proj(self.b_ref),
-                     load_c=None if self.c_ref is None else self.load_proj(self.c_ref))
+      load_u = lambda s: self.x_ref[self.token(s), :].astype(jnp.float32)
+    return ce.Access(
+      load_u=load_u,
+      load_dt=self.load_dt,
+      load_b=None if self.b_ref is None else self.load_proj(self.b_ref),
+      load_c=None if self.c_ref is None else self.load_proj(self.c_ref),
+    )
 
   def accumulate(self, ref):
     """Store into a pair map: route r = 0 writes the token, r = 1 adds to it."""
+
     def store(s, v):
       tok = self.token(s)
       if self.r == 0:
         ref[tok, :] = v
       else:
         ref[tok, :] = ref[tok, :] + v
+
     return store
 
   def store_proj(self, ref):
@@ -246,6 +272,7 @@ class _Route:
         ref[self.token(s), self.r, 0] = v
       else:
         ref[self.token(s), self.r, :] = v
+
     return store
 
 
@@ -261,27 +288,57 @@ def _fwd_local_kernel(plan, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref
     sdt_ref[r] = sdt
 
 
-def _fwd_out_kernel(plan, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_ref, bias_ref,
-                    h0_ref, y_ref):
+def _fwd_out_kernel(
+  plan, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_ref, bias_ref, h0_ref, y_ref
+):
   for r in range(2):
     route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
-    ce.chunk_outputs(plan.chunk, a_ref[r], dskip_ref[r], h0_ref[r], plan.state,
-                     route.access(), route.accumulate(y_ref))
+    ce.chunk_outputs(
+      plan.chunk,
+      a_ref[r],
+      dskip_ref[r],
+      h0_ref[r],
+      plan.state,
+      route.access(),
+      route.accumulate(y_ref),
+    )
 
 
 def _bwd_local_kernel(plan, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, r_ref, sdt_ref):
   for r in range(2):
     route = _route(plan, r, (None, dtl_ref, None, c_ref), w_ref, bias_ref)
-    load_g = lambda s: dy_ref[route.token(s), :].astype(jnp.float32)  # noqa: E731
-    carry, sdt = ce.chunk_adjoint_carry(plan.chunk, a_ref[r], plan.state, route.access(),
-                                        load_g, plan.lanes)
+    load_g = lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32)
+    carry, sdt = ce.chunk_adjoint_carry(
+      plan.chunk, a_ref[r], plan.state, route.access(), load_g, plan.lanes
+    )
     r_ref[r] = carry
     sdt_ref[r] = sdt
 
 
-def _bwd_kernel(plan, x_ref, dy_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_ref, bias_ref,
-                h0_ref, rend_ref, dx_ref, ddtl_ref, db_ref, dc_ref, dw_ref, da_ref, dd_ref,
-                dbias_ref, ckpt_ref, hs_ref):
+def _bwd_kernel(
+  plan,
+  x_ref,
+  dy_ref,
+  dtl_ref,
+  b_ref,
+  c_ref,
+  w_ref,
+  a_ref,
+  dskip_ref,
+  bias_ref,
+  h0_ref,
+  rend_ref,
+  dx_ref,
+  ddtl_ref,
+  db_ref,
+  dc_ref,
+  dw_ref,
+  da_ref,
+  dd_ref,
+  dbias_ref,
+  ckpt_ref,
+  hs_ref,
+):
   for r in range(2):
     route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
     w = w_ref[r]
@@ -299,15 +356,30 @@ def _bwd_kernel(plan, x_ref, dy_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_
       return acc + d_pre[:, None] * dtl[None, :]
 
     sink = ce.GradSinks(
-        load_g=lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32),
-        store_ckpt=store_ckpt, load_ckpt=lambda i: ckpt_ref[i], store_h=store_h,
-        load_h=lambda s: hs_ref[s], store_du=route.accumulate(dx_ref),
-        store_db=route.store_proj(db_ref), store_dc=route.store_proj(dc_ref),
-        emit_ddelta=emit_ddelta)
+      load_g=lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32),
+      store_ckpt=store_ckpt,
+      load_ckpt=lambda i: ckpt_ref[i],
+      store_h=store_h,
+      load_h=lambda s: hs_ref[s],
+      store_du=route.accumulate(dx_ref),
+      store_db=route.store_proj(db_ref),
+      store_dc=route.store_proj(dc_ref),
+      emit_ddelta=emit_ddelta,
+    )
     acc0 = jnp.zeros((plan.lanes, plan.rp), jnp.float32)
-    d_a, d_d, d_bias, d_w = ce.chunk_backward(plan.chunk, plan.sub, a_ref[r], dskip_ref[r],
-                                              h0_ref[r], rend_ref[r], plan.state,
-                                              route.access(), sink, plan.lanes, acc0)
+    d_a, d_d, d_bias, d_w = ce.chunk_backward(
+      plan.chunk,
+      plan.sub,
+      a_ref[r],
+      dskip_ref[r],
+      h0_ref[r],
+      rend_ref[r],
+      plan.state,
+      route.access(),
+      sink,
+      plan.lanes,
+      acc0,
+    )
     da_ref[r] = d_a
     dd_ref[r] = d_d
     dbias_ref[r] = d_bias
@@ -316,42 +388,76 @@ def _bwd_kernel(plan, x_ref, dy_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
   return pl.pallas_call(
-      functools.partial(kernel, plan), grid=plan.grid, in_specs=in_specs,
-      out_specs=[spec for spec, _ in outs], out_shape=[shape for _, shape in outs],
-      compiler_params=ce.compiler_params(plan.lanes), interpret=cfg.interpret,
-      name=name)(*args)
+    functools.partial(kernel, plan),
+    grid=plan.grid,
+    in_specs=in_specs,
+    out_specs=[spec for spec, _ in outs],
+    out_shape=[shape for _, shape in outs],
+    compiler_params=ce.compiler_params(plan.lanes),
+    interpret=cfg.interpret,
+    name=name,
+  )(*args)
 
 
 def _prepare(plan: _Plan, x, dtl, b, c, dtw, A, D, bias):
-  return (plan.map(x), plan.tokens(dtl, plan.rp), plan.tokens(b, plan.np_),
-          plan.tokens(c, plan.np_), plan.dt_weights(dtw), plan.rates(A), plan.routes(D),
-          plan.routes(bias))
+  return (
+    plan.map(x),
+    plan.tokens(dtl, plan.rp),
+    plan.tokens(b, plan.np_),
+    plan.tokens(c, plan.np_),
+    plan.dt_weights(dtw),
+    plan.rates(A),
+    plan.routes(D),
+    plan.routes(bias),
+  )
 
 
 def _forward(cfg: _Config, x, dtl, b, c, dtw, A, D, bias):
   plan = _Plan.make(x, dtl, b, cfg)
   xs, dtls, bs, cs, ws, rates, dskip, bias_p = _prepare(plan, x, dtl, b, c, dtw, A, D, bias)
   tail = plan.state_tail()
-  specs = dict(x=plan.map_spec(), dtl=plan.token_spec(plan.rp), bc=plan.token_spec(plan.np_),
-               w=plan.route_spec((plan.rp,)), a=plan.route_spec(tail), lane=plan.route_spec())
+  specs = dict(
+    x=plan.map_spec(),
+    dtl=plan.token_spec(plan.rp),
+    bc=plan.token_spec(plan.np_),
+    w=plan.route_spec((plan.rp,)),
+    a=plan.route_spec(tail),
+    lane=plan.route_spec(),
+  )
   if plan.n_chunks > 1:
     h_local, sdt = _call(
-        plan, cfg, _fwd_local_kernel, "ss2d_fused_fwd_chunk_states",
-        [xs, dtls, bs, ws, rates, bias_p],
-        [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
-        [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())])
+      plan,
+      cfg,
+      _fwd_local_kernel,
+      "ss2d_fused_fwd_chunk_states",
+      [xs, dtls, bs, ws, rates, bias_p],
+      [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
+      [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())],
+    )
     decay = _flip_reversed_routes(plan.chunk_decay(sdt, rates))
-    h0 = _flip_reversed_routes(
-        ce.chunk_start_states(_flip_reversed_routes(h_local), decay, axis=3))
+    h0 = _flip_reversed_routes(ce.chunk_start_states(_flip_reversed_routes(h_local), decay, axis=3))
   else:
     h0 = jnp.zeros(plan.chunk_shape(tail).shape, jnp.float32)
   (y2,) = _call(
-      plan, cfg, _fwd_out_kernel, "ss2d_fused_fwd",
-      [xs, dtls, bs, cs, ws, rates, dskip, bias_p, h0],
-      [specs["x"], specs["dtl"], specs["bc"], specs["bc"], specs["w"], specs["a"],
-       specs["lane"], specs["lane"], plan.chunk_spec(tail)],
-      [(plan.pair_map_spec(), plan.pair_map_shape())])
-  y = (y2[:, 0] + y2[:, 1])[..., :plan.d].astype(cfg.out_dtype)
+    plan,
+    cfg,
+    _fwd_out_kernel,
+    "ss2d_fused_fwd",
+    [xs, dtls, bs, cs, ws, rates, dskip, bias_p, h0],
+    [
+      specs["x"],
+      specs["dtl"],
+      specs["bc"],
+      specs["bc"],
+      specs["w"],
+      specs["a"],
+      specs["lane"],
+      specs["lane"],
+      plan.chunk_spec(tail),
+    ],
+    [(plan.pair_map_spec(), plan.pair_map_shape())],
+  )
+  y = (y2[:, 0] + y2[:, 1])[..., : plan.d].astype(cfg.out_dtype)
   return y, h0
 
 
@@ -361,33 +467,62 @@ def _backward(cfg: _Config, res, dy):
   xs, dtls, bs, cs, ws, rates, dskip, bias_p = _prepare(plan, x, dtl, b, c, dtw, A, D, bias)
   dys = plan.map(dy)
   tail = plan.state_tail()
-  specs = dict(x=plan.map_spec(), dtl=plan.token_spec(plan.rp), bc=plan.token_spec(plan.np_),
-               w=plan.route_spec((plan.rp,)), a=plan.route_spec(tail), lane=plan.route_spec())
+  specs = dict(
+    x=plan.map_spec(),
+    dtl=plan.token_spec(plan.rp),
+    bc=plan.token_spec(plan.np_),
+    w=plan.route_spec((plan.rp,)),
+    a=plan.route_spec(tail),
+    lane=plan.route_spec(),
+  )
   if plan.n_chunks > 1:
     r_local, sdt = _call(
-        plan, cfg, _bwd_local_kernel, "ss2d_fused_bwd_chunk_carries",
-        [dys, dtls, cs, ws, rates, bias_p],
-        [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
-        [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())])
+      plan,
+      cfg,
+      _bwd_local_kernel,
+      "ss2d_fused_bwd_chunk_carries",
+      [dys, dtls, cs, ws, rates, bias_p],
+      [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
+      [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())],
+    )
     decay = _flip_reversed_routes(plan.chunk_decay(sdt, rates))
     r_end = _flip_reversed_routes(
-        ce.chunk_end_carries(_flip_reversed_routes(r_local), decay, axis=3))
+      ce.chunk_end_carries(_flip_reversed_routes(r_local), decay, axis=3)
+    )
   else:
     r_end = jnp.zeros_like(h0)
   dx2, ddtl, db, dc, dw, da, dd, dbias, _, _ = _call(
-      plan, cfg, _bwd_kernel, "ss2d_fused_bwd",
-      [xs, dys, dtls, bs, cs, ws, rates, dskip, bias_p, h0, r_end],
-      [specs["x"], specs["x"], specs["dtl"], specs["bc"], specs["bc"], specs["w"], specs["a"],
-       specs["lane"], specs["lane"], plan.chunk_spec(tail), plan.chunk_spec(tail)],
-      [(plan.pair_map_spec(), plan.pair_map_shape()),
-       (plan.token_partial_spec(plan.rp), plan.token_partial_shape(plan.rp)),
-       (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
-       (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
-       (plan.chunk_spec((plan.rp,)), plan.chunk_shape((plan.rp,))),
-       (plan.chunk_spec(tail), plan.chunk_shape(tail)),
-       (plan.chunk_spec(), plan.chunk_shape()),
-       (plan.chunk_spec(), plan.chunk_shape()),
-       plan.scratch(plan.chunk // plan.sub), plan.scratch(plan.sub)])
+    plan,
+    cfg,
+    _bwd_kernel,
+    "ss2d_fused_bwd",
+    [xs, dys, dtls, bs, cs, ws, rates, dskip, bias_p, h0, r_end],
+    [
+      specs["x"],
+      specs["x"],
+      specs["dtl"],
+      specs["bc"],
+      specs["bc"],
+      specs["w"],
+      specs["a"],
+      specs["lane"],
+      specs["lane"],
+      plan.chunk_spec(tail),
+      plan.chunk_spec(tail),
+    ],
+    [
+      (plan.pair_map_spec(), plan.pair_map_shape()),
+      (plan.token_partial_spec(plan.rp), plan.token_partial_shape(plan.rp)),
+      (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
+      (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
+      (plan.chunk_spec((plan.rp,)), plan.chunk_shape((plan.rp,))),
+      (plan.chunk_spec(tail), plan.chunk_shape(tail)),
+      (plan.chunk_spec(), plan.chunk_shape()),
+      (plan.chunk_spec(), plan.chunk_shape()),
+      plan.scratch(plan.chunk // plan.sub),
+      plan.scratch(plan.sub),
+    ],
+  )
   k, d, length = K_DIRECTIONS, plan.d, plan.length
 
   def tokens_grad(g, width, ref):
@@ -396,11 +531,18 @@ def _backward(cfg: _Config, res, dy):
   def route_grad(g, ref):
     return g.sum(axis=(0, 3))[:, :, :d].reshape(ref.shape).astype(ref.dtype)
 
-  d_a = da.sum(axis=(0, 3))[:, :, :d].reshape(k * d, -1)[:, :plan.n]
-  d_w = dw.sum(axis=(0, 3))[:, :, :d, :plan.rank].reshape(k, d, plan.rank)
-  return ((dx2[:, 0] + dx2[:, 1])[..., :d].astype(x.dtype), tokens_grad(ddtl, plan.rank, dtl),
-          tokens_grad(db, plan.n, b), tokens_grad(dc, plan.n, c), d_w.astype(dtw.dtype),
-          d_a.astype(A.dtype), route_grad(dd, D), route_grad(dbias, bias))
+  d_a = da.sum(axis=(0, 3))[:, :, :d].reshape(k * d, -1)[:, : plan.n]
+  d_w = dw.sum(axis=(0, 3))[:, :, :d, : plan.rank].reshape(k, d, plan.rank)
+  return (
+    (dx2[:, 0] + dx2[:, 1])[..., :d].astype(x.dtype),
+    tokens_grad(ddtl, plan.rank, dtl),
+    tokens_grad(db, plan.n, b),
+    tokens_grad(dc, plan.n, c),
+    d_w.astype(dtw.dtype),
+    d_a.astype(A.dtype),
+    route_grad(dd, D),
+    route_grad(dbias, bias),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -416,8 +558,18 @@ def _fused_fwd(cfg, x, dtl, b, c, dtw, A, D, bias):
 _fused.defvjp(_fused_fwd, _backward)
 
 
-def ss2d_scan_fused(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
-                    out_dtype=None, interpret=False, chunk_size=None):
+def ss2d_scan_fused(
+  x,
+  x_proj_weight,
+  dt_projs_weight,
+  dt_projs_bias,
+  A_logs,
+  Ds,
+  *,
+  out_dtype=None,
+  interpret=False,
+  chunk_size=None,
+):
   """Fused SS2D core; arguments and result as `ss2d_core.ss2d_scan` (softplus on delta).
 
   Args:
@@ -438,6 +590,15 @@ def ss2d_scan_fused(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds
   x_dbl = jnp.einsum("bld,kcd->blkc", tokens, x_proj_weight.astype(x.dtype))
   dtl, b, c = jnp.split(x_dbl, [rank, rank + n], axis=3)
   cfg = _Config(height, width, chunk_size, jnp.dtype(out_dtype or x.dtype), bool(interpret))
-  y = _fused(cfg, tokens, dtl, b, c, dt_projs_weight, -jnp.exp(A_logs.astype(jnp.float32)),
-             Ds, dt_projs_bias.reshape(-1))
+  y = _fused(
+    cfg,
+    tokens,
+    dtl,
+    b,
+    c,
+    dt_projs_weight,
+    -jnp.exp(A_logs.astype(jnp.float32)),
+    Ds,
+    dt_projs_bias.reshape(-1),
+  )
   return y.reshape(batch, height, width, d)

@@ -65,21 +65,27 @@ def _finish(y4, u, D, out_dtype):
   return y.astype(out_dtype or u.dtype)
 
 
-def selective_scan_sequential(u, delta, A, B, C, D=None, delta_bias=None, *,
-                              delta_softplus=True, out_dtype=None):
+def selective_scan_sequential(
+  u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus=True, out_dtype=None
+):
   """Selective scan as a `lax.scan` over time: O(L) steps, O(batch*K*D*N) state."""
-  u4, dt4, a4, b4, c4, (batch, groups, d, n, length) = _prepare(
-      u, delta, A, B, C, D, delta_bias, delta_softplus)
+  u4, dt4, a4, b4, c4, (batch, groups, d, n, _) = _prepare(
+    u, delta, A, B, C, D, delta_bias, delta_softplus
+  )
 
   def step(h, inputs):
     u_t, dt_t, b_t, c_t = inputs  # (b,K,D), (b,K,D), (b,K,N), (b,K,N)
-    decay = jnp.exp(dt_t[..., None] * a4[None])            # (b,K,D,N)
+    decay = jnp.exp(dt_t[..., None] * a4[None])  # (b,K,D,N)
     h = decay * h + (dt_t * u_t)[..., None] * b_t[:, :, None, :]
-    y_t = jnp.sum(h * c_t[:, :, None, :], axis=-1)          # (b,K,D)
+    y_t = jnp.sum(h * c_t[:, :, None, :], axis=-1)  # (b,K,D)
     return h, y_t
 
-  time_major = (jnp.moveaxis(u4, -1, 0), jnp.moveaxis(dt4, -1, 0),
-                jnp.moveaxis(b4, -1, 0), jnp.moveaxis(c4, -1, 0))
+  time_major = (
+    jnp.moveaxis(u4, -1, 0),
+    jnp.moveaxis(dt4, -1, 0),
+    jnp.moveaxis(b4, -1, 0),
+    jnp.moveaxis(c4, -1, 0),
+  )
   h0 = jnp.zeros((batch, groups, d, n), jnp.float32)
   _, ys = jax.lax.scan(step, h0, time_major)
   return _finish(jnp.moveaxis(ys, 0, -1), u, D, out_dtype)
@@ -91,14 +97,15 @@ def _combine(left, right):
   return a_l * a_r, a_r * b_l + b_r
 
 
-def selective_scan_associative(u, delta, A, B, C, D=None, delta_bias=None, *,
-                               delta_softplus=True, out_dtype=None):
+def selective_scan_associative(
+  u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus=True, out_dtype=None
+):
   """Selective scan as a `lax.associative_scan` over (decay, input) pairs: O(log L) depth.
 
   Holds (batch, K*D, L, N) fp32 intermediates, so it is the fast reference for moderate L.
   """
   u4, dt4, a4, b4, c4, _ = _prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
-  b_t = jnp.swapaxes(b4, -1, -2)[:, :, None]   # (b,K,1,L,N)
+  b_t = jnp.swapaxes(b4, -1, -2)[:, :, None]  # (b,K,1,L,N)
   c_t = jnp.swapaxes(c4, -1, -2)[:, :, None]
   decay = jnp.exp(dt4[..., None] * a4[None, :, :, None, :])  # (b,K,D,L,N)
   drive = (dt4 * u4)[..., None] * b_t

@@ -34,7 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import jax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pallas_kernels.dispatch import selective_scan
 from pallas_kernels.ss2d_core import ss2d_scan
@@ -53,8 +54,13 @@ def _reshard(x, mesh, spec):
   return jax.sharding.reshard(x, NamedSharding(mesh, spec) if isinstance(mesh, Mesh) else spec)
 
 
-def shard_over_batch(fn: Callable, batched: Sequence[bool], *, mesh: Mesh | None = None,
-                     batch_axes: str | Sequence[str] | None = None) -> Callable:
+def shard_over_batch(
+  fn: Callable,
+  batched: Sequence[bool],
+  *,
+  mesh: Mesh | None = None,
+  batch_axes: str | Sequence[str] | None = None,
+) -> Callable:
   """Wraps `fn(*args)` in `shard_map`: args with `batched[i]` split on axis 0, others replicated.
 
   Args:
@@ -89,38 +95,65 @@ def shard_over_batch(fn: Callable, batched: Sequence[bool], *, mesh: Mesh | None
     # check_vma=False: a Pallas call has no varying-manual-axes rule on every JAX version;
     # the transpose still sums the replicated inputs' cotangents over the batch axes.
     return jax.shard_map(
-        local, mesh=mesh, check_vma=False, out_specs=batch_spec,
-        in_specs=tuple(batch_spec if batched[i] else P() for i in present),
+      local,
+      mesh=mesh,
+      check_vma=False,
+      out_specs=batch_spec,
+      in_specs=tuple(batch_spec if batched[i] else P() for i in present),
     )(*(args[i] for i in present))
 
   return wrapped
 
 
-def sharded_selective_scan(u, delta, A, B, C, D=None, delta_bias=None, *,
-                           mesh: Mesh | None = None,
-                           batch_axes: str | Sequence[str] | None = None, **scan_kwargs):
+def sharded_selective_scan(
+  u,
+  delta,
+  A,
+  B,
+  C,
+  D=None,
+  delta_bias=None,
+  *,
+  mesh: Mesh | None = None,
+  batch_axes: str | Sequence[str] | None = None,
+  **scan_kwargs,
+):
   """`pallas_kernels.selective_scan`, each device scanning its slice of the batch.
 
   u, delta (batch, K*D, L) and B, C (batch, K, N, L) are split over `batch_axes`; A, D and
   delta_bias are replicated. `scan_kwargs` (delta_softplus, out_dtype, impl, interpret) pass
   through. Returns y (batch, K*D, L), split over the batch axes like u.
   """
+
   def scan(*args):
     return selective_scan(*args, **scan_kwargs)
-  return shard_over_batch(scan, (True, True, False, True, True, False, False), mesh=mesh,
-                          batch_axes=batch_axes)(u, delta, A, B, C, D, delta_bias)
+
+  return shard_over_batch(
+    scan, (True, True, False, True, True, False, False), mesh=mesh, batch_axes=batch_axes
+  )(u, delta, A, B, C, D, delta_bias)
 
 
-def sharded_ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
-                      mesh: Mesh | None = None,
-                      batch_axes: str | Sequence[str] | None = None, **ss2d_kwargs):
+def sharded_ss2d_scan(
+  x,
+  x_proj_weight,
+  dt_projs_weight,
+  dt_projs_bias,
+  A_logs,
+  Ds,
+  *,
+  mesh: Mesh | None = None,
+  batch_axes: str | Sequence[str] | None = None,
+  **ss2d_kwargs,
+):
   """`pallas_kernels.ss2d_scan` with x (batch, H, W, d) split over `batch_axes`.
 
   The five SS2D weights are replicated; `ss2d_kwargs` (impl, out_dtype, interpret) pass
   through. Returns (batch, H, W, d), split over the batch axes like x.
   """
+
   def core(*args):
     return ss2d_scan(*args, **ss2d_kwargs)
-  return shard_over_batch(core, (True, False, False, False, False, False), mesh=mesh,
-                          batch_axes=batch_axes)(
-                              x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
+
+  return shard_over_batch(
+    core, (True, False, False, False, False, False), mesh=mesh, batch_axes=batch_axes
+  )(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)

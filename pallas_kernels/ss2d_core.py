@@ -24,7 +24,6 @@ in-kernel dt projection.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from pallas_kernels.cross_scan import cross_merge_channels_last, cross_scan_channels_last
@@ -33,9 +32,19 @@ from pallas_kernels.dispatch import ScanImpl, resolve_impl, selective_scan
 K_DIRECTIONS = 4
 
 
-def ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
-              impl: ScanImpl | str = ScanImpl.AUTO, out_dtype=None, interpret=False,
-              fused: bool | None = None):
+def ss2d_scan(
+  x,
+  x_proj_weight,
+  dt_projs_weight,
+  dt_projs_bias,
+  A_logs,
+  Ds,
+  *,
+  impl: ScanImpl | str = ScanImpl.AUTO,
+  out_dtype=None,
+  interpret=False,
+  fused: bool | None = None,
+):
   pallas = resolve_impl(impl) is ScanImpl.PALLAS
   if fused is None:
     fused = pallas
@@ -43,23 +52,37 @@ def ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
     if not pallas:
       raise ValueError(f"fused=True needs impl='pallas' (got {impl!r})")
     from pallas_kernels import pallas_ss2d_fused
-    return pallas_ss2d_fused.ss2d_scan_fused(x, x_proj_weight, dt_projs_weight, dt_projs_bias,
-                                             A_logs, Ds, out_dtype=out_dtype,
-                                             interpret=interpret)
+
+    return pallas_ss2d_fused.ss2d_scan_fused(
+      x,
+      x_proj_weight,
+      dt_projs_weight,
+      dt_projs_bias,
+      A_logs,
+      Ds,
+      out_dtype=out_dtype,
+      interpret=interpret,
+    )
   batch, height, width, d = x.shape
   n = A_logs.shape[1]
   rank = dt_projs_weight.shape[2]
   length = height * width
-  xs = cross_scan_channels_last(x)                                     # (b,K,d,L)
+  xs = cross_scan_channels_last(x)  # (b,K,d,L)
   x_dbl = jnp.einsum("bkdl,kcd->bkcl", xs, x_proj_weight.astype(xs.dtype))
   dt_low, b_ssm, c_ssm = jnp.split(x_dbl, [rank, rank + n], axis=2)
   dts = jnp.einsum("bkrl,kdr->bkdl", dt_low, dt_projs_weight.astype(xs.dtype))
   A = -jnp.exp(A_logs.astype(jnp.float32))
   y = selective_scan(
-      xs.reshape(batch, K_DIRECTIONS * d, length),
-      dts.reshape(batch, K_DIRECTIONS * d, length),
-      A, b_ssm, c_ssm, Ds.astype(jnp.float32),
-      dt_projs_bias.reshape(-1).astype(jnp.float32),
-      delta_softplus=True, out_dtype=out_dtype or x.dtype, impl=impl, interpret=interpret)
-  return cross_merge_channels_last(y.reshape(batch, K_DIRECTIONS, d, length),
-                                   height, width)
+    xs.reshape(batch, K_DIRECTIONS * d, length),
+    dts.reshape(batch, K_DIRECTIONS * d, length),
+    A,
+    b_ssm,
+    c_ssm,
+    Ds.astype(jnp.float32),
+    dt_projs_bias.reshape(-1).astype(jnp.float32),
+    delta_softplus=True,
+    out_dtype=out_dtype or x.dtype,
+    impl=impl,
+    interpret=interpret,
+  )
+  return cross_merge_channels_last(y.reshape(batch, K_DIRECTIONS, d, length), height, width)

@@ -11,8 +11,9 @@ import pytest
 from dass_jax.ast import AST, interpolate_pos_embed, with_max_length
 from dass_jax.config import AstConfig, config_from_dict
 
-SMALL = AstConfig(num_classes=7, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
-                  max_length=100)
+SMALL = AstConfig(
+  num_classes=7, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=100
+)
 
 
 def _init(config):
@@ -26,6 +27,7 @@ def _jitted_apply(config, train, intermediates):
     rngs = None if key is None else {"dropout": key}
     mutable = ["intermediates"] if intermediates else False
     return AST(config).apply({"params": params}, x, train=train, rngs=rngs, mutable=mutable)
+
   return jax.jit(fn)
 
 
@@ -37,8 +39,9 @@ def _apply(config, params, x, train=False, seed=None, intermediates=False):
 
 def _fbank(config, batch=2, frames=None, seed=1):
   rng = np.random.default_rng(seed)
-  return rng.standard_normal((batch, frames or config.max_length, config.num_mel_bins),
-                             dtype=np.float32)
+  return rng.standard_normal(
+    (batch, frames or config.max_length, config.num_mel_bins), dtype=np.float32
+  )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,8 @@ def test_patch_order_is_frequency_major(small_params):
   y = x.copy()
   y[:, 90, :] += 5.0  # only the last time patch (frames 80..95) covers frame 90
   embed = lambda v: _apply(SMALL, small_params, v, intermediates=True)[1]["intermediates"][
-      "hidden_states"][0]
+    "hidden_states"
+  ][0]
   a, b = np.asarray(embed(x))[0, 2:], np.asarray(embed(y))[0, 2:]
   freq, time = SMALL.grid
   changed = np.abs(a - b).max(-1).reshape(freq, time) > 0
@@ -96,12 +100,15 @@ def test_accepts_lengths_with_the_same_grid(small_params, frames):
   assert logits.shape == (2, 7)
 
 
-@pytest.mark.parametrize("shape, match", [
+@pytest.mark.parametrize(
+  "shape, match",
+  [
     ((2, 95, 128), "pad or crop"),
     ((2, 106, 128), "pad or crop"),
     ((2, 100, 64), r"\(batch, frames, 128\)"),
     ((100, 128), r"\(batch, frames, 128\)"),
-])
+  ],
+)
 def test_rejects_bad_input(small_params, shape, match):
   with pytest.raises(ValueError, match=match):
     _apply(SMALL, small_params, np.zeros(shape, np.float32))
@@ -139,8 +146,12 @@ def test_bad_dtype_is_named(small_params):
 
 def test_default_init_is_vit_like(small_params):
   params = small_params
-  for w in (params["pos_embed"], params["blocks_0"]["mlp"]["fc1"]["kernel"],
-            params["patch_embed"]["kernel"], params["blocks_1"]["attn"]["qkv"]["kernel"]):
+  for w in (
+    params["pos_embed"],
+    params["blocks_0"]["mlp"]["fc1"]["kernel"],
+    params["patch_embed"]["kernel"],
+    params["blocks_1"]["attn"]["qkv"]["kernel"],
+  ):
     w = np.asarray(w)
     assert np.abs(w).max() <= 2 * 0.02 + 1e-6  # truncated at two standard deviations
     assert 0.013 < w.std() < 0.02
@@ -159,6 +170,7 @@ def test_frozen_teacher_inside_jitted_grad(small_params):
       target = jax.nn.sigmoid(jax.lax.stop_gradient(model.apply({"params": teacher_params}, x)))
       pred = jax.nn.sigmoid(x.mean(axis=(1, 2))[:, None] * w)
       return jnp.mean((pred - target) ** 2)
+
     return jax.grad(loss)(student_w)
 
   grad = step(jnp.ones((SMALL.num_classes,)), small_params, x)
@@ -204,8 +216,7 @@ def test_interpolation_matches_torch_bilinear(new_grid):
   pos = rng.standard_normal((1, 2 + 12 * 101, 16), dtype=np.float32)
   ours = np.asarray(interpolate_pos_embed(pos, (12, 101), new_grid))
   grid = torch.from_numpy(pos[:, 2:]).reshape(1, 12, 101, 16).permute(0, 3, 1, 2)
-  ref = torch.nn.functional.interpolate(grid, size=new_grid, mode="bilinear",
-                                        align_corners=False)
+  ref = torch.nn.functional.interpolate(grid, size=new_grid, mode="bilinear", align_corners=False)
   ref = ref.permute(0, 2, 3, 1).reshape(1, -1, 16).numpy()
   np.testing.assert_allclose(ours[:, 2:], ref, atol=1e-5)
 

@@ -23,7 +23,7 @@ def _table_rows(out, first_header):
   start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
   assert set(lines[start + 1]) <= set("|-")
   rows = []
-  for line in lines[start + 2:]:
+  for line in lines[start + 2 :]:
     if not line.startswith("|"):
       break
     rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -32,8 +32,9 @@ def _table_rows(out, first_header):
 
 def test_quick_bench_prints_scan_table_for_every_stage_and_the_long_shape(capsys):
   out = _run(capsys, ["--quick", "--impl", "sequential", "--impl-ref", "sequential"])
-  assert re.search(r"^device: .+ \(cpu\), jax [0-9.]+\S*, \d{4}-\d\d-\d\d \d\d:\d\d UTC$",
-                   out, re.M)
+  assert re.search(
+    r"^device: .+ \(cpu\), jax [0-9.]+\S*, \d{4}-\d\d-\d\d \d\d:\d\d UTC$", out, re.M
+  )
   assert re.search(rf"^copy bandwidth: {NUMBER} GB/s", out, re.M)
   assert "reads u, delta, B, C; writes y" in out
   assert "reads u, delta, B, C, dy; writes du, ddelta, dB, dC" in out
@@ -45,8 +46,13 @@ def test_quick_bench_prints_scan_table_for_every_stage_and_the_long_shape(capsys
     # Every cell measured: times, MB, GB/s, % of copy bandwidth, speed-ups.
     assert all(re.fullmatch(rf"{NUMBER}(%|x)?", cell) for cell in row[5:]), row
   # --quick shapes: batch 1, 32 frames -> L = 256 / 4^i, K*D = 384 * 2^i; long 8 x 4096.
-  assert [(r[2], r[3]) for r in rows] == [("384", "256"), ("768", "64"), ("1536", "16"),
-                                          ("3072", "4"), ("8", "4096")]
+  assert [(r[2], r[3]) for r in rows] == [
+    ("384", "256"),
+    ("768", "64"),
+    ("1536", "16"),
+    ("3072", "4"),
+    ("8", "4096"),
+  ]
   # fwd MB of stage 1: (2*384*256 + 2*4*256) * 4 + 384*256 * 4 bytes.
   assert rows[0][6] == f"{((2 * 384 * 256 + 2 * 4 * 256) * 4 + 384 * 256 * 4) / 1e6:.1f}"
   assert "SS2D core" not in out and "Failures" not in out

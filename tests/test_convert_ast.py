@@ -11,12 +11,22 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from convert_torch.ast import (LAYOUTS, ConversionError, config_from_transformers,  # noqa: E402
-                               convert, convert_state_dict, count_params, detect_layout,
-                               expected_shapes, infer_config, main, strip_module_prefix)
-from dass_jax import load_model  # noqa: E402
-from dass_jax.ast import AST  # noqa: E402
-from dass_jax.config import AstConfig  # noqa: E402
+from convert_torch.ast import (
+  LAYOUTS,
+  ConversionError,
+  config_from_transformers,
+  convert,
+  convert_state_dict,
+  count_params,
+  detect_layout,
+  expected_shapes,
+  infer_config,
+  main,
+  strip_module_prefix,
+)
+from dass_jax import load_model
+from dass_jax.ast import AST
+from dass_jax.config import AstConfig
 
 # (max_length, frequency_stride, time_stride, num_layers, qkv_bias)
 HF_CASES = [(100, 10, 10, 2, True), (300, 16, 16, 2, True), (200, 12, 8, 3, False)]
@@ -35,9 +45,17 @@ def _perturb(module, seed, scale=0.1):
 def _hf_model(case, seed=0):
   max_length, fstride, tstride, layers, qkv_bias = case
   config = transformers.ASTConfig(
-      hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=96,
-      max_length=max_length, frequency_stride=fstride, time_stride=tstride, qkv_bias=qkv_bias,
-      num_labels=5, attn_implementation="eager")
+    hidden_size=64,
+    num_hidden_layers=layers,
+    num_attention_heads=4,
+    intermediate_size=96,
+    max_length=max_length,
+    frequency_stride=fstride,
+    time_stride=tstride,
+    qkv_bias=qkv_bias,
+    num_labels=5,
+    attn_implementation="eager",
+  )
   torch.manual_seed(seed)
   return _perturb(transformers.ASTForAudioClassification(config), seed)
 
@@ -65,8 +83,9 @@ def _numpy_sd(module):
   return {k: v.detach().numpy() for k, v in module.state_dict().items()}
 
 
-@pytest.fixture(scope="module", params=HF_CASES,
-                ids=lambda c: "len{}_fs{}_ts{}_L{}_qkv{}".format(*c))
+@pytest.fixture(
+  scope="module", params=HF_CASES, ids=lambda c: "len{}_fs{}_ts{}_L{}_qkv{}".format(*c)
+)
 def hf_case(request):
   model = _hf_model(request.param)
   x = _fbank(model.config.max_length)
@@ -119,8 +138,7 @@ def test_weights_file_without_config_infers_architecture(tmp_path):
   model = _hf_model(HF_CASES[1], seed=4)
   model.save_pretrained(tmp_path / "hf")
   weights = tmp_path / "hf" / "model.safetensors"
-  config, _, _ = convert(weights, num_heads=4, frequency_stride=16, time_stride=16,
-                         max_length=300)
+  config, _, _ = convert(weights, num_heads=4, frequency_stride=16, time_stride=16, max_length=300)
   expected = config_from_transformers(model.config.to_dict())
   assert config == expected
   # Without --max-length the shortest length giving the 18 time patches is chosen.
@@ -132,7 +150,6 @@ def test_weights_file_without_config_infers_architecture(tmp_path):
 
 
 class _Attention(torch.nn.Module):
-
   def __init__(self, dim, heads):
     super().__init__()
     self.heads = heads
@@ -148,7 +165,6 @@ class _Attention(torch.nn.Module):
 
 
 class _Mlp(torch.nn.Module):
-
   def __init__(self, dim, hidden):
     super().__init__()
     self.fc1 = torch.nn.Linear(dim, hidden)
@@ -159,7 +175,6 @@ class _Mlp(torch.nn.Module):
 
 
 class _Block(torch.nn.Module):
-
   def __init__(self, dim, heads, hidden):
     super().__init__()
     self.norm1 = torch.nn.LayerNorm(dim, eps=1e-6)
@@ -175,8 +190,9 @@ class _Block(torch.nn.Module):
 class _OriginalAST(torch.nn.Module):
   """`ASTModel` layout: `v` (DeiT-distilled ViT with an audio patch conv) and `mlp_head`."""
 
-  def __init__(self, dim=64, depth=2, heads=4, hidden=96, classes=5, fstride=10, tstride=10,
-               tdim=100):
+  def __init__(
+    self, dim=64, depth=2, heads=4, hidden=96, classes=5, fstride=10, tstride=10, tdim=100
+  ):
     super().__init__()
     self.v = torch.nn.Module()
     self.v.patch_embed = torch.nn.Module()
@@ -211,13 +227,30 @@ def test_original_checkpoint_matches(tmp_path, strides, tdim):
     ref = twin(torch.from_numpy(x)).numpy()
   path = tmp_path / "ast_original.pth"
   torch.save({f"module.{k}": v for k, v in twin.state_dict().items()}, path)
-  argv = [str(path), str(tmp_path / "out"), "--num-heads", "4", "--frequency-stride",
-          str(strides[0]), "--time-stride", str(strides[1]), "--max-length", str(tdim)]
+  argv = [
+    str(path),
+    str(tmp_path / "out"),
+    "--num-heads",
+    "4",
+    "--frequency-stride",
+    str(strides[0]),
+    "--time-stride",
+    str(strides[1]),
+    "--max-length",
+    str(tdim),
+  ]
   assert main(argv) == 0
   _, params, config = load_model(tmp_path / "out")
   assert config == AstConfig.original_repo(
-      num_classes=5, hidden_size=64, num_layers=2, num_heads=4, mlp_dim=96,
-      frequency_stride=strides[0], time_stride=strides[1], max_length=tdim)
+    num_classes=5,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    mlp_dim=96,
+    frequency_stride=strides[0],
+    time_stride=strides[1],
+    max_length=tdim,
+  )
   logits, _ = _run(config, params, x)
   assert _rel(logits, ref) <= RTOL
 
@@ -231,8 +264,9 @@ def test_audioset_config_parameter_count():
   assert {k: v.shape for k, v in sd.items()} == expected_shapes(config, "transformers")
   assert infer_config(sd, "transformers") == config
   params = convert_state_dict(sd, config)
-  shapes = jax.eval_shape(lambda: AST(config).init(jax.random.key(0),
-                                                   jnp.zeros((1, 1024, 128))))["params"]
+  shapes = jax.eval_shape(lambda: AST(config).init(jax.random.key(0), jnp.zeros((1, 1024, 128))))[
+    "params"
+  ]
   assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(np.shape, params)
   assert count_params(params) == count_params(shapes) == hf.num_parameters() == 86_594_063
   assert params["pos_embed"].shape == (1, 1214, 768)
@@ -241,8 +275,13 @@ def test_audioset_config_parameter_count():
 def test_original_audioset_checkpoint_layout_is_inferred():
   """The released audioset_10_10_0.4593.pth layout: DataParallel keys plus timm's unused heads."""
   config = AstConfig.original_repo()
-  shapes = {**expected_shapes(config, "original"), "v.head.weight": (1000, 768),
-            "v.head.bias": (1000,), "v.head_dist.weight": (1000, 768), "v.head_dist.bias": (1000,)}
+  shapes = {
+    **expected_shapes(config, "original"),
+    "v.head.weight": (1000, 768),
+    "v.head.bias": (1000,),
+    "v.head_dist.weight": (1000, 768),
+    "v.head_dist.bias": (1000,),
+  }
   sd = {f"module.{k}": np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
   stripped = strip_module_prefix(sd)
   assert detect_layout(stripped) == "original"
@@ -251,8 +290,10 @@ def test_original_audioset_checkpoint_layout_is_inferred():
 
 
 def test_layouts_have_the_same_parameter_count():
-  counts = {layout: sum(np.prod(s) for s in expected_shapes(AstConfig(), layout).values())
-            for layout in LAYOUTS}
+  counts = {
+    layout: sum(np.prod(s) for s in expected_shapes(AstConfig(), layout).values())
+    for layout in LAYOUTS
+  }
   assert set(counts.values()) == {86_594_063}
 
 
@@ -269,8 +310,11 @@ def small_config(small_sd):
 def test_missing_key_is_named(small_sd, small_config):
   sd = dict(small_sd)
   del sd["audio_spectrogram_transformer.layers.1.mlp.fc2.bias"]
-  with pytest.raises(ConversionError, match=r"1 missing:\s+audio_spectrogram_transformer"
-                     r"\.layers\.1\.mlp\.fc2\.bias"):
+  with pytest.raises(
+    ConversionError,
+    match=r"1 missing:\s+audio_spectrogram_transformer"
+    r"\.layers\.1\.mlp\.fc2\.bias",
+  ):
     convert_state_dict(sd, small_config)
 
 
@@ -282,8 +326,11 @@ def test_unexpected_key_is_named(small_sd, small_config):
 
 def test_misshaped_key_is_named(small_sd, small_config):
   sd = {**small_sd, "classifier.dense.weight": np.zeros((6, 64), np.float32)}
-  with pytest.raises(ConversionError, match=r"classifier\.dense\.weight: file \(6, 64\) vs "
-                     r"model \(5, 64\)"):
+  with pytest.raises(
+    ConversionError,
+    match=r"classifier\.dense\.weight: file \(6, 64\) vs "
+    r"model \(5, 64\)",
+  ):
     convert_state_dict(sd, small_config)
 
 

@@ -42,17 +42,17 @@ def _private_torch_to_flax(state_dict):
   params = {}
   depths = {}
   renames = [
-      (r"patch_embed\.0\.(weight|bias)$", r"patch_embed/conv0/\1"),
-      (r"patch_embed\.2\.(weight|bias)$", r"patch_embed/norm0/\1"),
-      (r"patch_embed\.5\.(weight|bias)$", r"patch_embed/conv1/\1"),
-      (r"patch_embed\.7\.(weight|bias)$", r"patch_embed/norm1/\1"),
-      (r"layers\.(\d+)\.downsample\.1\.(weight|bias)$", r"layers_\1/downsample/conv/\2"),
-      (r"layers\.(\d+)\.downsample\.3\.(weight|bias)$", r"layers_\1/downsample/norm/\2"),
-      (r"layers\.(\d+)\.blocks\.(\d+)\.(.*)$", r"layers_\1/blocks_\2/\3"),
-      (r"classifier\.(norm|head)\.(weight|bias)$", r"classifier/\1/\2"),
+    (r"patch_embed\.0\.(weight|bias)$", r"patch_embed/conv0/\1"),
+    (r"patch_embed\.2\.(weight|bias)$", r"patch_embed/norm0/\1"),
+    (r"patch_embed\.5\.(weight|bias)$", r"patch_embed/conv1/\1"),
+    (r"patch_embed\.7\.(weight|bias)$", r"patch_embed/norm1/\1"),
+    (r"layers\.(\d+)\.downsample\.1\.(weight|bias)$", r"layers_\1/downsample/conv/\2"),
+    (r"layers\.(\d+)\.downsample\.3\.(weight|bias)$", r"layers_\1/downsample/norm/\2"),
+    (r"layers\.(\d+)\.blocks\.(\d+)\.(.*)$", r"layers_\1/blocks_\2/\3"),
+    (r"classifier\.(norm|head)\.(weight|bias)$", r"classifier/\1/\2"),
   ]
   for key, value in state_dict.items():
-    name = key[len(PREFIX):]
+    name = key[len(PREFIX) :]
     for pattern, repl in renames:
       if re.match(pattern, name):
         path = re.sub(pattern, repl, name).replace(".", "/").split("/")
@@ -74,18 +74,22 @@ def _private_torch_to_flax(state_dict):
     for part in path[:-1]:
       node = node.setdefault(part, {})
     node[path[-1]] = value
-  dims = tuple(int(state_dict[f"{PREFIX}layers.{i}.blocks.0.norm.weight"].shape[0])
-               for i in range(len(depths)))
+  dims = tuple(
+    int(state_dict[f"{PREFIX}layers.{i}.blocks.0.norm.weight"].shape[0]) for i in range(len(depths))
+  )
   config = DassConfig(
-      num_classes=int(state_dict[f"{PREFIX}classifier.head.weight"].shape[0]),
-      depths=tuple(depths[i] for i in range(len(depths))), dims=dims,
-      d_state=int(state_dict[f"{PREFIX}layers.0.blocks.0.op.A_logs"].shape[1]))
+    num_classes=int(state_dict[f"{PREFIX}classifier.head.weight"].shape[0]),
+    depths=tuple(depths[i] for i in range(len(depths))),
+    dims=dims,
+    d_state=int(state_dict[f"{PREFIX}layers.0.blocks.0.op.A_logs"].shape[1]),
+  )
   return config, params
 
 
 def _torch_to_flax(state_dict):
   if importlib.util.find_spec("convert_torch.dass") is not None:
     from convert_torch.dass import torch_to_flax
+
     config, params = torch_to_flax(state_dict)
   else:
     config, params = _private_torch_to_flax(state_dict)
@@ -125,8 +129,9 @@ def test_published_key_manifest_maps_onto_model(shared_fixtures, size):
   for field in ("num_classes", "depths", "dims", "d_state", "ssm_ratio", "mlp_ratio"):
     assert getattr(config, field) == getattr(want, field), field
   assert [config.stage_dt_rank(i) for i in range(4)] == [6, 12, 24, 48]
-  expected = jax.eval_shape(lambda: DASS(config).init(jax.random.key(0),
-                                                      jnp.zeros((1, 16, 128))))["params"]
+  expected = jax.eval_shape(lambda: DASS(config).init(jax.random.key(0), jnp.zeros((1, 16, 128))))[
+    "params"
+  ]
   got = jax.tree.map(lambda a: a.shape, params)
   assert got == jax.tree.map(lambda a: a.shape, expected)
 
@@ -145,7 +150,7 @@ def test_logits_and_activations(golden):
   assert len(fixture_acts) == 21
   errors = {}
   for key in fixture_acts:
-    name, ref = key[len("act."):], data[key]
+    name, ref = key[len("act.") :], data[key]
     assert name in acts, f"model sows no activation named {name}"
     out = np.asarray(acts[name])
     if ref.ndim == 4 and name.split(".")[-1] not in ("dts", "Bs", "Cs", "ys"):
@@ -177,14 +182,17 @@ def test_gradients(golden, shared_fixtures):
     return jnp.sum(logits * grads_npz["W"])
 
   loss, (grad_p, grad_x) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))(
-      params, jnp.asarray(grads_npz["x"]))
+    params, jnp.asarray(grads_npz["x"])
+  )
   ref_loss = float(grads_npz["loss"])
   assert abs(float(loss) - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss))
   # The parameter gradients have the parameters' keys and layouts, so the converter maps them too.
   _, ref_grads = _torch_to_flax(_state_dict(grads_npz))
   errors = {}
-  for (path, ref), (path2, out) in zip(jax.tree_util.tree_flatten_with_path(ref_grads)[0],
-                                       jax.tree_util.tree_flatten_with_path(grad_p)[0]):
+  for (path, ref), (path2, out) in zip(
+    jax.tree_util.tree_flatten_with_path(ref_grads)[0],
+    jax.tree_util.tree_flatten_with_path(grad_p)[0],
+  ):
     assert path == path2
     errors[jax.tree_util.keystr(path)] = _rel(out, ref)
   assert len(errors) == 114

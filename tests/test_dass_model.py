@@ -17,8 +17,9 @@ from dass_jax.vss_block import DropPath
 # Four stages for the shape checks (traced only, never compiled); two stages and the sequential
 # scan elsewhere, to keep XLA compile times (which dominate on CPU) short.
 TINY4 = DassConfig(num_classes=5, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), drop_path_rate=0.0)
-TINY = DassConfig(num_classes=5, depths=(1, 1), dims=(8, 16), d_state=2, drop_path_rate=0.0,
-                  scan_impl="sequential")
+TINY = DassConfig(
+  num_classes=5, depths=(1, 1), dims=(8, 16), d_state=2, drop_path_rate=0.0, scan_impl="sequential"
+)
 FRAMES = 64
 
 
@@ -31,13 +32,16 @@ def _n_params(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward(config: DassConfig, train: bool = False):
   """Jitted (params, x, dropout_key) -> (logits, intermediates), compiled once per config."""
+
   def run(params, x, key):
-    logits, state = DASS(config).apply({"params": params}, x, train=train,
-                                       rngs={"dropout": key}, mutable=["intermediates"])
+    logits, state = DASS(config).apply(
+      {"params": params}, x, train=train, rngs={"dropout": key}, mutable=["intermediates"]
+    )
     return logits, torch_activations(state["intermediates"])
+
   return jax.jit(run)
 
 
@@ -53,8 +57,10 @@ def _fbank(frames=FRAMES, batch=2, seed=1):
 @pytest.mark.parametrize("frames", [200, 257, 1000, 10240])
 def test_stage_shapes_follow_pytorch(frames):
   out, state = jax.eval_shape(
-      lambda: DASS(TINY4).init_with_output(jax.random.key(0), jnp.zeros((2, frames, 128)),
-                                           mutable=["params", "intermediates"]))
+    lambda: DASS(TINY4).init_with_output(
+      jax.random.key(0), jnp.zeros((2, frames, 128)), mutable=["params", "intermediates"]
+    )
+  )
   acts = torch_activations(state["intermediates"])
   h, w = _torch_out(_torch_out(128)), _torch_out(_torch_out(frames))
   assert acts["patch_embed"].shape == (2, h, w, 8)
@@ -69,8 +75,9 @@ def test_stage_shapes_follow_pytorch(frames):
   assert out.shape == (2, 5) and out.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("make, expected", [(DassConfig.small, 29_884_463),
-                                            (DassConfig.medium, 48_648_239)])
+@pytest.mark.parametrize(
+  "make, expected", [(DassConfig.small, 29_884_463), (DassConfig.medium, 48_648_239)]
+)
 def test_param_count_matches_torch(make, expected):
   shapes = jax.eval_shape(lambda: DASS(make()).init(jax.random.key(0), jnp.zeros((1, 64, 128))))
   assert _n_params(shapes["params"]) == expected
@@ -118,7 +125,7 @@ def test_stride2_conv_pads_symmetrically():
   x[0, 0, 0, 0] = 1.0
   y = np.asarray(conv.apply(params, x))[0, :, :, 0]
   expected = np.zeros((3, 3))
-  expected[0, 0] = 4.0   # the delta sits under the kernel centre; 'SAME' would give 0 here
+  expected[0, 0] = 4.0  # the delta sits under the kernel centre; 'SAME' would give 0 here
   np.testing.assert_array_equal(y, expected)
 
 
@@ -173,8 +180,9 @@ def test_associative_scan_matches_sequential(tiny_params):
   ref, ref_acts = _forward(TINY)(tiny_params, x, key)
   out, acts = _forward(dataclasses.replace(TINY, scan_impl="associative"))(tiny_params, x, key)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(acts["layers.1.blocks.0.op.ys"], ref_acts["layers.1.blocks.0.op.ys"],
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    acts["layers.1.blocks.0.op.ys"], ref_acts["layers.1.blocks.0.op.ys"], rtol=1e-4, atol=1e-5
+  )
 
 
 def test_jit_matches_eager(tiny_params):

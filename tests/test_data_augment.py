@@ -66,8 +66,9 @@ def test_mixup_lambda_is_beta_10_10():
 def test_mix_labels():
   first = np.array([1, 1, 0, 0], np.float32)
   second = np.array([0, 1, 1, 0], np.float32)
-  np.testing.assert_allclose(augment.mix_labels(first, second, 0.7), [0.7, 1.0, 0.3, 0.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    augment.mix_labels(first, second, 0.7), [0.7, 1.0, 0.3, 0.0], rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize("second_len", [600, 1000, 1500])

@@ -17,13 +17,16 @@ def test_weights_match_hand_computation():
 
 
 def test_cli_writes_ast_weight_file(tmp_path):
-  datafile_lib.write_label_csv(tmp_path / "labels.csv", datafile_lib.LabelSet(
-      mids=("/m/a", "/m/b"), names=("A", "B")))
-  (tmp_path / "train.json").write_text(json.dumps({"data": [
-      {"wav": "1.wav", "labels": "/m/a"}, {"wav": "2.wav", "labels": "/m/a,/m/b"}]}))
+  datafile_lib.write_label_csv(
+    tmp_path / "labels.csv", datafile_lib.LabelSet(mids=("/m/a", "/m/b"), names=("A", "B"))
+  )
+  (tmp_path / "train.json").write_text(
+    json.dumps(
+      {"data": [{"wav": "1.wav", "labels": "/m/a"}, {"wav": "2.wav", "labels": "/m/a,/m/b"}]}
+    )
+  )
   out = tmp_path / "weights.csv"
-  assert balanced.main([str(tmp_path / "train.json"), str(tmp_path / "labels.csv"),
-                        str(out)]) == 0
+  assert balanced.main([str(tmp_path / "train.json"), str(tmp_path / "labels.csv"), str(out)]) == 0
   weights = balanced.read_weights(out, 2)
   np.testing.assert_allclose(weights, [1000 / 2.01, 1000 / 2.01 + 1000 / 1.01], rtol=1e-12)
   with pytest.raises(ValueError, match="has 2 values, the datafile 3 rows"):
@@ -31,11 +34,13 @@ def test_cli_writes_ast_weight_file(tmp_path):
 
 
 def test_cli_reports_unknown_label(tmp_path, capsys):
-  datafile_lib.write_label_csv(tmp_path / "labels.csv", datafile_lib.LabelSet(
-      mids=("/m/a",), names=("A",)))
+  datafile_lib.write_label_csv(
+    tmp_path / "labels.csv", datafile_lib.LabelSet(mids=("/m/a",), names=("A",))
+  )
   (tmp_path / "train.json").write_text(json.dumps({"data": [{"wav": "1.wav", "labels": "/m/x"}]}))
-  code = balanced.main([str(tmp_path / "train.json"), str(tmp_path / "labels.csv"),
-                        str(tmp_path / "w.csv")])
+  code = balanced.main(
+    [str(tmp_path / "train.json"), str(tmp_path / "labels.csv"), str(tmp_path / "w.csv")]
+  )
   assert code == 1
   assert "'/m/x' is not in the label CSV" in capsys.readouterr().err
 

@@ -9,8 +9,9 @@ from dass_jax.data import datafile as datafile_lib
 
 
 def _labels():
-  return datafile_lib.LabelSet(mids=("/m/a", "/m/b", "/m/c"),
-                               names=("Speech", "Dog, barking", 'Say "hi"'))
+  return datafile_lib.LabelSet(
+    mids=("/m/a", "/m/b", "/m/c"), names=("Speech", "Dog, barking", 'Say "hi"')
+  )
 
 
 def test_label_csv_round_trip(tmp_path):
@@ -29,13 +30,16 @@ def test_label_csv_reads_quoted_names_and_strips_mids(tmp_path):
   assert labels.names == ("Speech", "Dog, barking")
 
 
-@pytest.mark.parametrize("text,message", [
+@pytest.mark.parametrize(
+  "text,message",
+  [
     ("idx,mid,display_name\n0,/m/a,A\n", "expected header"),
     ("index,mid,display_name\n0,/m/a,A\n2,/m/b,B\n", "out of order"),
     ("index,mid,display_name\nx,/m/a,A\n", "expected 'index,mid,display_name'"),
     ("index,mid,display_name\n0,/m/a,A\n1,/m/a,B\n", "duplicate"),
     ("index,mid,display_name\n", "no label rows"),
-])
+  ],
+)
 def test_label_csv_errors(tmp_path, text, message):
   path = tmp_path / "labels.csv"
   path.write_text(text)
@@ -46,8 +50,8 @@ def test_label_csv_errors(tmp_path, text, message):
 def test_datafile_round_trip_and_relative_paths(tmp_path):
   outside = os.path.abspath(os.path.join(tmp_path.parent, "elsewhere", "x.wav"))
   entries = [
-      datafile_lib.Entry(wav=str(tmp_path / "clips" / "a.wav"), labels=("/m/a",)),
-      datafile_lib.Entry(wav=outside, labels=("/m/b", "/m/c")),
+    datafile_lib.Entry(wav=str(tmp_path / "clips" / "a.wav"), labels=("/m/a",)),
+    datafile_lib.Entry(wav=outside, labels=("/m/b", "/m/c")),
   ]
   path = tmp_path / "train.json"
   datafile_lib.write_datafile(path, entries)
@@ -59,8 +63,16 @@ def test_datafile_round_trip_and_relative_paths(tmp_path):
 
 def test_label_parsing(tmp_path):
   path = tmp_path / "d.json"
-  path.write_text(json.dumps({"data": [{"wav": "a.wav", "labels": " /m/c, /m/a "},
-                                       {"wav": "/abs/b.wav", "labels": "/m/b"}]}))
+  path.write_text(
+    json.dumps(
+      {
+        "data": [
+          {"wav": "a.wav", "labels": " /m/c, /m/a "},
+          {"wav": "/abs/b.wav", "labels": "/m/b"},
+        ]
+      }
+    )
+  )
   entries = datafile_lib.read_datafile(path)
   assert entries[0].wav == str(tmp_path / "a.wav")
   assert entries[1].wav == "/abs/b.wav"
@@ -73,12 +85,15 @@ def test_unknown_label_is_named(tmp_path):
     datafile_lib.label_indices(entries, _labels())
 
 
-@pytest.mark.parametrize("content,message", [
+@pytest.mark.parametrize(
+  "content,message",
+  [
     ("{not json", "not valid JSON"),
     ('{"rows": []}', "'data' list"),
     ('{"data": [{"labels": "/m/a"}]}', "row 0: needs a 'wav'"),
     ('{"data": [{"wav": "a.wav", "labels": ["/m/a"]}]}', "comma-separated"),
-])
+  ],
+)
 def test_datafile_errors(tmp_path, content, message):
   path = tmp_path / "d.json"
   path.write_text(content)

@@ -9,9 +9,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from dass_jax import config, data
-from dass_jax.data import balanced
+from dass_jax.data import balanced, synthetic
 from dass_jax.data import datafile as datafile_lib
-from dass_jax.data import synthetic
 
 FRAMES = 100  # 1 s clips.
 BATCH = 4
@@ -21,8 +20,9 @@ MASK_VALUE = (0.0 - config.AUDIOSET_FBANK_MEAN) / (2 * config.AUDIOSET_FBANK_STD
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  return synthetic.ensure_dataset(tmp_path_factory.mktemp("syn"), seed=0, num_train=48,
-                                  num_eval=10, clip_seconds=1.0)
+  return synthetic.ensure_dataset(
+    tmp_path_factory.mktemp("syn"), seed=0, num_train=48, num_eval=10, clip_seconds=1.0
+  )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,14 @@ def with_bad_files(dataset, tmp_path_factory):
 
 
 def _cfg(ds, datafile=None, **overrides):
-  fields = {"datafile": datafile or ds.train_datafile, "label_csv": ds.label_csv,
-            "target_frames": FRAMES, "batch_size": BATCH, "read_threads": 2, **overrides}
+  fields = {
+    "datafile": datafile or ds.train_datafile,
+    "label_csv": ds.label_csv,
+    "target_frames": FRAMES,
+    "batch_size": BATCH,
+    "read_threads": 2,
+    **overrides,
+  }
   return data.default_config(**fields)
 
 
@@ -67,7 +73,8 @@ def test_batch_layout_and_labels(dataset):
   for row, label in zip(batch["index"], batch["labels"]):
     assert set(np.flatnonzero(label)) == set(datafile_lib.label_indices([entries[row]], labels)[0])
   assert it.steps_per_epoch == 12 and it.num_classes == 13 == data.num_classes_from_csv(
-      dataset.label_csv)
+    dataset.label_csv
+  )
 
 
 def test_masks_are_applied_before_normalisation(dataset):
@@ -77,15 +84,22 @@ def test_masks_are_applied_before_normalisation(dataset):
   masked = np.isclose(batch["fbank"], MASK_VALUE, atol=1e-6)
   assert np.any(masked.all(axis=1))  # Some mel bin masked over all frames.
   assert np.any(masked.all(axis=2))  # Some frame masked over all bins.
-  plain = next(data.make_train_iterator(_cfg(dataset, mixup=0.0, freqm=0, timem=0), seed=1,
-                                        shard_index=0, shard_count=1))
+  plain = next(
+    data.make_train_iterator(
+      _cfg(dataset, mixup=0.0, freqm=0, timem=0), seed=1, shard_index=0, shard_count=1
+    )
+  )
   assert not np.any(np.isclose(plain["fbank"], MASK_VALUE, atol=1e-6).all(axis=1))
 
 
 def test_order_is_seeded_and_epochs_are_permutations(dataset):
   def indices(seed, batches=None):
-    it = data.make_train_iterator(_cfg(dataset, num_epochs=2, mixup=0.0, freqm=0, timem=0),
-                                  seed=seed, shard_index=0, shard_count=1)
+    it = data.make_train_iterator(
+      _cfg(dataset, num_epochs=2, mixup=0.0, freqm=0, timem=0),
+      seed=seed,
+      shard_index=0,
+      shard_count=1,
+    )
     return np.concatenate([b["index"] for b in (_take(it, batches) if batches else it)])
 
   a = indices(0)
@@ -107,8 +121,12 @@ def test_same_seed_same_augmented_batches(dataset):
 
 def test_two_shards_partition_each_epoch(dataset):
   cfg = _cfg(dataset, num_epochs=1, mixup=0.0)
-  rows = [np.concatenate([b["index"] for b in data.make_train_iterator(
-      cfg, seed=0, shard_index=i, shard_count=2)]) for i in range(2)]
+  rows = [
+    np.concatenate(
+      [b["index"] for b in data.make_train_iterator(cfg, seed=0, shard_index=i, shard_count=2)]
+    )
+    for i in range(2)
+  ]
   assert rows[0].size == rows[1].size == 24
   assert not set(rows[0]) & set(rows[1])
   assert set(rows[0]) | set(rows[1]) == set(range(48))
@@ -134,8 +152,11 @@ def test_eval_is_unaugmented(dataset):
   a = next(data.make_eval_iterator(cfg, shard_index=0, shard_count=1))
   assert set(a) == {"fbank", "labels", "index", "mask"}
   assert set(np.unique(a["labels"])) <= {0.0, 1.0}
-  b = next(data.make_eval_iterator(_cfg(dataset, datafile=dataset.eval_datafile),
-                                   shard_index=0, shard_count=1))
+  b = next(
+    data.make_eval_iterator(
+      _cfg(dataset, datafile=dataset.eval_datafile), shard_index=0, shard_count=1
+    )
+  )
   _assert_same([a], [b])
 
 
@@ -216,16 +237,21 @@ def test_weights_file_restricts_sampling(dataset, tmp_path):
   weights[[1, 3]] = [1.0, 3.0]
   balanced.write_weights(tmp_path / "w.csv", weights)
   cfg = _cfg(dataset, weights_file=str(tmp_path / "w.csv"), mixup=0.0)
-  index = np.concatenate([b["index"] for b in _take(
-      data.make_train_iterator(cfg, seed=0, shard_index=0, shard_count=1), 12)])
+  index = np.concatenate(
+    [
+      b["index"]
+      for b in _take(data.make_train_iterator(cfg, seed=0, shard_index=0, shard_count=1), 12)
+    ]
+  )
   assert set(index) == {1, 3}
   assert np.count_nonzero(index == 3) > np.count_nonzero(index == 1)
 
 
 def test_config_errors(dataset):
   with pytest.raises(ValueError, match=r"unknown data config fields \['batchsize'\]"):
-    data.make_train_iterator({"datafile": dataset.train_datafile, "batchsize": 4}, seed=0,
-                             shard_index=0, shard_count=1)
+    data.make_train_iterator(
+      {"datafile": dataset.train_datafile, "batchsize": 4}, seed=0, shard_index=0, shard_count=1
+    )
   with pytest.raises(ValueError, match="do not fill one batch of 64"):
     data.make_train_iterator(_cfg(dataset, batch_size=64), seed=0, shard_index=0, shard_count=1)
   with pytest.raises(ValueError, match="shard_index 2 not in"):

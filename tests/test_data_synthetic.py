@@ -94,8 +94,15 @@ def test_classes_are_discriminable_in_log_mel():
       event = event / np.max(np.abs(event)) * 0.5 + rng.standard_normal(event.size) * 1e-3
       fbank = features.fbank(event)
       half = fbank.shape[0] // 2
-      rows.append(np.concatenate([fbank.mean(axis=0), fbank.std(axis=0),
-                                  fbank[:half].mean(axis=0) - fbank[half:].mean(axis=0)]))
+      rows.append(
+        np.concatenate(
+          [
+            fbank.mean(axis=0),
+            fbank.std(axis=0),
+            fbank[:half].mean(axis=0) - fbank[half:].mean(axis=0),
+          ]
+        )
+      )
     profiles.append(np.stack(rows))
   centroids = np.stack([p[:3].mean(axis=0) for p in profiles])
   correct = 0

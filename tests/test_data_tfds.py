@@ -10,8 +10,10 @@ from dass_jax import data
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import tfds_source
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow_datasets") is not None,
-                                reason="tensorflow-datasets is installed")
+pytestmark = pytest.mark.skipif(
+  importlib.util.find_spec("tensorflow_datasets") is not None,
+  reason="tensorflow-datasets is installed",
+)
 
 
 @pytest.fixture

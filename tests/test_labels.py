@@ -23,12 +23,15 @@ def test_class_names_and_mid_lookup():
     labels.class_names(0)
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(
+  "text, message",
+  [
     ("idx,mid,name\n0,/m/a,A\n", "expected header"),
     ("index,mid,display_name\n1,/m/a,A\n", "out of order"),
     ("index,mid,display_name\n", "no label rows"),
     ("index,mid,display_name\nzero,/m/a,A\n", "expected 'index,mid,display_name'"),
-])
+  ],
+)
 def test_malformed_csv_is_refused_with_the_reason(tmp_path, text, message):
   path = tmp_path / "labels.csv"
   path.write_text(text)

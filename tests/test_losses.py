@@ -15,7 +15,11 @@ LABELS = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
 
 def _np_log_softmax(x):
   x = np.asarray(x, np.float64)
-  return x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+  return (
+    x
+    - x.max(-1, keepdims=True)
+    - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+  )
 
 
 def _np_sigmoid(x):
@@ -36,7 +40,9 @@ def test_bce_hand_computed():
   # First element: x = 2, y = 1: -log(sigmoid(2)) = log(1 + e^-2).
   single = L.sigmoid_bce(jnp.array([[2.0]]), jnp.array([[1.0]]))
   assert float(single) == pytest.approx(np.log1p(np.exp(-2.0)), rel=1e-6)
-  assert float(L.label_loss(STUDENT, LABELS, "bce")) == pytest.approx(_np_bce(STUDENT, LABELS), rel=1e-6)
+  assert float(L.label_loss(STUDENT, LABELS, "bce")) == pytest.approx(
+    _np_bce(STUDENT, LABELS), rel=1e-6
+  )
 
 
 def test_bce_is_stable_for_large_logits():
@@ -49,7 +55,9 @@ def test_ce_soft_labels_hand_computed():
   expected = np.mean(-(soft * _np_log_softmax(STUDENT)).sum(-1))
   assert float(L.label_loss(STUDENT, soft, "ce")) == pytest.approx(expected, rel=1e-6)
   # Two equal logits, one-hot target: log 2.
-  assert float(L.softmax_cross_entropy(jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]]))) == pytest.approx(np.log(2))
+  assert float(
+    L.softmax_cross_entropy(jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]]))
+  ) == pytest.approx(np.log(2))
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
@@ -69,7 +77,9 @@ def test_kldiv_hinton_scaling():
   got = L.distillation_loss(STUDENT, TEACHER, "kldiv_hinton", 2.0)
   assert float(got) == pytest.approx(expected, rel=1e-5)
   one = L.distillation_loss(STUDENT, TEACHER, "kldiv_hinton", 1.0)
-  assert float(one) == pytest.approx(float(L.distillation_loss(STUDENT, TEACHER, "kldiv", 1.0)), rel=1e-6)
+  assert float(one) == pytest.approx(
+    float(L.distillation_loss(STUDENT, TEACHER, "kldiv", 1.0)), rel=1e-6
+  )
 
 
 def test_kldiv_zero_when_student_equals_teacher():
@@ -96,16 +106,20 @@ def test_l2_cosine_l2c():
   assert float(L.distillation_loss(STUDENT, TEACHER, "cosine")) == pytest.approx(gap, rel=1e-6)
   assert float(L.distillation_loss(STUDENT, TEACHER, "l2c")) == pytest.approx(mse + gap, rel=1e-6)
   # Identical vectors: cos = 1, loss 1 - sigmoid(1).
-  assert float(L.distillation_loss(TEACHER, TEACHER, "cosine")) == pytest.approx(1 - _np_sigmoid(1.0))
+  assert float(L.distillation_loss(TEACHER, TEACHER, "cosine")) == pytest.approx(
+    1 - _np_sigmoid(1.0)
+  )
 
 
 def test_temperature_only_affects_temperature_losses():
   for kind in ("l2", "cosine", "l2c"):
     assert float(L.distillation_loss(STUDENT, TEACHER, kind, 1.0)) == float(
-        L.distillation_loss(STUDENT, TEACHER, kind, 4.0))
+      L.distillation_loss(STUDENT, TEACHER, kind, 4.0)
+    )
   for kind in ("kldiv", "kldiv_hinton", "bce"):
     assert float(L.distillation_loss(STUDENT, TEACHER, kind, 1.0)) != pytest.approx(
-        float(L.distillation_loss(STUDENT, TEACHER, kind, 4.0)))
+      float(L.distillation_loss(STUDENT, TEACHER, kind, 4.0))
+    )
 
 
 @pytest.mark.parametrize("kd_kind", L.DISTILLATION_LOSSES)
@@ -153,18 +167,26 @@ def test_matches_dass_torch_expressions():
   s, t, y = (torch.tensor(a) for a in (STUDENT, TEACHER, LABELS))
   temp = 2.0
   expected = {
-      "kldiv": functional.kl_div(functional.log_softmax(s, dim=1),
-                                 functional.log_softmax(t / temp, dim=1),
-                                 reduction="batchmean", log_target=True),
-      "bce": torch.nn.BCEWithLogitsLoss()(s, torch.sigmoid(t / temp)),
-      "l2": functional.mse_loss(s, t),
-      "cosine": 1 - torch.sigmoid(functional.cosine_similarity(s, t)).mean(),
-      "l2c": functional.mse_loss(s, t) + (1 - torch.sigmoid(functional.cosine_similarity(s, t))).mean(),
+    "kldiv": functional.kl_div(
+      functional.log_softmax(s, dim=1),
+      functional.log_softmax(t / temp, dim=1),
+      reduction="batchmean",
+      log_target=True,
+    ),
+    "bce": torch.nn.BCEWithLogitsLoss()(s, torch.sigmoid(t / temp)),
+    "l2": functional.mse_loss(s, t),
+    "cosine": 1 - torch.sigmoid(functional.cosine_similarity(s, t)).mean(),
+    "l2c": functional.mse_loss(s, t)
+    + (1 - torch.sigmoid(functional.cosine_similarity(s, t))).mean(),
   }
   for kind, value in expected.items():
-    assert float(L.distillation_loss(STUDENT, TEACHER, kind, temp)) == pytest.approx(float(value), rel=1e-5)
+    assert float(L.distillation_loss(STUDENT, TEACHER, kind, temp)) == pytest.approx(
+      float(value), rel=1e-5
+    )
   assert float(L.label_loss(STUDENT, LABELS, "bce")) == pytest.approx(
-      float(torch.nn.BCEWithLogitsLoss()(s, y)), rel=1e-6)
+    float(torch.nn.BCEWithLogitsLoss()(s, y)), rel=1e-6
+  )
   one_hot = np.eye(3, dtype=np.float32)[[0, 2]]
   assert float(L.label_loss(STUDENT, one_hot, "ce")) == pytest.approx(
-      float(torch.nn.CrossEntropyLoss()(s, torch.tensor([0, 2]))), rel=1e-6)
+    float(torch.nn.CrossEntropyLoss()(s, torch.tensor([0, 2]))), rel=1e-6
+  )

@@ -1,4 +1,4 @@
-"""experiments.metrics against hand-computed cases (and scikit-learn when it happens to be installed)."""
+"""experiments.metrics against hand-computed cases (and scikit-learn when it is installed)."""
 
 import math
 
@@ -57,17 +57,11 @@ def test_d_prime_inverts_the_normal_cdf():
 
 
 def test_compute_metrics_small_case():
-  scores = np.array([[0.9, 0.2, 0.3],
-                     [0.8, 0.7, 0.1],
-                     [0.7, 0.6, 0.2],
-                     [0.1, 0.4, 0.9]])
-  targets = np.array([[1, 0, 0],
-                      [0, 1, 0],
-                      [1, 0, 0],
-                      [0, 0, 0]])
+  scores = np.array([[0.9, 0.2, 0.3], [0.8, 0.7, 0.1], [0.7, 0.6, 0.2], [0.1, 0.4, 0.9]])
+  targets = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
   out = M.compute_metrics(scores, targets)
   ap0 = (1.0 + 2.0 / 3.0) / 2.0  # class 0: ranks 1 (pos), 2 (neg), 3 (pos)
-  ap1 = 1.0                      # class 1: the positive scores highest
+  ap1 = 1.0  # class 1: the positive scores highest
   assert out["per_class_ap"][:2] == pytest.approx([ap0, ap1])
   assert math.isnan(out["per_class_ap"][2])
   assert out["mAP"] == pytest.approx((ap0 + ap1) / 2)
@@ -106,6 +100,8 @@ def test_against_sklearn_if_available():
   out = M.compute_metrics(scores, targets)
   for c in range(6):
     assert out["per_class_ap"][c] == pytest.approx(
-        sklearn_metrics.average_precision_score(targets[:, c], scores[:, c]))
+      sklearn_metrics.average_precision_score(targets[:, c], scores[:, c])
+    )
     assert out["per_class_auc"][c] == pytest.approx(
-        sklearn_metrics.roc_auc_score(targets[:, c], scores[:, c]))
+      sklearn_metrics.roc_auc_score(targets[:, c], scores[:, c])
+    )

@@ -1,4 +1,4 @@
-"""The audio needle-in-a-haystack study: haystack construction, streamed fbank, the study outputs."""
+"""The audio needle-in-a-haystack study: haystacks, streamed fbank, the study outputs."""
 
 import csv
 
@@ -12,8 +12,8 @@ from dass_jax.checkpoint import build_model, save_converted
 from dass_jax.config import AstConfig, DassConfig
 from experiments import haystack as H
 from experiments import niah
-from experiments.metrics import compute_metrics
 from experiments.configs import niah as niah_config
+from experiments.metrics import compute_metrics
 
 SR = H.SAMPLE_RATE
 
@@ -32,7 +32,7 @@ def test_zeros_haystack_places_needle_frames(position):
   out = H.zeros_haystack(needle, total, position)
   start = {0.0: 0, 0.37: round(0.37 * 343), 1.0: 343}[position]
   assert out.shape == (total, 128)
-  np.testing.assert_array_equal(out[start:start + 57], needle)
+  np.testing.assert_array_equal(out[start : start + 57], needle)
   rest = np.delete(out, np.arange(start, start + 57), axis=0)
   assert not rest.any()
 
@@ -58,7 +58,7 @@ def test_noisy_haystack_needle_only_changes_its_frames():
   first_touched = start - (H.WINDOW - 1) // H.HOP
   last_touched = (start * H.HOP + needle.size - 1) // H.HOP
   np.testing.assert_allclose(out[:first_touched], noise_only[:first_touched], atol=1e-4)
-  np.testing.assert_allclose(out[last_touched + 1:], noise_only[last_touched + 1:], atol=1e-4)
+  np.testing.assert_allclose(out[last_touched + 1 :], noise_only[last_touched + 1 :], atol=1e-4)
   inside = slice(start, start + n)
   assert np.all(np.abs(out[inside] - noise_only[inside]).max(axis=1) > 0.5)
 
@@ -68,9 +68,9 @@ def _measured_snr(noise, snr_db: float, total: int) -> float:
   scale = H.noise_scale(needle, snr_db)
   mixture = H.mixture_segment(noise, scale, needle, 1234, 0, total)
   added = mixture.copy()
-  added[1234:1234 + needle.size] -= needle
+  added[1234 : 1234 + needle.size] -= needle
   centred = needle - needle.mean()
-  return 10 * np.log10(np.mean(centred ** 2) / np.mean(added ** 2))
+  return 10 * np.log10(np.mean(centred**2) / np.mean(added**2))
 
 
 def test_white_noise_snr():
@@ -98,10 +98,10 @@ def test_white_noise_random_access_matches_one_pass():
 def test_streamed_fbank_equals_one_shot():
   rng = np.random.default_rng(0)
   waveform = 0.1 * rng.standard_normal(2 * SR + 123) + 0.03
-  waveform[SR:SR + 4000] += _needle(0.25)
+  waveform[SR : SR + 4000] += _needle(0.25)
   stream, pieces, start = features.FbankStream(), [], 0
-  for size in [100, 299, 401, 160, 7000, 1, 5555, 10 ** 6]:
-    pieces.append(stream.push(waveform[start:start + size]))
+  for size in [100, 299, 401, 160, 7000, 1, 5555, 10**6]:
+    pieces.append(stream.push(waveform[start : start + size]))
     start += size
   streamed = np.concatenate(pieces)
   one_shot = features.fbank(waveform)
@@ -126,11 +126,13 @@ def checkpoints(tmp_path_factory):
   with the associative scan; both run any input length.
   """
   root = tmp_path_factory.mktemp("ckpt")
-  configs = {"dass": DassConfig(num_classes=13, depths=(1, 1), dims=(8, 16),
-                                scan_impl="sequential"),
-             # 48 frames: every NIAH input is longer, so AST always interpolates.
-             "ast": AstConfig(num_classes=13, hidden_size=16, num_layers=1, num_heads=2,
-                              mlp_dim=32, max_length=48)}
+  configs = {
+    "dass": DassConfig(num_classes=13, depths=(1, 1), dims=(8, 16), scan_impl="sequential"),
+    # 48 frames: every NIAH input is longer, so AST always interpolates.
+    "ast": AstConfig(
+      num_classes=13, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=48
+    ),
+  }
   for name, cfg in configs.items():
     params = build_model(cfg).init(jax.random.key(0), jnp.zeros((1, 48, 128)))["params"]
     save_converted(root / name, cfg, params)
@@ -155,12 +157,20 @@ def test_study_csv_rows_follow_the_config(study):
   assert len(table) == len(rows)
   conditions = [("zeros", "")] + [(k, str(s)) for k in ("white", "babble") for s in config.snrs_db]
   durations = [float(d) for d in config.durations_s]
-  got = {(r["model"], r["haystack"], r["snr"], float(r["duration_s"]), float(r["position"]))
-         for r in table}
-  want = {("dass", k, s, d, float(p)) for k, s in conditions for d in durations
-          for p in config.positions}
-  want |= {("ast", k, s, d, float(p)) for k, s in conditions for d in durations
-           for p in config.positions if d <= config.ast_max_duration_s}
+  got = {
+    (r["model"], r["haystack"], r["snr"], float(r["duration_s"]), float(r["position"]))
+    for r in table
+  }
+  want = {
+    ("dass", k, s, d, float(p)) for k, s in conditions for d in durations for p in config.positions
+  }
+  want |= {
+    ("ast", k, s, d, float(p))
+    for k, s in conditions
+    for d in durations
+    for p in config.positions
+    if d <= config.ast_max_duration_s
+  }
   assert got == want
   assert len(got) == len(table)
   assert max(float(r["duration_s"]) for r in table if r["model"] == "ast") == 1.0
@@ -169,9 +179,13 @@ def test_study_csv_rows_follow_the_config(study):
     if float(r["duration_s"]) == durations[0]:
       assert float(r["retained"]) == 1.0
     else:
-      ref = next(float(x["mAP"]) for x in table if float(x["duration_s"]) == durations[0] and
-                 (x["model"], x["haystack"], x["snr"], x["position"]) ==
-                 (r["model"], r["haystack"], r["snr"], r["position"]))
+      ref = next(
+        float(x["mAP"])
+        for x in table
+        if float(x["duration_s"]) == durations[0]
+        and (x["model"], x["haystack"], x["snr"], x["position"])
+        == (r["model"], r["haystack"], r["snr"], r["position"])
+      )
       assert float(r["retained"]) == pytest.approx(float(r["mAP"]) / ref)
 
 
@@ -188,12 +202,19 @@ def test_zeros_reference_equals_plain_padded_input(study, checkpoints):
   clips = niah.load_clips(config)
   module, params, _ = niah.load_for_eval(checkpoints["dass"])
   frames = H.num_frames(int(config.durations_s[-1] * SR))
-  x = np.stack([features.normalize(features.pad_or_crop(features.fbank(n), frames))
-                for n in clips.needles]).astype(np.float32)
+  x = np.stack(
+    [features.normalize(features.pad_or_crop(features.fbank(n), frames)) for n in clips.needles]
+  ).astype(np.float32)
   logits = np.asarray(jax.jit(module.apply)({"params": params}, x))
   expected = compute_metrics(logits, clips.targets)["mAP"]
-  got = next(r["mAP"] for r in rows if r["model"] == "dass" and r["haystack"] == "zeros" and
-             r["duration_s"] == config.durations_s[-1] and r["position"] == 0.0)
+  got = next(
+    r["mAP"]
+    for r in rows
+    if r["model"] == "dass"
+    and r["haystack"] == "zeros"
+    and r["duration_s"] == config.durations_s[-1]
+    and r["position"] == 0.0
+  )
   assert got == pytest.approx(expected, abs=1e-6)
 
 

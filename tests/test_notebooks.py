@@ -27,10 +27,10 @@ NOTEBOOKS = ("inference", "parity", "training", "niah")
 CELL_TIMEOUT_S = 240
 # (minimum number of images, regular expression the printed text must match)
 EXPECTED = {
-    "inference": (3, r"\d+ frames -> \d+ windows of \d+ frames every \d+"),
-    "parity": (1, r"max abs difference [0-9.e+-]+, relative [0-9.e+-]+"),
-    "training": (1, r"student_kd\s+[0-9.]+\s+[0-9.]+"),
-    "niah": (1, r"dass\s+zeros\s+\d+s\s+[0-9.]+"),
+  "inference": (3, r"\d+ frames -> \d+ windows of \d+ frames every \d+"),
+  "parity": (1, r"max abs difference [0-9.e+-]+, relative [0-9.e+-]+"),
+  "training": (1, r"student_kd\s+[0-9.]+\s+[0-9.]+"),
+  "niah": (1, r"dass\s+zeros\s+\d+s\s+[0-9.]+"),
 }
 
 
@@ -40,6 +40,7 @@ def _kernel_name() -> str:
     KernelSpecManager().get_kernel_spec("python3")
   except NoSuchKernel:
     from ipykernel.kernelspec import install
+
     install(user=True, kernel_name="python3")
   return "python3"
 
@@ -60,18 +61,26 @@ def _outputs(nb: nbformat.NotebookNode) -> tuple[int, str]:
   return images, "".join(text)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.slow) if name == "training" else name
-    for name in NOTEBOOKS])
+@pytest.mark.parametrize(
+  "name",
+  [
+    pytest.param(name, marks=pytest.mark.slow) if name == "training" else name for name in NOTEBOOKS
+  ],
+)
 def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   monkeypatch.setenv("DASS_JAX_NOTEBOOK_SMOKE", "1")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("DASS_JAX_CACHE", str(tmp_path / "cache"))
-  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-      filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+  monkeypatch.setenv(
+    "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+  )
   nb = _read(name)
-  client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=_kernel_name(),
-                          resources={"metadata": {"path": str(REPO_ROOT)}})
+  client = NotebookClient(
+    nb,
+    timeout=CELL_TIMEOUT_S,
+    kernel_name=_kernel_name(),
+    resources={"metadata": {"path": str(REPO_ROOT)}},
+  )
   client.execute()
   images, text = _outputs(nb)
   min_images, pattern = EXPECTED[name]

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_sizes import largest_intermediate
 
 from pallas_kernels import pallas_ss2d_fused, ss2d_core
-from jaxpr_sizes import largest_intermediate
 
 PARAM_NAMES = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
 
@@ -27,12 +27,14 @@ PARAM_NAMES = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs
 def make_ss2d_inputs(seed, batch, height, width, d, n, rank):
   """A map (batch, H, W, d) and SS2D parameters scaled so the scan term matters."""
   ks = jax.random.split(jax.random.PRNGKey(seed), 6)
-  return (jax.random.normal(ks[0], (batch, height, width, d)),
-          jax.random.normal(ks[1], (4, rank + 2 * n, d)) / np.sqrt(d),
-          jax.random.normal(ks[2], (4, d, rank)) / np.sqrt(rank),
-          0.5 * jax.random.normal(ks[3], (4, d)) - 1.0,
-          0.5 * jax.random.normal(ks[4], (4 * d, n)),
-          1.0 + 0.1 * jax.random.normal(ks[5], (4 * d,)))
+  return (
+    jax.random.normal(ks[0], (batch, height, width, d)),
+    jax.random.normal(ks[1], (4, rank + 2 * n, d)) / np.sqrt(d),
+    jax.random.normal(ks[2], (4, d, rank)) / np.sqrt(rank),
+    0.5 * jax.random.normal(ks[3], (4, d)) - 1.0,
+    0.5 * jax.random.normal(ks[4], (4 * d, n)),
+    1.0 + 0.1 * jax.random.normal(ks[5], (4 * d,)),
+  )
 
 
 def value_and_grads(fn, args, cotangent):
@@ -40,6 +42,7 @@ def value_and_grads(fn, args, cotangent):
   def run(*a):
     y, vjp = jax.vjp(fn, *a)
     return y, vjp(cotangent)
+
   return run(*args)
 
 
@@ -54,16 +57,19 @@ def unfused(*args):
   return ss2d_core.ss2d_scan(*args, impl="sequential", fused=False)
 
 
-@pytest.mark.parametrize("batch,height,width,d,n,rank,chunk", [
+@pytest.mark.parametrize(
+  "batch,height,width,d,n,rank,chunk",
+  [
     pytest.param(2, 3, 5, 6, 1, 2, 5, id="n1-3x5-chunk5"),
     pytest.param(1, 4, 6, 5, 3, 3, 8, id="n3-4x6-chunk8"),
-])
+  ],
+)
 def test_fused_matches_unfused(batch, height, width, d, n, rank, chunk):
   args = make_ss2d_inputs(height * width, batch, height, width, d, n, rank)
   cot = jax.random.normal(jax.random.PRNGKey(1), args[0].shape)
   y, grads = value_and_grads(
-      lambda *a: pallas_ss2d_fused.ss2d_scan_fused(*a, interpret=True, chunk_size=chunk),
-      args, cot)
+    lambda *a: pallas_ss2d_fused.ss2d_scan_fused(*a, interpret=True, chunk_size=chunk), args, cot
+  )
   y_ref, grads_ref = value_and_grads(unfused, args, cot)
   assert_close(y, y_ref, 1e-5, "y")
   for name, g, g_ref in zip(PARAM_NAMES, grads, grads_ref):
@@ -83,7 +89,7 @@ def test_forward_never_materialises_the_four_routes():
   batch, height, width, d = 2, 8, 12, 32
   args = make_ss2d_inputs(0, batch, height, width, d, 1, 2)
   map_size = batch * height * width * d
-  fused = lambda *a: pallas_ss2d_fused.ss2d_scan_fused(*a, chunk_size=32)  # noqa: E731
+  fused = lambda *a: pallas_ss2d_fused.ss2d_scan_fused(*a, chunk_size=32)
   assert largest_intermediate(fused, *args) == 2 * map_size  # two route-pair partial maps
   assert largest_intermediate(unfused, *args) == 4 * map_size  # the check can fail
 
@@ -102,7 +108,8 @@ def test_fused_lowers_for_cuda_with_triton():
     return jnp.sum(pallas_ss2d_fused.ss2d_scan_fused(*a, chunk_size=32))
 
   exported = jax.export.export(
-      jax.jit(jax.value_and_grad(loss, argnums=tuple(range(6)))), platforms=["cuda"],
-      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    jax.jit(jax.value_and_grad(loss, argnums=tuple(range(6)))),
+    platforms=["cuda"],
+    disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
   )(*args)
   assert exported.mlir_module().count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 4

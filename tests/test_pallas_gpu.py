@@ -21,25 +21,30 @@ import pallas_kernels
 from pallas_kernels import dispatch
 
 pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(jax.default_backend() != "gpu",
-                       reason="needs an NVIDIA GPU; the interpret-mode twins in "
-                              "tests/test_pallas_scan.py cover CPU"),
+  pytest.mark.gpu,
+  pytest.mark.skipif(
+    jax.default_backend() != "gpu",
+    reason="needs an NVIDIA GPU; the interpret-mode twins in tests/test_pallas_scan.py cover CPU",
+  ),
 ]
 
 K = 4
-STAGES = {f"stage{i + 1}": (8192 // 4 ** i, 96 * 2 ** i) for i in range(4)}   # (L, d)
-FRAMES_HW = {f"stage{i + 1}": (32 >> i, 256 >> i) for i in range(4)}          # (H, W)
+STAGES = {f"stage{i + 1}": (8192 // 4**i, 96 * 2**i) for i in range(4)}  # (L, d)
+FRAMES_HW = {f"stage{i + 1}": (32 >> i, 256 >> i) for i in range(4)}  # (H, W)
 # fp32: same math in another summation order. bf16: the outputs and gradients are rounded
 # to bf16 (2^-8 relative) after fp32 math. The SS2D bf16 case differs more: the unfused
 # route rounds delta to bf16, the fused kernel forms it in fp32. Measured in interpret mode
 # on CPU (batch 1, stages 1, 3, 4): fp32 <= 1.3e-6 everywhere; bf16 scan <= 1.9e-3 (values)
 # and 5.4e-3 (grads); bf16 SS2D fused <= 7.1e-3 (values) and 9.0e-3 (grads).
 TOL = {
-    ("scan", jnp.float32, "value"): 1e-5, ("scan", jnp.float32, "grad"): 5e-5,
-    ("scan", jnp.bfloat16, "value"): 1e-2, ("scan", jnp.bfloat16, "grad"): 2e-2,
-    ("ss2d", jnp.float32, "value"): 1e-5, ("ss2d", jnp.float32, "grad"): 5e-5,
-    ("ss2d", jnp.bfloat16, "value"): 3e-2, ("ss2d", jnp.bfloat16, "grad"): 3e-2,
+  ("scan", jnp.float32, "value"): 1e-5,
+  ("scan", jnp.float32, "grad"): 5e-5,
+  ("scan", jnp.bfloat16, "value"): 1e-2,
+  ("scan", jnp.bfloat16, "grad"): 2e-2,
+  ("ss2d", jnp.float32, "value"): 1e-5,
+  ("ss2d", jnp.float32, "grad"): 5e-5,
+  ("ss2d", jnp.bfloat16, "value"): 3e-2,
+  ("ss2d", jnp.bfloat16, "grad"): 3e-2,
 }
 SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 SS2D_ARGS = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
@@ -54,25 +59,29 @@ def _dt_bias(key, shape):
 def _scan_inputs(batch, length, d, dtype, n=1):
   ks = jax.random.split(jax.random.PRNGKey(length + d + batch), 8)
   ch = K * d
-  args = (jax.random.normal(ks[0], (batch, ch, length), dtype),
-          (0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
-          -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-          jax.random.normal(ks[3], (batch, K, n, length), dtype),
-          jax.random.normal(ks[4], (batch, K, n, length), dtype),
-          jax.random.normal(ks[5], (ch,)),
-          _dt_bias(ks[6], (ch,)))
+  args = (
+    jax.random.normal(ks[0], (batch, ch, length), dtype),
+    (0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
+    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
+    jax.random.normal(ks[3], (batch, K, n, length), dtype),
+    jax.random.normal(ks[4], (batch, K, n, length), dtype),
+    jax.random.normal(ks[5], (ch,)),
+    _dt_bias(ks[6], (ch,)),
+  )
   return args, jax.random.normal(ks[7], (batch, ch, length))
 
 
 def _ss2d_inputs(batch, height, width, d, dtype, n=1):
   ks = jax.random.split(jax.random.PRNGKey(height * width + d), 7)
   rank = -(-d // 16)
-  args = (jax.random.normal(ks[0], (batch, height, width, d), dtype),
-          jax.random.normal(ks[1], (K, rank + 2 * n, d)) / math.sqrt(d),
-          jax.random.normal(ks[2], (K, d, rank)) / math.sqrt(rank),
-          _dt_bias(ks[3], (K, d)),
-          0.5 * jax.random.normal(ks[4], (K * d, n)),
-          1.0 + 0.1 * jax.random.normal(ks[5], (K * d,)))
+  args = (
+    jax.random.normal(ks[0], (batch, height, width, d), dtype),
+    jax.random.normal(ks[1], (K, rank + 2 * n, d)) / math.sqrt(d),
+    jax.random.normal(ks[2], (K, d, rank)) / math.sqrt(rank),
+    _dt_bias(ks[3], (K, d)),
+    0.5 * jax.random.normal(ks[4], (K * d, n)),
+    1.0 + 0.1 * jax.random.normal(ks[5], (K * d,)),
+  )
   return args, jax.random.normal(ks[6], (batch, height, width, d))
 
 
@@ -81,6 +90,7 @@ def _value_and_grads(fn, args, weight):
   def run(*a):
     y, vjp = jax.vjp(fn, *a)
     return y, vjp(weight.astype(y.dtype))
+
   return run(*args)
 
 
@@ -115,10 +125,8 @@ def test_kernel_matches_reference_at_dass_shapes(stage, dtype):
 def test_kernel_bf16_inputs_fp32_output():
   length, d = STAGES["stage2"]
   args, weight = _scan_inputs(2, length, d, jnp.bfloat16)
-  kernel = functools.partial(pallas_kernels.selective_scan, impl="pallas",
-                             out_dtype=jnp.float32)
-  ref = functools.partial(pallas_kernels.selective_scan, impl="associative",
-                          out_dtype=jnp.float32)
+  kernel = functools.partial(pallas_kernels.selective_scan, impl="pallas", out_dtype=jnp.float32)
+  ref = functools.partial(pallas_kernels.selective_scan, impl="associative", out_dtype=jnp.float32)
   y = jax.jit(kernel)(*args)
   assert y.dtype == jnp.float32
   # Same bf16 inputs, fp32 math and output on both sides: fp32 tolerance on the values.

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_sizes import largest_intermediate
 
 from pallas_kernels import dispatch, pallas_scan, reference
-from jaxpr_sizes import largest_intermediate
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
@@ -32,13 +32,15 @@ def make_inputs(seed, batch, groups, d, n, length, dtype=jnp.float32):
   """Random scan inputs in the reference layouts (A negative, delta around softplus's knee)."""
   ks = jax.random.split(jax.random.PRNGKey(seed), 7)
   channels = groups * d
-  return (jax.random.normal(ks[0], (batch, channels, length)).astype(dtype),
-          (0.5 * jax.random.normal(ks[1], (batch, channels, length))).astype(dtype),
-          -jnp.exp(0.5 * jax.random.normal(ks[2], (channels, n))),
-          jax.random.normal(ks[3], (batch, groups, n, length)).astype(dtype),
-          jax.random.normal(ks[4], (batch, groups, n, length)).astype(dtype),
-          jax.random.normal(ks[5], (channels,)),
-          0.5 * jax.random.normal(ks[6], (channels,)) - 1.0)
+  return (
+    jax.random.normal(ks[0], (batch, channels, length)).astype(dtype),
+    (0.5 * jax.random.normal(ks[1], (batch, channels, length))).astype(dtype),
+    -jnp.exp(0.5 * jax.random.normal(ks[2], (channels, n))),
+    jax.random.normal(ks[3], (batch, groups, n, length)).astype(dtype),
+    jax.random.normal(ks[4], (batch, groups, n, length)).astype(dtype),
+    jax.random.normal(ks[5], (channels,)),
+    0.5 * jax.random.normal(ks[6], (channels,)) - 1.0,
+  )
 
 
 def value_and_grads(scan_fn, args, cotangent):
@@ -61,27 +63,29 @@ def assert_close(got, want, tol, name):
 
 
 CASES = [
-    # batch, K, D, N, L, chunk_size, dtype, out_dtype, tol_values, tol_grads
-    pytest.param(1, 2, 5, 1, 1, None, jnp.float32, None, 1e-5, 1e-5, id="L1-n1"),
-    pytest.param(3, 2, 3, 4, 7, 4, jnp.float32, None, 1e-5, 1e-5, id="L7-n4-chunk4"),
-    pytest.param(2, 2, 5, 1, 33, 8, jnp.float32, None, 1e-5, 1e-5, id="L33-n1-chunk8"),
-    pytest.param(2, 2, 40, 4, 257, 64, jnp.float32, None, 1e-5, 1e-5, id="L257-n4-D40"),
-    pytest.param(2, 2, 6, 4, 33, 16, jnp.bfloat16, None, 1e-2, 2e-2, id="bf16-n4"),
-    pytest.param(1, 2, 7, 1, 33, 32, jnp.bfloat16, jnp.float32, 1e-5, 2e-2, id="bf16-n1-f32out"),
+  # batch, K, D, N, L, chunk_size, dtype, out_dtype, tol_values, tol_grads
+  pytest.param(1, 2, 5, 1, 1, None, jnp.float32, None, 1e-5, 1e-5, id="L1-n1"),
+  pytest.param(3, 2, 3, 4, 7, 4, jnp.float32, None, 1e-5, 1e-5, id="L7-n4-chunk4"),
+  pytest.param(2, 2, 5, 1, 33, 8, jnp.float32, None, 1e-5, 1e-5, id="L33-n1-chunk8"),
+  pytest.param(2, 2, 40, 4, 257, 64, jnp.float32, None, 1e-5, 1e-5, id="L257-n4-D40"),
+  pytest.param(2, 2, 6, 4, 33, 16, jnp.bfloat16, None, 1e-2, 2e-2, id="bf16-n4"),
+  pytest.param(1, 2, 7, 1, 33, 32, jnp.bfloat16, jnp.float32, 1e-5, 2e-2, id="bf16-n1-f32out"),
 ]
 
 
 @pytest.mark.parametrize("batch,groups,d,n,length,chunk,dtype,out_dtype,tol_y,tol_g", CASES)
-def test_matches_sequential_reference(batch, groups, d, n, length, chunk, dtype, out_dtype,
-                                      tol_y, tol_g):
+def test_matches_sequential_reference(
+  batch, groups, d, n, length, chunk, dtype, out_dtype, tol_y, tol_g
+):
   args = make_inputs(batch * 100 + length, batch, groups, d, n, length, dtype)
   cot = jax.random.normal(jax.random.PRNGKey(7), args[0].shape)
   kw = dict(out_dtype=out_dtype)
   y, grads = value_and_grads(
-      lambda *a: pallas_scan.selective_scan(*a, interpret=True, chunk_size=chunk, **kw),
-      args, cot)
+    lambda *a: pallas_scan.selective_scan(*a, interpret=True, chunk_size=chunk, **kw), args, cot
+  )
   y_ref, grads_ref = value_and_grads(
-      lambda *a: reference.selective_scan_sequential(*a, **kw), args, cot)
+    lambda *a: reference.selective_scan_sequential(*a, **kw), args, cot
+  )
   assert y.dtype == jnp.dtype(out_dtype or dtype)
   assert_close(y, y_ref, tol_y, "y")
   for name, g, g_ref, x in zip(GRAD_NAMES, grads, grads_ref, args):
@@ -92,11 +96,11 @@ def test_matches_sequential_reference(batch, groups, d, n, length, chunk, dtype,
 @pytest.mark.parametrize("prefix", ["n1", "n4"])
 def test_matches_torch_golden(shared_fixtures, prefix):
   z = np.load(shared_fixtures / "selective_scan_golden.npz")
-  f32 = lambda key: jnp.asarray(z[f"{prefix}_{key}"], jnp.float32)  # noqa: E731
+  f32 = lambda key: jnp.asarray(z[f"{prefix}_{key}"], jnp.float32)
   args = [f32(k) for k in GRAD_NAMES]
   y, grads = value_and_grads(
-      lambda *a: pallas_scan.selective_scan(*a, interpret=True, chunk_size=16), args,
-      f32("Wout"))
+    lambda *a: pallas_scan.selective_scan(*a, interpret=True, chunk_size=16), args, f32("Wout")
+  )
   assert_close(y, z[f"{prefix}_out"], 1e-5, "y")
   for name, g in zip(GRAD_NAMES, grads):
     assert_close(g, z[f"{prefix}_grad_{name}"], 1e-5, f"grad {name}")
@@ -114,8 +118,9 @@ def test_vmap_and_no_softplus_without_skip_terms():
     return pallas_scan.selective_scan(*a, interpret=True, chunk_size=8, **k)
 
   got = jax.jit(jax.vmap(jax.value_and_grad(lambda *a: loss(kernel, *a))))(u, delta, B, C)
-  want = jax.vmap(jax.value_and_grad(
-      lambda *a: loss(reference.selective_scan_sequential, *a)))(u, delta, B, C)
+  want = jax.vmap(jax.value_and_grad(lambda *a: loss(reference.selective_scan_sequential, *a)))(
+    u, delta, B, C
+  )
   for name, g, w in zip(("loss", "grad u"), got, want):
     assert_close(g, w, 1e-5, name)
 
@@ -137,13 +142,18 @@ def test_lowers_for_cuda_with_triton(n, dtype):
     return jnp.sum(pallas_scan.selective_scan(*a, chunk_size=32).astype(jnp.float32))
 
   exported = jax.export.export(
-      jax.jit(jax.value_and_grad(loss, argnums=tuple(range(7)))), platforms=["cuda"],
-      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    jax.jit(jax.value_and_grad(loss, argnums=tuple(range(7)))),
+    platforms=["cuda"],
+    disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
   )(u, delta, A, B, C, D, bias)
   text = exported.mlir_module()
   assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 4
-  for kernel in ("selective_scan_fwd_chunk_states", "selective_scan_fwd",
-                 "selective_scan_bwd_chunk_carries", "selective_scan_bwd"):
+  for kernel in (
+    "selective_scan_fwd_chunk_states",
+    "selective_scan_fwd",
+    "selective_scan_bwd_chunk_carries",
+    "selective_scan_bwd",
+  ):
     assert f'name = "{kernel}' in text, kernel
 
 
@@ -155,6 +165,6 @@ def test_backward_never_materialises_the_state_sequence():
     return jax.grad(lambda *a: jnp.sum(scan_fn(*a)), argnums=tuple(range(7)))
 
   u_size = args[0].size
-  kernel = lambda *a: pallas_scan.selective_scan(*a, chunk_size=16)  # noqa: E731
+  kernel = lambda *a: pallas_scan.selective_scan(*a, chunk_size=16)
   assert largest_intermediate(grads(kernel), *args) == u_size
   assert largest_intermediate(grads(reference.selective_scan_sequential), *args) >= 4 * u_size

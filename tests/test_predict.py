@@ -29,19 +29,30 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 
-from dass_jax.features import audio_to_features  # noqa: E402
-from dass_jax.predict import class_names, main as predict_main  # noqa: E402
-from torch_reference.dass_torch import DassTorch, dataparallel_state_dict, perturb_  # noqa: E402
+from torch_reference.dass_torch import DassTorch, dataparallel_state_dict, perturb_
+
+from dass_jax.features import audio_to_features
+from dass_jax.predict import class_names
+from dass_jax.predict import main as predict_main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL_TOL = 1e-5
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
+  }
+  return subprocess.run(
+    [sys.executable, "-m", *args],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def _rel(out, ref) -> float:
@@ -75,8 +86,16 @@ def checkpoint(twin, tmp_path_factory):
 def test_acceptance_cli_logits_match_torch(twin, checkpoint, tmp_path):
   x = np.random.default_rng(0).standard_normal((200, 128)).astype(np.float32)
   np.save(tmp_path / "clip.npy", x)
-  result = _run("dass_jax.predict", "--checkpoint", str(checkpoint), str(tmp_path / "clip.npy"),
-                "--logits-npy", str(tmp_path / "logits.npy"), "--top-k", "3")
+  result = _run(
+    "dass_jax.predict",
+    "--checkpoint",
+    str(checkpoint),
+    str(tmp_path / "clip.npy"),
+    "--logits-npy",
+    str(tmp_path / "logits.npy"),
+    "--top-k",
+    "3",
+  )
   assert result.returncode == 0, result.stderr
   logits = np.load(tmp_path / "logits.npy")
   ref = _twin_logits(twin, x[None])
@@ -94,8 +113,19 @@ def test_batched_and_mixed_lengths_keep_input_order(twin, checkpoint, tmp_path, 
   sf.write(tmp_path / "b.wav", 0.1 * rng.standard_normal(samples).astype(np.float32), 16000)
   b = audio_to_features(tmp_path / "b.wav")
   assert b.shape == (90, 128)
-  argv = ["--checkpoint", str(checkpoint), str(tmp_path / "a.npy"), str(tmp_path / "b.wav"),
-          "--json", "--top-k", "2", "--batch-size", "2", "--logits-npy", str(tmp_path / "l.npy")]
+  argv = [
+    "--checkpoint",
+    str(checkpoint),
+    str(tmp_path / "a.npy"),
+    str(tmp_path / "b.wav"),
+    "--json",
+    "--top-k",
+    "2",
+    "--batch-size",
+    "2",
+    "--logits-npy",
+    str(tmp_path / "l.npy"),
+  ]
   assert predict_main(argv) == 0
   report = json.loads(capsys.readouterr().out)
   logits = np.load(tmp_path / "l.npy")
@@ -106,19 +136,18 @@ def test_batched_and_mixed_lengths_keep_input_order(twin, checkpoint, tmp_path, 
   assert rows == [("a.npy", i, 120) for i in range(4)] + [("b.wav", 0, 90)]
   for row, result in zip(logits, report["results"]):
     assert [t["class"] for t in result["top"]] == list(np.argsort(-row)[:2])
-    assert result["top"][0]["probability"] == pytest.approx(1 / (1 + np.exp(-row.max())),
-                                                            rel=1e-6)
+    assert result["top"][0]["probability"] == pytest.approx(1 / (1 + np.exp(-row.max())), rel=1e-6)
 
 
 BAD_INPUTS = {
-    "missing.npy": (None, "not found"),
-    "rank1.npy": (np.zeros(128, np.float32), "rank 1"),
-    "mel64.npy": (np.zeros((50, 64), np.float32), "64 mel bins"),
-    "nan.npy": (np.full((50, 128), np.nan, np.float32), "NaN"),
-    "inf.npy": (np.full((2, 50, 128), np.inf, np.float32), "NaN / inf"),
-    "empty.npy": (np.zeros((0, 128), np.float32), "empty"),
-    "strings.npy": (np.array([["a"] * 128]), "not a real number"),
-    "corrupt.wav": (b"RIFF but not audio", "could not turn the audio into features"),
+  "missing.npy": (None, "not found"),
+  "rank1.npy": (np.zeros(128, np.float32), "rank 1"),
+  "mel64.npy": (np.zeros((50, 64), np.float32), "64 mel bins"),
+  "nan.npy": (np.full((50, 128), np.nan, np.float32), "NaN"),
+  "inf.npy": (np.full((2, 50, 128), np.inf, np.float32), "NaN / inf"),
+  "empty.npy": (np.zeros((0, 128), np.float32), "empty"),
+  "strings.npy": (np.array([["a"] * 128]), "not a real number"),
+  "corrupt.wav": (b"RIFF but not audio", "could not turn the audio into features"),
 }
 
 
@@ -159,14 +188,20 @@ def test_ast_checkpoint_runs_through_the_same_cli(tmp_path, capsys):
   from dass_jax.checkpoint import save_converted
   from dass_jax.config import AstConfig
 
-  config = AstConfig(num_classes=4, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64,
-                     max_length=64)
+  config = AstConfig(
+    num_classes=4, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64, max_length=64
+  )
   x = np.random.default_rng(2).standard_normal((1, 64, 128)).astype(np.float32)
   params = AST(config).init(jax.random.PRNGKey(0), x)["params"]
   save_converted(tmp_path / "ast", config, params)
   np.save(tmp_path / "ok.npy", x[0])
-  argv = ["--checkpoint", str(tmp_path / "ast"), str(tmp_path / "ok.npy"),
-          "--logits-npy", str(tmp_path / "l.npy")]
+  argv = [
+    "--checkpoint",
+    str(tmp_path / "ast"),
+    str(tmp_path / "ok.npy"),
+    "--logits-npy",
+    str(tmp_path / "l.npy"),
+  ]
   assert predict_main(argv) == 0
   ref = np.asarray(AST(config).apply({"params": params}, x))
   np.testing.assert_allclose(np.load(tmp_path / "l.npy"), ref, rtol=1e-5, atol=1e-6)
@@ -184,15 +219,31 @@ def test_long_audio_one_pass_and_timeline_match_torch(twin, checkpoint, tmp_path
   sf.write(tmp_path / "long.wav", wave.astype(np.float32), rate, subtype="FLOAT")
   whole = audio_to_features(tmp_path / "long.wav")
   assert whole.shape == (1228, 128)
-  argv = ["--checkpoint", str(checkpoint), str(tmp_path / "long.wav"), "--json", "--top-k", "7",
-          "--logits-npy", str(tmp_path / "l.npy"), "--timeline-window", "10", "--timeline-hop", "1"]
+  argv = [
+    "--checkpoint",
+    str(checkpoint),
+    str(tmp_path / "long.wav"),
+    "--json",
+    "--top-k",
+    "7",
+    "--logits-npy",
+    str(tmp_path / "l.npy"),
+    "--timeline-window",
+    "10",
+    "--timeline-hop",
+    "1",
+  ]
   assert predict_main(argv) == 0
   [result] = json.loads(capsys.readouterr().out)["results"]
   assert result["frames"] == 1228
   assert _rel(np.load(tmp_path / "l.npy"), _twin_logits(twin, whole[None])) <= REL_TOL
   windows = result["timeline"]
   assert [(w["start_frame"], w["end_frame"]) for w in windows] == [
-      (0, 1000), (100, 1100), (200, 1200), (228, 1228)]
+    (0, 1000),
+    (100, 1100),
+    (200, 1200),
+    (228, 1228),
+  ]
   ref = _twin_logits(twin, whole[None, 228:1228])[0]
   got = np.zeros(7, np.float32)
   for top in windows[-1]["top"]:

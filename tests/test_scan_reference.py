@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 
 import pallas_kernels
-from pallas_kernels.cross_scan import (cross_merge, cross_merge_channels_last, cross_scan,
-                                       cross_scan_channels_last)
 from pallas_kernels import reference
+from pallas_kernels.cross_scan import (
+  cross_merge,
+  cross_merge_channels_last,
+  cross_scan,
+  cross_scan_channels_last,
+)
 
 REFERENCES = {
-    "sequential": reference.selective_scan_sequential,
-    "associative": reference.selective_scan_associative,
+  "sequential": reference.selective_scan_sequential,
+  "associative": reference.selective_scan_associative,
 }
 SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
@@ -41,22 +45,24 @@ def _random_scan_inputs(key, batch, groups, d, n, length, dtype=jnp.float32):
   ks = jax.random.split(key, 7)
   ch = groups * d
   return dict(
-      u=jax.random.normal(ks[0], (batch, ch, length), dtype),
-      delta=(0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
-      A=-jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-      B=jax.random.normal(ks[3], (batch, groups, n, length), dtype),
-      C=jax.random.normal(ks[4], (batch, groups, n, length), dtype),
-      D=jax.random.normal(ks[5], (ch,)),
-      delta_bias=0.5 * jax.random.normal(ks[6], (ch,)) - 1.0,
+    u=jax.random.normal(ks[0], (batch, ch, length), dtype),
+    delta=(0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
+    A=-jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
+    B=jax.random.normal(ks[3], (batch, groups, n, length), dtype),
+    C=jax.random.normal(ks[4], (batch, groups, n, length), dtype),
+    D=jax.random.normal(ks[5], (ch,)),
+    delta_bias=0.5 * jax.random.normal(ks[6], (ch,)) - 1.0,
   )
 
 
 def _loss_and_grads(fn, inputs, weight, **kwargs):
   """Value and gradients (all seven inputs) of sum(fn(...) * weight)."""
+
   @jax.jit
   def value_and_grads(*args):
     out, vjp = jax.vjp(lambda *a: fn(*a, **kwargs), *args)
     return out, vjp(weight.astype(out.dtype))
+
   out, grads = value_and_grads(*(inputs[name] for name in SCAN_ARGS))
   return out, dict(zip(SCAN_ARGS, grads))
 
@@ -74,7 +80,7 @@ def cross_golden(shared_fixtures):
 @pytest.mark.parametrize("case", ["n1", "n4"])
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_reference_matches_torch_golden(scan_golden, case, name):
-  golden = {k[len(case) + 1:]: v for k, v in scan_golden.items() if k.startswith(case + "_")}
+  golden = {k[len(case) + 1 :]: v for k, v in scan_golden.items() if k.startswith(case + "_")}
   inputs = {k: jnp.asarray(golden[k], jnp.float32) for k in SCAN_ARGS}
   weight = jnp.asarray(golden["Wout"], jnp.float32)
   out, grads = _loss_and_grads(REFERENCES[name], inputs, weight)
@@ -115,11 +121,11 @@ def test_cross_merge_matches_torch_golden(cross_golden):
 
 
 def test_channels_last_wrappers_match_channels_first(cross_golden):
-  x = jnp.asarray(cross_golden["x"], jnp.float32)               # (B, C, H, W)
+  x = jnp.asarray(cross_golden["x"], jnp.float32)  # (B, C, H, W)
   batch, ch, h, w = x.shape
   xs = cross_scan_channels_last(jnp.moveaxis(x, 1, -1))
   np.testing.assert_array_equal(xs, cross_scan(x))
-  merged = cross_merge_channels_last(xs, h, w)                 # (B, H, W, C)
+  merged = cross_merge_channels_last(xs, h, w)  # (B, H, W, C)
   # Every route visits each pixel once, so merge(scan(x)) = 4 x.
   np.testing.assert_allclose(jnp.moveaxis(merged, -1, 1), 4 * x, rtol=1e-6)
   assert merged.shape == (batch, h, w, ch)
@@ -153,12 +159,18 @@ def test_bf16_inputs_compute_in_fp32(name, out_dtype):
   expected = jax.jit(fn)(*(a.astype(jnp.float32) for a in args))
   assert out.dtype == (out_dtype or jnp.bfloat16)
   # bf16 output: one rounding (relative 2^-8); fp32 output: same fp32 math.
-  tol = 1e-6 if out_dtype == jnp.float32 else 2 ** -8
-  np.testing.assert_allclose(np.asarray(out, np.float32), expected,
-                             rtol=tol, atol=tol * float(jnp.max(jnp.abs(expected))))
-  grads = jax.jit(jax.grad(lambda u, b: jnp.sum(fn(u, args[1], args[2], b, *args[4:],
-                                                   out_dtype=out_dtype).astype(jnp.float32)),
-                           argnums=(0, 1)))(args[0], args[3])
+  tol = 1e-6 if out_dtype == jnp.float32 else 2**-8
+  np.testing.assert_allclose(
+    np.asarray(out, np.float32), expected, rtol=tol, atol=tol * float(jnp.max(jnp.abs(expected)))
+  )
+  grads = jax.jit(
+    jax.grad(
+      lambda u, b: jnp.sum(
+        fn(u, args[1], args[2], b, *args[4:], out_dtype=out_dtype).astype(jnp.float32)
+      ),
+      argnums=(0, 1),
+    )
+  )(args[0], args[3])
   assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
 
@@ -181,15 +193,14 @@ def _numpy_scan(u, delta, A, B, C):
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_optional_terms_off_matches_numpy_loop(name):
   inputs = _random_scan_inputs(jax.random.PRNGKey(5), 2, 2, 3, 2, 9)
-  delta = jnp.abs(inputs["delta"])              # used as dt directly (delta_softplus=False)
+  delta = jnp.abs(inputs["delta"])  # used as dt directly (delta_softplus=False)
   args = (inputs["u"], delta, inputs["A"], inputs["B"], inputs["C"])
   out = jax.jit(functools.partial(REFERENCES[name], delta_softplus=False))(*args)
   expected = _numpy_scan(*(np.asarray(a, np.float64) for a in args))
   assert _rel_err(out, expected) < 1e-6
 
 
-SOFTPLUS_POINTS = np.array([-50.0, -5.0, -1.0, 0.0, 1.0, 19.5, 20.001, 25.0, 80.0, 1e4],
-                           np.float32)
+SOFTPLUS_POINTS = np.array([-50.0, -5.0, -1.0, 0.0, 1.0, 19.5, 20.001, 25.0, 80.0, 1e4], np.float32)
 
 
 def _torch_softplus_grad(x):

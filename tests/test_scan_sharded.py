@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import pallas_kernels
 from pallas_kernels import sharding
@@ -38,36 +39,42 @@ RTOL = 1e-5
 def _scan_inputs(batch=8, groups=2, d=4, n=2, length=24):
   ks = jax.random.split(jax.random.PRNGKey(0), 8)
   ch = groups * d
-  args = (jax.random.normal(ks[0], (batch, ch, length)),
-          0.5 * jax.random.normal(ks[1], (batch, ch, length)),
-          -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-          jax.random.normal(ks[3], (batch, groups, n, length)),
-          jax.random.normal(ks[4], (batch, groups, n, length)),
-          jax.random.normal(ks[5], (ch,)),
-          0.5 * jax.random.normal(ks[6], (ch,)) - 1.0)
+  args = (
+    jax.random.normal(ks[0], (batch, ch, length)),
+    0.5 * jax.random.normal(ks[1], (batch, ch, length)),
+    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
+    jax.random.normal(ks[3], (batch, groups, n, length)),
+    jax.random.normal(ks[4], (batch, groups, n, length)),
+    jax.random.normal(ks[5], (ch,)),
+    0.5 * jax.random.normal(ks[6], (ch,)) - 1.0,
+  )
   return args, jax.random.normal(ks[7], (batch, ch, length))
 
 
 def _ss2d_inputs(batch=4, height=3, width=5, d=8, n=1, rank=2):
   ks = jax.random.split(jax.random.PRNGKey(1), 7)
   k = pallas_kernels.ss2d_core.K_DIRECTIONS
-  args = (jax.random.normal(ks[0], (batch, height, width, d)),
-          jax.random.normal(ks[1], (k, rank + 2 * n, d)) / d ** 0.5,
-          jax.random.normal(ks[2], (k, d, rank)) / rank ** 0.5,
-          0.5 * jax.random.normal(ks[3], (k, d)) - 1.0,
-          0.5 * jax.random.normal(ks[4], (k * d, n)),
-          jax.random.normal(ks[5], (k * d,)))
+  args = (
+    jax.random.normal(ks[0], (batch, height, width, d)),
+    jax.random.normal(ks[1], (k, rank + 2 * n, d)) / d**0.5,
+    jax.random.normal(ks[2], (k, d, rank)) / rank**0.5,
+    0.5 * jax.random.normal(ks[3], (k, d)) - 1.0,
+    0.5 * jax.random.normal(ks[4], (k * d, n)),
+    jax.random.normal(ks[5], (k * d,)),
+  )
   return args, jax.random.normal(ks[6], (batch, height, width, d))
 
 
 def _place(mesh, args, batched, batch_axes="data"):
   """device_put: batched args split on axis 0 over batch_axes, the rest replicated."""
-  return [jax.device_put(a, NamedSharding(mesh, P(batch_axes) if b else P()))
-          for a, b in zip(args, batched)]
+  return [
+    jax.device_put(a, NamedSharding(mesh, P(batch_axes) if b else P()))
+    for a, b in zip(args, batched)
+  ]
 
 
 def _value_and_grads(fn, weight, args):
-  loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * weight)  # noqa: E731
+  loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * weight)
   return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(args)))))(*args)
 
 
@@ -114,8 +121,9 @@ def case_references_shard_map():
   """The helper on a mesh with Auto axes (shard_map reshards its inputs by itself there)."""
   mesh = _mesh(axis_type=AxisType.Auto)
   fn = functools.partial(pallas_kernels.selective_scan, impl="associative")
-  _check_scan(fn, functools.partial(sharding.sharded_selective_scan, mesh=mesh,
-                                    impl="associative"), mesh)
+  _check_scan(
+    fn, functools.partial(sharding.sharded_selective_scan, mesh=mesh, impl="associative"), mesh
+  )
 
 
 def case_pallas_shard_map():
@@ -144,8 +152,9 @@ def case_pallas_context_mesh_and_batch_axes():
   _check_scan(fn, sharded, mesh, context=functools.partial(jax.set_mesh, mesh))
   # Inputs sharded unlike the in_specs (u over channels, A over "model") are resharded.
   args, _ = _scan_inputs()
-  odd = [jax.device_put(a, NamedSharding(mesh, P(None, "model") if a.ndim == 3 else P()))
-         for a in args]
+  odd = [
+    jax.device_put(a, NamedSharding(mesh, P(None, "model") if a.ndim == 3 else P())) for a in args
+  ]
   odd[2] = jax.device_put(args[2], NamedSharding(mesh, P("model")))
   with jax.set_mesh(mesh):
     assert "shard_map" in str(jax.make_jaxpr(sharded)(*odd))
@@ -168,11 +177,12 @@ def case_ss2d_shard_map():
     y = jax.jit(sharded)(*placed)
     assert y.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), y.ndim)
     _assert_trees_close(y, jax.jit(fn)(*args))
-    _assert_trees_close(_value_and_grads(sharded, weight, placed),
-                        _value_and_grads(fn, weight, args))
+    _assert_trees_close(
+      _value_and_grads(sharded, weight, placed), _value_and_grads(fn, weight, args)
+    )
 
 
-CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
+CASES = {name[len("case_") :]: fn for name, fn in globals().items() if name.startswith("case_")}
 NEEDS_PALLAS = {"pallas_shard_map", "pallas_context_mesh_and_batch_axes"}
 
 
@@ -180,13 +190,22 @@ NEEDS_PALLAS = {"pallas_shard_map", "pallas_context_mesh_and_batch_axes"}
 def test_on_4_cpu_devices(case):
   if case in NEEDS_PALLAS and not HAS_PALLAS:
     pytest.skip("pallas_kernels.pallas_scan is not present")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                        f" --xla_force_host_platform_device_count={N_DEVICES}").strip(),
-             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                      os.environ.get("PYTHONPATH")])))
-  proc = subprocess.run([sys.executable, __file__, case], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=(
+      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}"
+    ).strip(),
+    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+  )
+  proc = subprocess.run(
+    [sys.executable, __file__, case],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, f"case {case} failed:\n{proc.stdout}\n{proc.stderr}"
   assert f"PASSED {case}" in proc.stdout
 
@@ -194,8 +213,9 @@ def test_on_4_cpu_devices(case):
 def test_without_a_mesh_the_helper_is_the_plain_call():
   args, _ = _scan_inputs(batch=3)
   kwargs = dict(impl="associative")
-  np.testing.assert_array_equal(sharding.sharded_selective_scan(*args, **kwargs),
-                                pallas_kernels.selective_scan(*args, **kwargs))
+  np.testing.assert_array_equal(
+    sharding.sharded_selective_scan(*args, **kwargs), pallas_kernels.selective_scan(*args, **kwargs)
+  )
 
 
 if __name__ == "__main__":

@@ -25,18 +25,20 @@ import pytest
 
 sf = pytest.importorskip("soundfile")
 
-from dass_jax import features, timeline  # noqa: E402
-from dass_jax.ast import AST  # noqa: E402
-from dass_jax.checkpoint import save_converted  # noqa: E402
-from dass_jax.config import AstConfig, DassConfig  # noqa: E402
-from dass_jax.dass import DASS  # noqa: E402
-from dass_jax.predict import main as predict_main  # noqa: E402
+from dass_jax import features, timeline
+from dass_jax.ast import AST
+from dass_jax.checkpoint import save_converted
+from dass_jax.config import AstConfig, DassConfig
+from dass_jax.dass import DASS
+from dass_jax.predict import main as predict_main
 
 NUM_CLASSES = 6
-CONFIG = DassConfig(num_classes=NUM_CLASSES, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64),
-                    scan_impl="sequential")
-AST_CONFIG = AstConfig(num_classes=3, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32,
-                       max_length=64)
+CONFIG = DassConfig(
+  num_classes=NUM_CLASSES, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), scan_impl="sequential"
+)
+AST_CONFIG = AstConfig(
+  num_classes=3, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=64
+)
 REL_TOL = 1e-5
 
 
@@ -44,8 +46,9 @@ def random_params(model, seed: int):
   """Params of `model` drawn as 0.3 N(0, 1) (shapes from `eval_shape`, so nothing compiles)."""
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 64, 128), np.float32))
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32),
-                      shapes["params"])
+  return jax.tree.map(
+    lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes["params"]
+  )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,9 @@ def _wav(path, seconds: float, sample_rate: int = 16000, seed: int = 0):
   return path
 
 
-@pytest.mark.parametrize("frames, window, hop, expected", [
+@pytest.mark.parametrize(
+  "frames, window, hop, expected",
+  [
     (1, 1000, 100, [(0, 1)]),
     (500, 1000, 100, [(0, 500)]),
     (1000, 1000, 100, [(0, 1000)]),
@@ -82,7 +87,8 @@ def _wav(path, seconds: float, sample_rate: int = 16000, seed: int = 0):
     (3000, 1000, 1000, [(0, 1000), (1000, 2000), (2000, 3000)]),
     (2500, 1000, 1000, [(0, 1000), (1000, 2000), (1500, 2500)]),
     (7, 3, 2, [(0, 3), (2, 5), (4, 7)]),
-])
+  ],
+)
 def test_window_bounds_exact(frames, window, hop, expected):
   bounds = timeline.window_bounds(frames, window, hop)
   assert bounds.dtype == np.int64
@@ -102,8 +108,9 @@ def test_window_bounds_invariants(window, hop):
     for start, end in bounds:
       covered[start:end] = True
     assert covered.all()
-    expected_count = 1 if frames <= window else (frames - window) // hop + 1 + (
-        (frames - window) % hop != 0)
+    expected_count = (
+      1 if frames <= window else (frames - window) // hop + 1 + ((frames - window) % hop != 0)
+    )
     assert len(bounds) == expected_count
 
 
@@ -118,20 +125,31 @@ def test_seconds_to_frames():
   assert timeline.seconds_to_frames(10, "w") == 1000
   assert timeline.seconds_to_frames(0.01, "w") == 1
   assert timeline.seconds_to_frames(2.37, "w") == 237
-  for bad, message in [(0.015, "whole number of 10 ms frames"), (0, "positive"),
-                       (-1, "positive"), (float("nan"), "positive"), (float("inf"), "positive")]:
+  for bad, message in [
+    (0.015, "whole number of 10 ms frames"),
+    (0, "positive"),
+    (-1, "positive"),
+    (float("nan"), "positive"),
+    (float("inf"), "positive"),
+  ]:
     with pytest.raises(ValueError, match=message):
       timeline.seconds_to_frames(bad, "--timeline-hop")
 
 
-@pytest.mark.parametrize("samples, block", [
-    (samples, block) for samples in (150, 399, 400, 401, 560, 16000 * 3 + 123)
-    for block in (1, 159, 160, 240, 399, 400, 4001) if samples < 20000 or block > 1])
+@pytest.mark.parametrize(
+  "samples, block",
+  [
+    (samples, block)
+    for samples in (150, 399, 400, 401, 560, 16000 * 3 + 123)
+    for block in (1, 159, 160, 240, 399, 400, 4001)
+    if samples < 20000 or block > 1
+  ],
+)
 def test_stream_fbank_equals_whole_fbank(samples, block):
   rng = np.random.default_rng(samples + block)
   x = (0.3 * rng.standard_normal(samples) + 0.2).astype(np.float32)  # with a DC offset
   whole = features.fbank(x)
-  streamed = timeline.stream_fbank(x[i:i + block] for i in range(0, samples, block))
+  streamed = timeline.stream_fbank(x[i : i + block] for i in range(0, samples, block))
   assert streamed.shape == whole.shape == (max(1, 1 + (samples - 400) // 160), 128)
   np.testing.assert_allclose(streamed, whole, rtol=1e-6, atol=1e-6)
 
@@ -170,8 +188,15 @@ def test_ast_windows_are_padded_to_max_length():
   x = np.random.default_rng(6).standard_normal((130, 128)).astype(np.float32)
   bounds = timeline.window_bounds(130, 50, 40)
   pad = float(features.normalize(np.zeros(1, np.float32))[0])
-  logits = timeline.window_logits(lambda p, b: model.apply({"params": p}, b), params, x, bounds,
-                                  batch_size=8, length=64, pad_value=pad)
+  logits = timeline.window_logits(
+    lambda p, b: model.apply({"params": p}, b),
+    params,
+    x,
+    bounds,
+    batch_size=8,
+    length=64,
+    pad_value=pad,
+  )
   crops = [np.pad(x[s:e], ((0, 64 - (e - s)), (0, 0)), constant_values=pad) for s, e in bounds]
   ref = np.asarray(model.apply({"params": params}, np.stack(crops)))
   np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-6)
@@ -189,9 +214,24 @@ def test_window_logits_rejects_unequal_or_outside_bounds(dass):
 def test_cli_writes_json_and_csv_matching_the_model(dass, tmp_path, capsys):
   folder, apply_fn, params = dass
   path = _wav(tmp_path / "long.wav", 5.55)
-  argv = ["--checkpoint", str(folder), str(path), "--timeline-window", "2", "--timeline-hop",
-          "0.5", "--top-k", "3", "--batch-size", "3", "--timeline-out", str(tmp_path / "t.json"),
-          "--timeline-out", str(tmp_path / "t.csv"), "--json"]
+  argv = [
+    "--checkpoint",
+    str(folder),
+    str(path),
+    "--timeline-window",
+    "2",
+    "--timeline-hop",
+    "0.5",
+    "--top-k",
+    "3",
+    "--batch-size",
+    "3",
+    "--timeline-out",
+    str(tmp_path / "t.json"),
+    "--timeline-out",
+    str(tmp_path / "t.csv"),
+    "--json",
+  ]
   assert predict_main(argv) == 0
   printed = json.loads(capsys.readouterr().out)
   report = json.loads((tmp_path / "t.json").read_text())
@@ -226,8 +266,19 @@ def test_cli_writes_json_and_csv_matching_the_model(dass, tmp_path, capsys):
 def test_cli_file_shorter_than_one_window(dass, tmp_path, capsys):
   folder, _, _ = dass
   path = _wav(tmp_path / "short.wav", 0.8, seed=2)
-  argv = ["--checkpoint", str(folder), str(path), "--timeline-window", "10", "--timeline-hop",
-          "1", "--logits-npy", str(tmp_path / "l.npy"), "--timeline-out", str(tmp_path / "t.json")]
+  argv = [
+    "--checkpoint",
+    str(folder),
+    str(path),
+    "--timeline-window",
+    "10",
+    "--timeline-hop",
+    "1",
+    "--logits-npy",
+    str(tmp_path / "l.npy"),
+    "--timeline-out",
+    str(tmp_path / "t.json"),
+  ]
   assert predict_main(argv) == 0
   text = capsys.readouterr().out
   assert "timeline: 1 windows" in text
@@ -238,7 +289,9 @@ def test_cli_file_shorter_than_one_window(dass, tmp_path, capsys):
   assert window["top"][0]["logit"] == pytest.approx(float(whole.max()), rel=1e-5)
 
 
-@pytest.mark.parametrize("options, message", [
+@pytest.mark.parametrize(
+  "options, message",
+  [
     (["--timeline-hop", "1"], "need --timeline-window"),
     (["--timeline-out", "x.json"], "need --timeline-window"),
     (["--timeline-window", "1", "--timeline-hop", "2"], "longer than --timeline-window"),
@@ -248,7 +301,8 @@ def test_cli_file_shorter_than_one_window(dass, tmp_path, capsys):
     (["--timeline-window", "2", "--timeline-hop", "0"], "--timeline-hop must be a positive number"),
     (["--timeline-window", "2", "--timeline-out", "t.txt"], "must end in .json or .csv"),
     (["--timeline-window", "2", "--timeline-out", "/no/such/dir/t.csv"], "does not exist"),
-])
+  ],
+)
 def test_cli_rejects_bad_timeline_options(tmp_path, capsys, options, message):
   clip = tmp_path / "clip.npy"
   np.save(clip, np.zeros((40, 128), np.float32))
@@ -269,7 +323,9 @@ def test_cli_rejects_batched_input_and_too_long_ast_window(dass, tmp_path, capsy
   save_converted(tmp_path / "ast", AST_CONFIG, random_params(AST(AST_CONFIG), 4))
   clip = tmp_path / "clip.npy"
   np.save(clip, np.zeros((300, 128), np.float32))
-  assert predict_main(["--checkpoint", str(tmp_path / "ast"), str(clip), "--timeline-window",
-                       "0.65"]) == 2
+  assert (
+    predict_main(["--checkpoint", str(tmp_path / "ast"), str(clip), "--timeline-window", "0.65"])
+    == 2
+  )
   err = capsys.readouterr().err
   assert "--timeline-window 0.65 s is 65 frames" in err and "max_length=64" in err

@@ -7,7 +7,6 @@ persistent compilation cache keeps the repeated compiles cheap.
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -57,17 +56,32 @@ def env(tmp_path_factory):
   root = tmp_path_factory.mktemp("train_runs")
   ds = synthetic.ensure_dataset(root / "data", num_train=16, num_eval=8, clip_seconds=1.0)
   config = root / "tiny_config.py"
-  config.write_text(CONFIG.format(train=ds.train_datafile, eval=ds.eval_datafile,
-                                  labels=ds.label_csv))
+  config.write_text(
+    CONFIG.format(train=ds.train_datafile, eval=ds.eval_datafile, labels=ds.label_csv)
+  )
   return {"root": root, "config": str(config), "dataset": ds, "cache": str(root / "xla")}
 
 
 def _start(env, workdir, *overrides, devices=1, log=None):
-  cmd = [sys.executable, "-m", "experiments.train", "--config", env["config"],
-         "--workdir", str(workdir), "--compilation_cache_dir", env["cache"], *overrides]
-  proc_env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-              "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  out = open(log or f"{workdir}.log", "w")
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.train",
+    "--config",
+    env["config"],
+    "--workdir",
+    str(workdir),
+    "--compilation_cache_dir",
+    env["cache"],
+    *overrides,
+  ]
+  proc_env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": str(REPO),
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+  }
+  out = open(log or f"{workdir}.log", "w")  # noqa: SIM115  (the child process writes it)
   proc = subprocess.Popen(cmd, cwd=REPO, env=proc_env, stdout=out, stderr=subprocess.STDOUT)
   proc.log_path = log or f"{workdir}.log"
   return proc
@@ -85,17 +99,19 @@ def _run(env, workdir, *overrides, **kwargs):
 
 
 def _losses(workdir, keys=("train/loss",)):
-  rows = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(row) for row in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
   return {r["step"]: [r[k] for k in keys] for r in rows if keys[0] in r}
 
 
 def _params(folder):
-  import orbax.checkpoint as ocp
   import jax
+  import orbax.checkpoint as ocp
+
   with ocp.StandardCheckpointer() as ckptr:
     tree = ckptr.restore(Path(folder).absolute())
-  return {jax.tree_util.keystr(p): np.asarray(v)
-          for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  return {
+    jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def _assert_params_close(a, b, atol):
@@ -127,16 +143,22 @@ def parallel_runs(env):
   bad = f"--config.input.datafile={datafile}"
   port = _free_port()
   procs = {
-      "one": _start(env, root / "one", bad),
-      "dp8": _start(env, root / "dp8", bad, "--config.mesh=(('data', -1), ('fsdp', 1))",
-                    devices=8),
-      "fsdp8": _start(env, root / "fsdp8", bad, "--config.mesh=(('data', 1), ('fsdp', -1))",
-                      devices=8),
+    "one": _start(env, root / "one", bad),
+    "dp8": _start(env, root / "dp8", bad, "--config.mesh=(('data', -1), ('fsdp', 1))", devices=8),
+    "fsdp8": _start(
+      env, root / "fsdp8", bad, "--config.mesh=(('data', 1), ('fsdp', -1))", devices=8
+    ),
   }
   for i in range(2):
-    procs[f"proc{i}"] = _start(env, root / "two_proc", bad,
-                               f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                               f"--process_id={i}", log=root / f"proc{i}.log")
+    procs[f"proc{i}"] = _start(
+      env,
+      root / "two_proc",
+      bad,
+      f"--coordinator_address=localhost:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+      log=root / f"proc{i}.log",
+    )
   return {name: _finish(p) for name, p in procs.items()}
 
 
@@ -150,8 +172,9 @@ def test_one_vs_eight_devices_data_and_fsdp(env, parallel_runs):
     assert sorted(other) == sorted(ref)
     for step in ref:
       assert other[step][0] == pytest.approx(ref[step][0], abs=1e-5), (name, step)
-    _assert_params_close(root / "one" / "export" / "params", root / name / "export" / "params",
-                         atol=1e-5)
+    _assert_params_close(
+      root / "one" / "export" / "params", root / name / "export" / "params", atol=1e-5
+    )
   # Losses went down: the step updates the model.
   assert ref[3][0] < ref[1][0]
   # The resolved config, TensorBoard events, per-class AP and results are written.
@@ -161,11 +184,16 @@ def test_one_vs_eight_devices_data_and_fsdp(env, parallel_runs):
   per_class = json.loads((one / "eval" / "final.json").read_text())["per_class"]
   assert len(per_class) == env["dataset"].num_classes
   assert set(json.loads((one / "results.json").read_text())["final"]) >= {
-      "mAP", "mAUC", "d_prime", "accuracy"}
+    "mAP",
+    "mAUC",
+    "d_prime",
+    "accuracy",
+  }
 
 
 def test_unreadable_audio_is_skipped_and_counted(env, parallel_runs):
-  rows = [json.loads(l) for l in (env["root"] / "one" / "metrics.jsonl").read_text().splitlines()]
+  lines = (env["root"] / "one" / "metrics.jsonl").read_text().splitlines()
+  rows = [json.loads(line) for line in lines]
   skipped = [r["train/skipped_audio"] for r in rows if "train/skipped_audio" in r]
   assert skipped[-1] >= 1
   assert "broken.wav" in parallel_runs["one"]
@@ -173,8 +201,12 @@ def test_unreadable_audio_is_skipped_and_counted(env, parallel_runs):
 
 def test_two_processes_agree_with_one(env, parallel_runs):
   root = env["root"]
-  finals = [next(l for l in parallel_runs[f"proc{i}"].splitlines() if "eval final" in l)
-            .split("eval final")[1] for i in range(2)]
+  finals = [
+    next(row for row in parallel_runs[f"proc{i}"].splitlines() if "eval final" in row).split(
+      "eval final"
+    )[1]
+    for i in range(2)
+  ]
   assert finals[0] == finals[1]
   assert "2 process(es)" in parallel_runs["proc0"]
   two, one = _losses(root / "two_proc"), _losses(root / "one")
@@ -206,8 +238,9 @@ def test_kill_and_resume_matches_uninterrupted(env):
   log = _run(env, root / "killed", *args)
   assert f"resuming from checkpoint step {stopped_at}" in log
   _finish(full)
-  _assert_params_close(root / "full" / "export" / "params",
-                       root / "killed" / "export" / "params", atol=1e-6)
+  _assert_params_close(
+    root / "full" / "export" / "params", root / "killed" / "export" / "params", atol=1e-6
+  )
   assert _losses(root / "full")[12] == pytest.approx(_losses(root / "killed")[12], abs=1e-6)
   # Rerunning a finished run restores the last step and changes nothing.
   log = _run(env, root / "full", *args)
@@ -219,8 +252,11 @@ def test_online_and_cached_teacher_give_the_same_student(env):
   _run(env, root / "teacher", "--config.total_steps=4", "--config.seed=1")
   assert (root / "teacher" / "export" / "config.json").is_file()
   cache = root / "teacher_logits.npy"
-  common = ["--config.total_steps=3", f"--config.teacher.path={root / 'teacher'}",
-            "--config.loss.kd_weight=0.5"]
+  common = [
+    "--config.total_steps=3",
+    f"--config.teacher.path={root / 'teacher'}",
+    "--config.loss.kd_weight=0.5",
+  ]
   online = _start(env, root / "online", *common)
   cached = _start(env, root / "cached", *common, f"--config.teacher.cache={cache}")
   _finish(online)
@@ -233,14 +269,16 @@ def test_online_and_cached_teacher_give_the_same_student(env):
   for step in a:
     np.testing.assert_allclose(a[step], b[step], atol=1e-5)
     assert a[step][1] > 0
-  _assert_params_close(root / "online" / "export" / "params",
-                       root / "cached" / "export" / "params", atol=1e-5)
+  _assert_params_close(
+    root / "online" / "export" / "params", root / "cached" / "export" / "params", atol=1e-5
+  )
   # The teacher is no part of the student's checkpoint.
   meta = (root / "online" / "checkpoints" / "3" / "state" / "_METADATA").read_text()
   assert "teacher" not in meta and "opt_state" in meta
   # With augmentation on, the cache is refused with a clear message.
-  bad = _start(env, root / "cached_aug", *common, f"--config.teacher.cache={cache}",
-               "--config.input.mixup=0.5")
+  bad = _start(
+    env, root / "cached_aug", *common, f"--config.teacher.cache={cache}", "--config.input.mixup=0.5"
+  )
   log = _finish(bad, expect_rc=1)
   assert "only without augmentation" in log
 
@@ -248,25 +286,34 @@ def test_online_and_cached_teacher_give_the_same_student(env):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(env):
   root = env["root"]
   workdir = root / "nan"
-  log = _finish(_start(env, workdir, "--config.optim.lr=1e30", "--config.total_steps=20"),
-                expect_rc=1)
+  log = _finish(
+    _start(env, workdir, "--config.optim.lr=1e30", "--config.total_steps=20"), expect_rc=1
+  )
   assert "non-finite loss" in log
-  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(row) for row in (workdir / "metrics.jsonl").read_text().splitlines()]
   last_logged = max(r["step"] for r in rows if "train/loss" in r)
   latest = _latest_checkpoint(workdir)
   assert latest == last_logged < 20
   import orbax.checkpoint as ocp
+
   with ocp.StandardCheckpointer() as ckptr:
     state = ckptr.restore((workdir / "checkpoints" / str(latest) / "state").absolute())
   import jax
+
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state["params"]))
   assert not (workdir / "export").exists()
 
 
 def test_finetune_from_converted_checkpoint_single_label(env, parallel_runs):
   root = env["root"]
-  log = _run(env, root / "finetune", f"--config.init_from={root / 'one' / 'export'}",
-             "--config.reinit_head=True", "--config.loss.label_kind=ce", "--config.total_steps=2")
+  log = _run(
+    env,
+    root / "finetune",
+    f"--config.init_from={root / 'one' / 'export'}",
+    "--config.reinit_head=True",
+    "--config.loss.label_kind=ce",
+    "--config.total_steps=2",
+  )
   assert f"initialised from {root / 'one' / 'export'}" in log
   final = json.loads((root / "finetune" / "results.json").read_text())["final"]
   assert 0.0 <= final["accuracy"] <= 1.0

@@ -10,9 +10,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from experiments import optim
-from experiments import sharding
-from experiments import teacher
+from experiments import optim, sharding, teacher
 from experiments.configs import common
 
 
@@ -23,8 +21,9 @@ def _optim_cfg(**overrides):
 
 
 def test_schedule_matches_recipe_warmup_and_step_decay():
-  cfg = _optim_cfg(lr=1.0, warmup_steps=1000, warmup_update_every=50, decay_start=2,
-                   decay_every=1, decay_rate=0.5)
+  cfg = _optim_cfg(
+    lr=1.0, warmup_steps=1000, warmup_update_every=50, decay_start=2, decay_every=1, decay_rate=0.5
+  )
   schedule = optim.make_schedule(cfg, steps_per_epoch=1000)
   # Warm-up set every 50 steps to step / 1000 * lr (DASS traintest.py).
   assert float(schedule(0)) == 0.0
@@ -72,7 +71,7 @@ def test_fsdp_rule_shards_largest_divisible_dim():
   assert sharding.leaf_spec("x/kernel", (6, 64, 32), fake, rules, 0) == P(None, "fsdp", None)
   assert sharding.leaf_spec("x/kernel", (6, 10), fake, rules, 0) == P()
   assert sharding.leaf_spec("pos_embed", (1, 16, 64), fake, rules, 0) == P()
-  assert sharding.leaf_spec("x/kernel", (64, 64), fake, rules, 10 ** 6) == P()
+  assert sharding.leaf_spec("x/kernel", (64, 64), fake, rules, 10**6) == P()
   assert sharding.leaf_spec("opt/count", (), fake, rules, 0) == P()
   with pytest.raises(ValueError, match="unknown sharding rule"):
     sharding.leaf_spec("x", (8,), fake, [(".*", "tp")], 0)
@@ -89,9 +88,14 @@ def test_make_mesh_sizes():
 
 
 def test_parse_arg_types_and_errors():
-  arg = common.parse_arg("medium,full,runlocal", lazy=True, size="small", set="balanced",
-                         runlocal=False,
-                         choices={"size": ("small", "medium"), "set": ("balanced", "full")})
+  arg = common.parse_arg(
+    "medium,full,runlocal",
+    lazy=True,
+    size="small",
+    set="balanced",
+    runlocal=False,
+    choices={"size": ("small", "medium"), "set": ("balanced", "full")},
+  )
   assert (arg.size, arg.set, arg.runlocal) == ("medium", "full", True)
   with pytest.raises(ValueError, match="unknown config argument"):
     common.parse_arg("bogus", runlocal=False)
@@ -99,20 +103,29 @@ def test_parse_arg_types_and_errors():
     common.parse_arg("size=large", size="small", choices={"size": ("small", "medium")})
 
 
-@pytest.mark.parametrize("module,arg", [
-    ("quickstart", None), ("quickstart", "runlocal"), ("audioset_dass", "small,balanced"),
-    ("audioset_dass", "medium,full"), ("finetune_esc50", None)])
+@pytest.mark.parametrize(
+  "module,arg",
+  [
+    ("quickstart", None),
+    ("quickstart", "runlocal"),
+    ("audioset_dass", "small,balanced"),
+    ("audioset_dass", "medium,full"),
+    ("finetune_esc50", None),
+  ],
+)
 def test_configs_build_and_document_their_command(module, arg):
   mod = importlib.import_module(f"experiments.configs.{module}")
   cfg = mod.get_config(arg)
   assert isinstance(cfg, ml_collections.ConfigDict)
   assert "python -m experiments.train --config experiments/configs/" in " ".join(
-      mod.__doc__.replace("\\\n", " ").split())
+    mod.__doc__.replace("\\\n", " ").split()
+  )
   assert cfg.batch_size > 0 and cfg.optim.lr > 0
 
 
 def test_audioset_recipes():
   from experiments.configs import audioset_dass
+
   bal = audioset_dass.get_config("small,balanced")
   full = audioset_dass.get_config("medium,full")
   assert (bal.num_epochs, bal.wa_start, bal.wa_end) == (25, 6, 25)
@@ -127,6 +140,7 @@ def test_audioset_recipes():
 
 def test_teacher_cache_refused_with_augmentation():
   from dass_jax import data
+
   with pytest.raises(ValueError, match="augmentation"):
     teacher.check_cache_allowed(data.default_config(mixup=0.5, freqm=0, timem=0))
   teacher.check_cache_allowed(data.default_config(mixup=0.0, freqm=0, timem=0))
@@ -139,15 +153,21 @@ def test_teacher_dir_must_exist(tmp_path):
 
 def test_merge_pretrained_keeps_weights_and_reinitialises_head():
   from experiments import train
-  fresh = {"blocks_0": {"kernel": np.zeros((4, 4), np.float32)},
-           "head": {"kernel": np.zeros((4, 3), np.float32), "bias": np.zeros(3, np.float32)}}
-  loaded = {"blocks_0": {"kernel": np.ones((4, 4), np.float32)},
-            "head": {"kernel": np.ones((4, 527), np.float32), "bias": np.ones(527, np.float32)}}
+
+  fresh = {
+    "blocks_0": {"kernel": np.zeros((4, 4), np.float32)},
+    "head": {"kernel": np.zeros((4, 3), np.float32), "bias": np.zeros(3, np.float32)},
+  }
+  loaded = {
+    "blocks_0": {"kernel": np.ones((4, 4), np.float32)},
+    "head": {"kernel": np.ones((4, 527), np.float32), "bias": np.ones(527, np.float32)},
+  }
   merged = train._merge_pretrained(fresh, loaded, reinit_head=True, source="ckpt")
   np.testing.assert_array_equal(merged["blocks_0"]["kernel"], 1.0)
   np.testing.assert_array_equal(merged["head"]["kernel"], 0.0)
   with pytest.raises(ValueError, match="reinit_head=True"):
     train._merge_pretrained(fresh, loaded, reinit_head=False, source="ckpt")
   with pytest.raises(ValueError, match="do not match the model"):
-    train._merge_pretrained(fresh, {"blocks_0": loaded["blocks_0"]}, reinit_head=True,
-                            source="ckpt")
+    train._merge_pretrained(
+      fresh, {"blocks_0": loaded["blocks_0"]}, reinit_head=True, source="ckpt"
+    )

@@ -75,18 +75,18 @@ both are logged (logging.warning, naming the file) and counted in `it.num_skippe
 
 from dass_jax.data.datafile import num_classes_from_csv, read_datafile, read_label_csv
 from dass_jax.data.pipeline import (
-    DataIterator,
-    default_config,
-    make_eval_iterator,
-    make_train_iterator,
+  DataIterator,
+  default_config,
+  make_eval_iterator,
+  make_train_iterator,
 )
 
 __all__ = [
-    "DataIterator",
-    "default_config",
-    "make_eval_iterator",
-    "make_train_iterator",
-    "num_classes_from_csv",
-    "read_datafile",
-    "read_label_csv",
+  "DataIterator",
+  "default_config",
+  "make_eval_iterator",
+  "make_train_iterator",
+  "num_classes_from_csv",
+  "read_datafile",
+  "read_label_csv",
 ]

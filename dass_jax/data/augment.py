@@ -23,8 +23,9 @@ def scaled_time_mask(timem: int, target_frames: int) -> int:
   return int(round(timem * target_frames / REFERENCE_FRAMES))
 
 
-def mask_along_axis(x: np.ndarray, max_width: int, axis: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def mask_along_axis(
+  x: np.ndarray, max_width: int, axis: int, rng: np.random.Generator
+) -> np.ndarray:
   """Zeroes one random band along `axis`, as torchaudio's masking with iid_masks=False.
 
   The width is floor(u * max_width) and the start floor(v * (size - u * max_width)) with u, v
@@ -51,8 +52,7 @@ def mask_along_axis(x: np.ndarray, max_width: int, axis: int,
   return out
 
 
-def spec_augment(fbank: np.ndarray, freqm: int, timem: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def spec_augment(fbank: np.ndarray, freqm: int, timem: int, rng: np.random.Generator) -> np.ndarray:
   """One frequency mask (up to `freqm` bins) then one time mask (up to `timem` frames).
 
   Args:

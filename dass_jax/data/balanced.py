@@ -49,11 +49,11 @@ def read_weights(path: str | os.PathLike, num_examples: int) -> np.ndarray:
   except ValueError as e:
     raise ValueError(f"weights file {path} is not a CSV of numbers: {e}") from e
   if weights.shape != (num_examples,):
-    raise ValueError(f"weights file {path} has {weights.size} values, the datafile "
-                     f"{num_examples} rows")
+    raise ValueError(
+      f"weights file {path} has {weights.size} values, the datafile {num_examples} rows"
+    )
   if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-    raise ValueError(f"weights file {path} needs finite, non-negative weights with a "
-                     "positive sum")
+    raise ValueError(f"weights file {path} needs finite, non-negative weights with a positive sum")
   return weights
 
 
@@ -68,8 +68,9 @@ def draw(weights: np.ndarray, num: int, seed: int, epoch: int) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m dass_jax.data.balanced",
-      description="Writes AST's balanced-sampling weights (one per datafile row) to a CSV.")
+    prog="python -m dass_jax.data.balanced",
+    description="Writes AST's balanced-sampling weights (one per datafile row) to a CSV.",
+  )
   parser.add_argument("datafile", help="JSON datafile")
   parser.add_argument("label_csv", help="class_labels_indices.csv")
   parser.add_argument("out", help="output CSV")
@@ -83,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
   weights = sample_weights(indices, len(labels))
   write_weights(args.out, weights)
-  print(f"wrote {len(weights)} weights to {args.out} (min {weights.min():.4g}, "
-        f"max {weights.max():.4g})")
+  print(
+    f"wrote {len(weights)} weights to {args.out} (min {weights.min():.4g}, max {weights.max():.4g})"
+  )
   return 0
 
 

@@ -107,8 +107,9 @@ def write_datafile(path: str | os.PathLike, entries: Sequence[Entry]) -> None:
     json.dump({"data": data}, f, indent=1)
 
 
-def label_indices(entries: Sequence[Entry], labels: LabelSet,
-                  source: str = "datafile") -> list[tuple[int, ...]]:
+def label_indices(
+  entries: Sequence[Entry], labels: LabelSet, source: str = "datafile"
+) -> list[tuple[int, ...]]:
   """Class indices of each entry; raises ValueError naming the first unknown mid."""
   index = labels.index_of()
   out = []
@@ -116,6 +117,7 @@ def label_indices(entries: Sequence[Entry], labels: LabelSet,
     try:
       out.append(tuple(index[mid] for mid in entry.labels))
     except KeyError as e:
-      raise ValueError(f"{source} row {row} ({entry.wav}): label {e.args[0]!r} is not in the "
-                       "label CSV") from None
+      raise ValueError(
+        f"{source} row {row} ({entry.wav}): label {e.args[0]!r} is not in the label CSV"
+      ) from None
   return out

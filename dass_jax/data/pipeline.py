@@ -30,11 +30,10 @@ from typing import Any
 
 import grain
 import ml_collections
-from absl import flags
 import numpy as np
+from absl import flags
 
-from dass_jax.data import augment
-from dass_jax.data import balanced
+from dass_jax.data import augment, balanced
 from dass_jax.data import source as source_lib
 
 NUM_MEL_BINS = 128
@@ -44,7 +43,8 @@ _MAX_TRIES = 10
 
 def default_config(**overrides: Any) -> ml_collections.ConfigDict:
   """The data config section with every field (documented in `dass_jax.data`)."""
-  cfg = ml_collections.ConfigDict({
+  cfg = ml_collections.ConfigDict(
+    {
       "datafile": "",
       "label_csv": "",
       "target_frames": 1024,
@@ -62,7 +62,8 @@ def default_config(**overrides: Any) -> ml_collections.ConfigDict:
       "tfds_name": "",
       "tfds_split": "train",
       "tfds_data_dir": "",
-  })
+    }
+  )
   cfg.update(overrides)
   return cfg
 
@@ -94,15 +95,22 @@ def _make_source(c: ml_collections.ConfigDict):
       raise ValueError("data config needs datafile and label_csv")
     return source_lib.DatafileSource(c.datafile, c.label_csv, sample_rate=c.sample_rate)
   if c.source == "tfds":
-    from dass_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return tfds_source.TfdsSource(c.tfds_name, split=c.tfds_split, label_csv=c.label_csv,
-                                  data_dir=c.tfds_data_dir or None, sample_rate=c.sample_rate)
+    from dass_jax.data import tfds_source
+
+    return tfds_source.TfdsSource(
+      c.tfds_name,
+      split=c.tfds_split,
+      label_csv=c.label_csv,
+      data_dir=c.tfds_data_dir or None,
+      sample_rate=c.sample_rate,
+    )
   raise ValueError(f"data config source must be 'datafile' or 'tfds', got {c.source!r}")
 
 
 def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
   if shard_index is None or shard_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
+
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -118,20 +126,29 @@ class _Features:
   target_frames: int
 
   def __call__(self, waveform: np.ndarray) -> np.ndarray:
-    from dass_jax import features  # pylint: disable=g-import-not-at-top
+    from dass_jax import features
+
     fbank = features.fbank(waveform, sample_rate=self.sample_rate, num_mel_bins=NUM_MEL_BINS)
     return np.asarray(features.pad_or_crop(fbank, self.target_frames), np.float32)
 
   def normalize(self, fbank: np.ndarray) -> np.ndarray:
-    from dass_jax import features  # pylint: disable=g-import-not-at-top
+    from dass_jax import features
+
     return np.asarray(features.normalize(fbank), np.float32)
 
 
 class _EpochOrder:
   """This host's rows for each epoch (see the module docstring); caches the latest epoch."""
 
-  def __init__(self, num_rows: int, per_host: int, seed: int, shard_index: int,
-               shard_count: int, weights: np.ndarray | None):
+  def __init__(
+    self,
+    num_rows: int,
+    per_host: int,
+    seed: int,
+    shard_index: int,
+    shard_count: int,
+    weights: np.ndarray | None,
+  ):
     self.num_rows, self.per_host, self.seed = num_rows, per_host, seed
     self.shard_index, self.shard_count, self.weights = shard_index, shard_count, weights
     self._cache: tuple[int, np.ndarray] | None = None
@@ -144,7 +161,7 @@ class _EpochOrder:
       order = np.random.default_rng([self.seed, epoch, 0]).permutation(self.num_rows)
     else:
       order = balanced.draw(self.weights, self.num_rows, self.seed, epoch)
-    rows = order[self.shard_index::self.shard_count][:self.per_host]
+    rows = order[self.shard_index :: self.shard_count][: self.per_host]
     self._cache = (epoch, rows)
     return rows
 
@@ -167,7 +184,7 @@ class _TrainBatches:
   def __call__(self, index: int, _: Any) -> dict[str, Any]:
     epoch, step = divmod(int(index), self.steps_per_epoch)
     start = step * self.batch_size
-    rows = self.order.rows(epoch)[start:start + self.batch_size]
+    rows = self.order.rows(epoch)[start : start + self.batch_size]
     fbanks, labels, used, skipped = [], [], [], []
     for offset, row in enumerate(rows):
       position = (start + offset) * self.order.shard_count + self.order.shard_index
@@ -176,8 +193,12 @@ class _TrainBatches:
       fbanks.append(fbank)
       labels.append(label)
       used.append(row)
-    return {"fbank": np.stack(fbanks), "labels": np.stack(labels),
-            "index": np.asarray(used, np.int32), "skipped": tuple(skipped)}
+    return {
+      "fbank": np.stack(fbanks),
+      "labels": np.stack(labels),
+      "index": np.asarray(used, np.int32),
+      "skipped": tuple(skipped),
+    }
 
   def _load(self, row: int, skipped: list[str]) -> np.ndarray | None:
     try:
@@ -186,8 +207,9 @@ class _TrainBatches:
       skipped.append(f"{self.source.describe(row)}: {e}")
       return None
 
-  def _example(self, row: int, rng: np.random.Generator,
-               skipped: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+  def _example(
+    self, row: int, rng: np.random.Generator, skipped: list[str]
+  ) -> tuple[np.ndarray, np.ndarray, int]:
     num_rows = len(self.source)
     waveform = self._load(row, skipped)
     for _ in range(_MAX_TRIES - 1):
@@ -196,8 +218,9 @@ class _TrainBatches:
       row = int(rng.integers(num_rows))
       waveform = self._load(row, skipped)
     if waveform is None:
-      raise RuntimeError(f"{_MAX_TRIES} unreadable audio files in a row, the last "
-                         f"{skipped[-1]}; check the datafile")
+      raise RuntimeError(
+        f"{_MAX_TRIES} unreadable audio files in a row, the last {skipped[-1]}; check the datafile"
+      )
     label = self.source.labels(row)
     if self.mixup > 0 and rng.random() < self.mixup:
       partner = int(rng.integers(num_rows))
@@ -223,7 +246,7 @@ class _EvalBatches:
   batch_size: int
 
   def __call__(self, step: int) -> dict[str, Any]:
-    rows = self.rows[step * self.batch_size:(step + 1) * self.batch_size]
+    rows = self.rows[step * self.batch_size : (step + 1) * self.batch_size]
     shape = (self.features.target_frames, NUM_MEL_BINS)
     fbanks, labels, mask, skipped = [], [], [], []
     for row in rows.tolist():
@@ -240,9 +263,13 @@ class _EvalBatches:
         fbanks.append(self.features.normalize(self.features(waveform)))
         labels.append(self.source.labels(row))
       mask.append(waveform is not None)
-    return {"fbank": np.stack(fbanks), "labels": np.stack(labels),
-            "index": rows.astype(np.int32), "mask": np.asarray(mask, np.float32),
-            "skipped": tuple(skipped)}
+    return {
+      "fbank": np.stack(fbanks),
+      "labels": np.stack(labels),
+      "index": rows.astype(np.int32),
+      "mask": np.asarray(mask, np.float32),
+      "skipped": tuple(skipped),
+    }
 
 
 class DataIterator(grain.DatasetIterator):
@@ -261,8 +288,15 @@ class DataIterator(grain.DatasetIterator):
     num_skipped: unreadable audio files met so far (restored with the state).
   """
 
-  def __init__(self, batches: grain.MapDataset, *, read_threads: int, num_workers: int,
-               steps_per_epoch: int, num_classes: int):
+  def __init__(
+    self,
+    batches: grain.MapDataset,
+    *,
+    read_threads: int,
+    num_workers: int,
+    steps_per_epoch: int,
+    num_classes: int,
+  ):
     super().__init__()
     self._batches = batches
     self._read_threads = read_threads
@@ -276,8 +310,9 @@ class DataIterator(grain.DatasetIterator):
   def _open(self) -> grain.DatasetIterator:
     if self._iterator is None:
       threads = self._read_threads
-      ds = self._batches[self._next_batch:].to_iter_dataset(
-          grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2 * threads, 1)))
+      ds = self._batches[self._next_batch :].to_iter_dataset(
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2 * threads, 1))
+      )
       if self._num_workers > 0:
         # grain's workers read absl flags, which are unparsed outside absl.app.run.
         if not flags.FLAGS.is_parsed():
@@ -319,9 +354,13 @@ class DataIterator(grain.DatasetIterator):
     super().close()
 
 
-def make_train_iterator(cfg: ml_collections.ConfigDict, *, seed: int,
-                        shard_index: int | None = None,
-                        shard_count: int | None = None) -> DataIterator:
+def make_train_iterator(
+  cfg: ml_collections.ConfigDict,
+  *,
+  seed: int,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+) -> DataIterator:
   """Shuffled (or weight-sampled), augmented training batches for this host.
 
   Args:
@@ -341,24 +380,35 @@ def make_train_iterator(cfg: ml_collections.ConfigDict, *, seed: int,
   per_host = num_rows // shard_count
   steps = per_host // c.batch_size
   if steps < 1:
-    raise ValueError(f"{num_rows} examples over {shard_count} shard(s) do not fill one batch "
-                     f"of {c.batch_size}")
+    raise ValueError(
+      f"{num_rows} examples over {shard_count} shard(s) do not fill one batch of {c.batch_size}"
+    )
   weights = balanced.read_weights(c.weights_file, num_rows) if c.weights_file else None
   batches = _TrainBatches(
-      source=src,
-      order=_EpochOrder(num_rows, steps * c.batch_size, int(seed), shard_index, shard_count,
-                        weights),
-      features=_Features(int(c.sample_rate), int(c.target_frames)),
-      batch_size=int(c.batch_size), steps_per_epoch=steps, seed=int(seed),
-      freqm=int(c.freqm), timem=augment.scaled_time_mask(int(c.timem), int(c.target_frames)),
-      mixup=float(c.mixup), noise=bool(c.noise))
+    source=src,
+    order=_EpochOrder(num_rows, steps * c.batch_size, int(seed), shard_index, shard_count, weights),
+    features=_Features(int(c.sample_rate), int(c.target_frames)),
+    batch_size=int(c.batch_size),
+    steps_per_epoch=steps,
+    seed=int(seed),
+    freqm=int(c.freqm),
+    timem=augment.scaled_time_mask(int(c.timem), int(c.target_frames)),
+    mixup=float(c.mixup),
+    noise=bool(c.noise),
+  )
   ds = grain.MapDataset.range(steps).repeat(c.num_epochs).map_with_index(batches)
-  return DataIterator(ds, read_threads=int(c.read_threads), num_workers=int(c.num_workers),
-                      steps_per_epoch=steps, num_classes=src.num_classes)
+  return DataIterator(
+    ds,
+    read_threads=int(c.read_threads),
+    num_workers=int(c.num_workers),
+    steps_per_epoch=steps,
+    num_classes=src.num_classes,
+  )
 
 
-def make_eval_iterator(cfg: ml_collections.ConfigDict, *, shard_index: int | None = None,
-                       shard_count: int | None = None) -> DataIterator:
+def make_eval_iterator(
+  cfg: ml_collections.ConfigDict, *, shard_index: int | None = None, shard_count: int | None = None
+) -> DataIterator:
   """One pass over this host's rows (every shard_count-th), without augmentation.
 
   Every host gets the same number of batches; the last ones are padded (index -1, mask 0).
@@ -374,9 +424,15 @@ def make_eval_iterator(cfg: ml_collections.ConfigDict, *, shard_index: int | Non
   rows = np.arange(len(src))[shard_index::shard_count]
   steps = math.ceil(math.ceil(len(src) / shard_count) / c.batch_size)
   padded = np.full(steps * c.batch_size, -1, np.int64)
-  padded[:rows.size] = rows
-  batches = _EvalBatches(src, padded, _Features(int(c.sample_rate), int(c.target_frames)),
-                         int(c.batch_size))
+  padded[: rows.size] = rows
+  batches = _EvalBatches(
+    src, padded, _Features(int(c.sample_rate), int(c.target_frames)), int(c.batch_size)
+  )
   ds = grain.MapDataset.range(steps).map(batches)
-  return DataIterator(ds, read_threads=int(c.read_threads), num_workers=int(c.num_workers),
-                      steps_per_epoch=steps, num_classes=src.num_classes)
+  return DataIterator(
+    ds,
+    read_threads=int(c.read_threads),
+    num_workers=int(c.num_workers),
+    steps_per_epoch=steps,
+    num_classes=src.num_classes,
+  )

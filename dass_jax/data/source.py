@@ -21,8 +21,9 @@ from dass_jax.data import datafile as datafile_lib
 class DatafileSource:
   """The clips of a JSON datafile, decoded with `dass_jax.audio.load_audio`."""
 
-  def __init__(self, datafile: str | os.PathLike, label_csv: str | os.PathLike,
-               sample_rate: int = 16000):
+  def __init__(
+    self, datafile: str | os.PathLike, label_csv: str | os.PathLike, sample_rate: int = 16000
+  ):
     classes = datafile_lib.read_label_csv(label_csv)
     entries = datafile_lib.read_datafile(datafile)
     if not entries:
@@ -39,15 +40,16 @@ class DatafileSource:
     return len(self._wavs)
 
   def label_indices(self, row: int) -> tuple[int, ...]:
-    return tuple(int(c) for c in self._flat[self._offsets[row]:self._offsets[row + 1]])
+    return tuple(int(c) for c in self._flat[self._offsets[row] : self._offsets[row + 1]])
 
   def labels(self, row: int) -> np.ndarray:
     out = np.zeros(self.num_classes, np.float32)
-    out[self._flat[self._offsets[row]:self._offsets[row + 1]]] = 1.0
+    out[self._flat[self._offsets[row] : self._offsets[row + 1]]] = 1.0
     return out
 
   def waveform(self, row: int) -> np.ndarray:
-    from dass_jax import audio  # pylint: disable=g-import-not-at-top
+    from dass_jax import audio
+
     return audio.load_audio(self._wavs[row], sample_rate=self.sample_rate)
 
   def describe(self, row: int) -> str:

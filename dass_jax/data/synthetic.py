@@ -42,7 +42,7 @@ def _envelope(n: int, ramp: float = 0.01) -> np.ndarray:
   r = max(1, min(int(ramp * SAMPLE_RATE), n // 2))
   env = np.ones(n)
   fade = 0.5 - 0.5 * np.cos(np.pi * np.arange(r) / r)
-  env[:r], env[n - r:] = fade, fade[::-1]
+  env[:r], env[n - r :] = fade, fade[::-1]
   return env
 
 
@@ -113,7 +113,7 @@ def _click_train(rng):
   click = rng.standard_normal(32) * np.exp(-np.arange(32) / 6.0)
   x = np.zeros(n + 32)
   for start in range(0, n, period):
-    x[start:start + 32] += click
+    x[start : start + 32] += click
   return x[:n] * 3.0
 
 
@@ -165,25 +165,26 @@ def _impact(rng):
 
 # (mid suffix, display name, generator); the order fixes the class indices.
 CLASSES: tuple[tuple[str, str, Callable[[np.random.Generator], np.ndarray]], ...] = (
-    ("tone", "Pure tone", _tone),
-    ("chirp_up", "Rising chirp", _chirp_up),
-    ("chirp_down", "Falling chirp", _chirp_down),
-    ("white_burst", "White noise burst", _white_burst),
-    ("pink_burst", "Pink noise burst", _pink_burst),
-    ("click_train", "Click train", _click_train),
-    ("saw_buzz", "Sawtooth buzz", _saw_buzz),
-    ("square_buzz", "Square buzz", _square_buzz),
-    ("am_tone", "Amplitude-modulated tone", _am_tone),
-    ("fm_sweep", "Frequency-modulated siren", _fm_sweep),
-    ("bandpass_noise", "Band-pass noise", _bandpass_noise),
-    ("dual_tone", "Dual-tone beeps", _dual_tone),
-    ("impact", "Decaying impact", _impact),
+  ("tone", "Pure tone", _tone),
+  ("chirp_up", "Rising chirp", _chirp_up),
+  ("chirp_down", "Falling chirp", _chirp_down),
+  ("white_burst", "White noise burst", _white_burst),
+  ("pink_burst", "Pink noise burst", _pink_burst),
+  ("click_train", "Click train", _click_train),
+  ("saw_buzz", "Sawtooth buzz", _saw_buzz),
+  ("square_buzz", "Square buzz", _square_buzz),
+  ("am_tone", "Amplitude-modulated tone", _am_tone),
+  ("fm_sweep", "Frequency-modulated siren", _fm_sweep),
+  ("bandpass_noise", "Band-pass noise", _bandpass_noise),
+  ("dual_tone", "Dual-tone beeps", _dual_tone),
+  ("impact", "Decaying impact", _impact),
 )
 
 
 def label_set() -> datafile_lib.LabelSet:
-  return datafile_lib.LabelSet(mids=tuple(f"/m/syn_{c[0]}" for c in CLASSES),
-                               names=tuple(c[1] for c in CLASSES))
+  return datafile_lib.LabelSet(
+    mids=tuple(f"/m/syn_{c[0]}" for c in CLASSES), names=tuple(c[1] for c in CLASSES)
+  )
 
 
 def make_clip(rng: np.random.Generator, clip_seconds: float) -> tuple[np.ndarray, list[int]]:
@@ -195,9 +196,9 @@ def make_clip(rng: np.random.Generator, clip_seconds: float) -> tuple[np.ndarray
   classes = sorted(rng.choice(len(CLASSES), size=num_events, replace=False).tolist())
   for c in classes:
     event = CLASSES[c][2](rng)[:n]
-    event = event / (np.sqrt(np.mean(event ** 2)) + 1e-9) * 10 ** (rng.uniform(-26, -12) / 20)
+    event = event / (np.sqrt(np.mean(event**2)) + 1e-9) * 10 ** (rng.uniform(-26, -12) / 20)
     start = int(rng.integers(0, n - event.size + 1))
-    clip[start:start + event.size] += event
+    clip[start : start + event.size] += event
   peak = np.max(np.abs(clip))
   if peak > 0.98:
     clip *= 0.98 / peak
@@ -226,16 +227,26 @@ class SyntheticDataset:
 
 
 def _paths(root: str) -> SyntheticDataset:
-  return SyntheticDataset(root=root, train_datafile=os.path.join(root, "train.json"),
-                          eval_datafile=os.path.join(root, "eval.json"),
-                          label_csv=os.path.join(root, "class_labels_indices.csv"),
-                          num_classes=len(CLASSES))
+  return SyntheticDataset(
+    root=root,
+    train_datafile=os.path.join(root, "train.json"),
+    eval_datafile=os.path.join(root, "eval.json"),
+    label_csv=os.path.join(root, "class_labels_indices.csv"),
+    num_classes=len(CLASSES),
+  )
 
 
 def _is_complete(root: str) -> bool:
   paths = _paths(root)
-  return all(os.path.isfile(p) for p in (os.path.join(root, "COMPLETE"), paths.train_datafile,
-                                         paths.eval_datafile, paths.label_csv))
+  return all(
+    os.path.isfile(p)
+    for p in (
+      os.path.join(root, "COMPLETE"),
+      paths.train_datafile,
+      paths.eval_datafile,
+      paths.label_csv,
+    )
+  )
 
 
 def _generate(root: str, seed: int, sizes: dict[str, int], clip_seconds: float) -> None:
@@ -272,9 +283,14 @@ def default_cache_dir() -> str:
   return os.path.join(os.path.expanduser("~"), ".cache", "dass_jax", "synthetic")
 
 
-def ensure_dataset(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
-                   num_train: int = 800, num_eval: int = 200,
-                   clip_seconds: float = 3.0) -> SyntheticDataset:
+def ensure_dataset(
+  cache_dir: str | os.PathLike | None = None,
+  *,
+  seed: int = 0,
+  num_train: int = 800,
+  num_eval: int = 200,
+  clip_seconds: float = 3.0,
+) -> SyntheticDataset:
   """Returns the dataset for these arguments, generating it on first use.
 
   Args:
@@ -290,11 +306,13 @@ def ensure_dataset(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
   if num_train < 1 or num_eval < 1:
     raise ValueError(f"num_train and num_eval must be >= 1, got {num_train}, {num_eval}")
   if not 0.7 <= clip_seconds <= 60:
-    raise ValueError(f"clip_seconds must be in [0.7, 60] (longest event 1.5 s is cropped), "
-                     f"got {clip_seconds}")
+    raise ValueError(
+      f"clip_seconds must be in [0.7, 60] (longest event 1.5 s is cropped), got {clip_seconds}"
+    )
   cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
-  root = os.path.join(cache_dir, f"{VERSION}-seed{seed}-train{num_train}-eval{num_eval}-"
-                                 f"{clip_seconds:g}s")
+  root = os.path.join(
+    cache_dir, f"{VERSION}-seed{seed}-train{num_train}-eval{num_eval}-{clip_seconds:g}s"
+  )
   if _is_complete(root):
     return _paths(root)
   os.makedirs(cache_dir, exist_ok=True)
@@ -318,8 +336,9 @@ def ensure_dataset(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dass_jax.data.synthetic",
-                                   description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(
+    prog="python -m dass_jax.data.synthetic", description=__doc__.split("\n")[0]
+  )
   parser.add_argument("out_dir", help="cache folder; the dataset goes into a subfolder")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--num-train", type=int, default=800)
@@ -327,8 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--clip-seconds", type=float, default=3.0)
   args = parser.parse_args(argv)
   try:
-    ds = ensure_dataset(args.out_dir, seed=args.seed, num_train=args.num_train,
-                        num_eval=args.num_eval, clip_seconds=args.clip_seconds)
+    ds = ensure_dataset(
+      args.out_dir,
+      seed=args.seed,
+      num_train=args.num_train,
+      num_eval=args.num_eval,
+      clip_seconds=args.clip_seconds,
+    )
   except (OSError, ValueError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

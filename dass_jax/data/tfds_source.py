@@ -27,19 +27,27 @@ LABEL_KEY = "labels"
 def import_tfds():
   """Imports tensorflow_datasets or raises ImportError saying how to install it."""
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds
   except ImportError as e:
     raise ImportError(
-        "cfg.source='tfds' needs tensorflow-datasets and array-record (no TensorFlow needed): "
-        "pip install 'dass-jax[tfds]'; or use cfg.source='datafile' with a JSON datafile") from e
+      "cfg.source='tfds' needs tensorflow-datasets and array-record (no TensorFlow needed): "
+      "pip install 'dass-jax[tfds]'; or use cfg.source='datafile' with a JSON datafile"
+    ) from e
   return tfds
 
 
 class TfdsSource:
   """Rows of a TFDS split as (waveform, labels); picklable (workers reopen the data source)."""
 
-  def __init__(self, name: str, *, split: str, label_csv: str | os.PathLike,
-               data_dir: str | None = None, sample_rate: int = 16000):
+  def __init__(
+    self,
+    name: str,
+    *,
+    split: str,
+    label_csv: str | os.PathLike,
+    data_dir: str | None = None,
+    sample_rate: int = 16000,
+  ):
     if not name:
       raise ValueError("cfg.tfds_name is empty: name the TFDS dataset (e.g. 'my_audioset:1.0.0')")
     self.name, self.split, self.data_dir, self.sample_rate = name, split, data_dir, sample_rate
@@ -73,7 +81,8 @@ class TfdsSource:
       return tuple(self._class_of[v.decode() if isinstance(v, bytes) else v] for v in values)
     except KeyError as e:
       raise ValueError(
-          f"{self.describe(row)}: label {e.args[0]!r} is not in the label CSV") from None
+        f"{self.describe(row)}: label {e.args[0]!r} is not in the label CSV"
+      ) from None
 
   def labels(self, row: int) -> np.ndarray:
     out = np.zeros(self.num_classes, np.float32)
@@ -81,7 +90,8 @@ class TfdsSource:
     return out
 
   def waveform(self, row: int) -> np.ndarray:
-    from dass_jax.audio import AudioLoadError  # pylint: disable=g-import-not-at-top
+    from dass_jax.audio import AudioLoadError
+
     audio = np.asarray(self._open()[row][AUDIO_KEY])
     if audio.size == 0:
       raise AudioLoadError(f"{self.describe(row)}: no audio samples")
@@ -91,7 +101,8 @@ class TfdsSource:
     if not np.all(np.isfinite(audio)):
       raise AudioLoadError(f"{self.describe(row)}: audio contains NaN or inf")
     if self._file_rate != self.sample_rate:
-      import librosa  # pylint: disable=g-import-not-at-top
+      import librosa
+
       audio = librosa.resample(audio, orig_sr=self._file_rate, target_sr=self.sample_rate)
     return audio.astype(np.float32)
 
@@ -112,6 +123,8 @@ def _class_mapping(names, classes: datafile_lib.LabelSet, dataset: str) -> dict:
       unknown.append(label_name)
     mapping[value] = index
   if unknown:
-    raise ValueError(f"TFDS dataset {dataset}: classes {unknown[:5]} (of {len(unknown)}) are "
-                     "neither mids nor display names of the label CSV")
+    raise ValueError(
+      f"TFDS dataset {dataset}: classes {unknown[:5]} (of {len(unknown)}) are "
+      "neither mids nor display names of the label CSV"
+    )
   return mapping

@@ -32,16 +32,24 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, lazy=True, size="small", set="balanced", runlocal=False,
-                         choices={"size": ("small", "medium"), "set": ("balanced", "full")})
+  arg = common.parse_arg(
+    arg,
+    lazy=True,
+    size="small",
+    set="balanced",
+    runlocal=False,
+    choices={"size": ("small", "medium"), "set": ("balanced", "full")},
+  )
   c = common.base_config()
   c.batch_size = 12
   c.model_type = "dass"
-  c.model = ml_collections.ConfigDict({
+  c.model = ml_collections.ConfigDict(
+    {
       "depths": (2, 2, 8, 2) if arg.size == "small" else (2, 2, 20, 2),
       "dims": (96, 192, 384, 768),
       "drop_path_rate": 0.2 if arg.size == "small" else 0.3,
-  })
+    }
+  )
   c.input.target_frames = 1024
   c.input.freqm, c.input.timem, c.input.mixup = 48, 192, 0.5
   c.input.num_workers = 8

@@ -51,42 +51,48 @@ def base_config() -> ml_collections.ConfigDict:
   """Every field `experiments.train` reads, with the AST/DASS AudioSet defaults."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.workdir = ""                     # --workdir overrides; required one way or the other.
+  c.workdir = ""  # --workdir overrides; required one way or the other.
   c.num_epochs = 25
-  c.total_steps = 0                  # > 0: stop after this many steps (tests, smoke runs).
-  c.batch_size = 12                  # global, over all processes and devices.
+  c.total_steps = 0  # > 0: stop after this many steps (tests, smoke runs).
+  c.batch_size = 12  # global, over all processes and devices.
 
-  c.model_type = "dass"              # 'dass' or 'ast'
-  c.model = ml_collections.ConfigDict({})   # fields of DassConfig / AstConfig
-  c.init_from = ""                   # converted checkpoint to start from (fine-tuning)
-  c.reinit_head = False              # re-initialise the classifier head after init_from
+  c.model_type = "dass"  # 'dass' or 'ast'
+  c.model = ml_collections.ConfigDict({})  # fields of DassConfig / AstConfig
+  c.init_from = ""  # converted checkpoint to start from (fine-tuning)
+  c.reinit_head = False  # re-initialise the classifier head after init_from
 
-  c.input = data.default_config()    # batch_size is set from c.batch_size per process
+  c.input = data.default_config()  # batch_size is set from c.batch_size per process
   c.input.num_epochs = None
-  c.evals = ml_collections.ConfigDict({
+  c.evals = ml_collections.ConfigDict(
+    {
       "input": data.default_config(mixup=0.0, freqm=0, timem=0),
       "batch_size": 24,
-      "every_epochs": 1,             # evaluate after every n-th epoch (and at the end)
-  })
+      "every_epochs": 1,  # evaluate after every n-th epoch (and at the end)
+    }
+  )
 
-  c.loss = ml_collections.ConfigDict({
-      "label_kind": "bce",           # 'bce' multi-label, 'ce' single-label
+  c.loss = ml_collections.ConfigDict(
+    {
+      "label_kind": "bce",  # 'bce' multi-label, 'ce' single-label
       "kd_kind": "kldiv",
       "kd_weight": 0.5,
       "temperature": 1.0,
-  })
-  c.teacher = ml_collections.ConfigDict({
-      "path": "",                    # converted checkpoint or experiments.train workdir; '' = no KD
-      "cache": "",                   # teacher logits .npy (built on first use; no augmentation)
-      "dtype": "",                   # override the teacher's compute dtype ('' keeps it)
-  })
+    }
+  )
+  c.teacher = ml_collections.ConfigDict(
+    {
+      "path": "",  # converted checkpoint or experiments.train workdir; '' = no KD
+      "cache": "",  # teacher logits .npy (built on first use; no augmentation)
+      "dtype": "",  # override the teacher's compute dtype ('' keeps it)
+    }
+  )
   c.optim = optim.default_config()
-  c.wa_start = 0                     # weight averaging over epochs [wa_start, wa_end] (1-based);
-  c.wa_end = 0                       # 0 disables
+  c.wa_start = 0  # weight averaging over epochs [wa_start, wa_end] (1-based);
+  c.wa_end = 0  # 0 disables
 
   c.mesh = (("data", -1), ("fsdp", 1))
   c.sharding_rules = ((".*", "fsdp"),)
-  c.fsdp_min_size = 4096             # leaves with fewer elements stay replicated
+  c.fsdp_min_size = 4096  # leaves with fewer elements stay replicated
   c.log_every_steps = 50
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3

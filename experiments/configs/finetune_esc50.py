@@ -24,7 +24,7 @@ from experiments.configs import common
 def get_config(arg=None):
   common.parse_arg(arg)
   c = common.base_config()
-  c.init_from = ""                   # required: a converted checkpoint folder
+  c.init_from = ""  # required: a converted checkpoint folder
   c.reinit_head = True
   c.batch_size = 48
   c.num_epochs = 25

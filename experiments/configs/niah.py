@@ -2,12 +2,14 @@ r"""Audio needle in a haystack (NIAH) study: DASS vs AST mAP over input duration
 
 Default: the quickstart's models and synthetic data (2 s clips, so 2 s is the reference duration):
 
-    python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
+    python -m experiments.train --config experiments/configs/quickstart.py \
+        --workdir work_dirs/quickstart
     python -m experiments.niah --config experiments/configs/niah.py --workdir work_dirs/niah
 
 AudioSet (converted checkpoints; 10 s needles, 10 s reference, up to 2.5 h):
 
-    python -m experiments.niah --config experiments/configs/niah.py:audioset --workdir work_dirs/niah_audioset \
+    python -m experiments.niah --config experiments/configs/niah.py:audioset \
+        --workdir work_dirs/niah_audioset \
         --config.models.dass=converted/dass_small --config.models.ast=converted/ast_audioset \
         --config.data.datafile=eval.json --config.data.label_csv=class_labels_indices.csv
 
@@ -29,27 +31,35 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, audioset=False)
   c = ml_collections.ConfigDict()
   c.workdir = ""
-  c.seed = 0                          # noise generation and babble offsets
+  c.seed = 0  # noise generation and babble offsets
   # name -> converted checkpoint folder or experiments.train work directory ('' = skip).
-  c.models = ml_collections.ConfigDict({"dass": "work_dirs/quickstart/student_kd",
-                                        "ast": "work_dirs/quickstart/teacher"})
-  c.data = ml_collections.ConfigDict({
-      "datafile": "",                 # eval datafile; '' = the synthetic dataset below
+  c.models = ml_collections.ConfigDict(
+    {"dass": "work_dirs/quickstart/student_kd", "ast": "work_dirs/quickstart/teacher"}
+  )
+  c.data = ml_collections.ConfigDict(
+    {
+      "datafile": "",  # eval datafile; '' = the synthetic dataset below
       "label_csv": "",
-      "synthetic": {"cache_dir": "", "seed": 0, "num_train": 800, "num_eval": 200,
-                    "clip_seconds": 2.0},  # the quickstart's dataset
-  })
-  c.babble_pool = 20                  # first eval rows: babble material, never needles
-  c.num_needles = 40                  # next eval rows: the needles
-  c.needle_seconds = 10.0             # needles are cropped to this length
-  c.babble_talkers = 4                # tracks summed into babble
+      "synthetic": {
+        "cache_dir": "",
+        "seed": 0,
+        "num_train": 800,
+        "num_eval": 200,
+        "clip_seconds": 2.0,
+      },  # the quickstart's dataset
+    }
+  )
+  c.babble_pool = 20  # first eval rows: babble material, never needles
+  c.num_needles = 40  # next eval rows: the needles
+  c.needle_seconds = 10.0  # needles are cropped to this length
+  c.babble_talkers = 4  # tracks summed into babble
   c.haystacks = ("zeros", "white", "babble")
-  c.snrs_db = (10.0,)                 # needle-to-noise ratio of the noise haystacks
+  c.snrs_db = (10.0,)  # needle-to-noise ratio of the noise haystacks
   c.durations_s = (2.0, 10.0, 30.0, 60.0, 300.0, 1200.0, 3600.0)  # first = reference
   c.positions = (0.0, 0.5, 1.0)
   c.ast_max_duration_s = 60.0
-  c.batch_frames = 8192               # frames per batch (batch 1 above this length)
-  c.block_samples = 60 * 16000        # waveform samples per streamed fbank block
+  c.batch_frames = 8192  # frames per batch (batch 1 above this length)
+  c.block_samples = 60 * 16000  # waveform samples per streamed fbank block
 
   if arg.audioset:
     c.models.dass, c.models.ast = "", ""
@@ -64,5 +74,5 @@ def get_config(arg=None):
     c.positions = (0.0, 1.0)
     c.ast_max_duration_s = 1.0
     c.batch_frames = 256
-    c.block_samples = 7000            # several blocks per haystack, not a multiple of the hop
+    c.block_samples = 7000  # several blocks per haystack, not a multiple of the hop
   return c

@@ -1,6 +1,7 @@
 r"""Quickstart: synthetic data -> small AST teacher -> DASS student with and without KD.
 
-    python -m experiments.train --config experiments/configs/quickstart.py --workdir work_dirs/quickstart
+    python -m experiments.train --config experiments/configs/quickstart.py \
+        --workdir work_dirs/quickstart
 
 Trains three tiny models on the embedded synthetic dataset (13 sound-event classes, generated
 into ~/.cache/dass_jax/synthetic or $DASS_JAX_CACHE on first use) and prints their held-out mAP.
@@ -21,7 +22,7 @@ def get_config(arg=None):
   c.seed = 0
   c.batch_size = 16
   c.num_epochs = 3
-  c.input.target_frames = 198        # 2 s clips (10 ms hop)
+  c.input.target_frames = 198  # 2 s clips (10 ms hop)
   # SpecAugment widths are given at 1024 frames and scaled to the clip (40 -> 8 frames here).
   c.input.freqm, c.input.timem, c.input.mixup = 12, 40, 0.0
   c.input.read_threads = 2
@@ -32,9 +33,13 @@ def get_config(arg=None):
 
   # Student: a 4-stage DASS with tiny widths.
   c.model_type = "dass"
-  c.model = ml_collections.ConfigDict({
-      "depths": (1, 1, 2, 1), "dims": (16, 32, 64, 128), "drop_path_rate": 0.1,
-  })
+  c.model = ml_collections.ConfigDict(
+    {
+      "depths": (1, 1, 2, 1),
+      "dims": (16, 32, 64, 128),
+      "drop_path_rate": 0.1,
+    }
+  )
   c.loss.kd_weight = 0.5
   c.loss.temperature = 1.0
   c.optim.lr = 2e-3
@@ -47,24 +52,31 @@ def get_config(arg=None):
   c.log_every_steps = 10
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 2
-  c.workdir = "work_dirs/quickstart"   # --workdir overrides
+  c.workdir = "work_dirs/quickstart"  # --workdir overrides
 
-  c.quickstart = ml_collections.ConfigDict({
-      "dataset_dir": "",             # '' = the default cache folder
+  c.quickstart = ml_collections.ConfigDict(
+    {
+      "dataset_dir": "",  # '' = the default cache folder
       "dataset_seed": 0,
       "num_train": 800,
       "num_eval": 200,
       "clip_seconds": 2.0,
       "teacher": {
-          "model_type": "ast",
-          "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "mlp_dim": 128,
-                    "max_length": 198},
-          "num_epochs": 4,
-          "lr": 3e-3,
-          "wa_start": 3,
-          "wa_end": 4,
+        "model_type": "ast",
+        "model": {
+          "hidden_size": 64,
+          "num_layers": 2,
+          "num_heads": 4,
+          "mlp_dim": 128,
+          "max_length": 198,
+        },
+        "num_epochs": 4,
+        "lr": 3e-3,
+        "wa_start": 3,
+        "wa_end": 4,
       },
-  })
+    }
+  )
 
   if arg.runlocal:
     c.batch_size = 4
@@ -77,6 +89,11 @@ def get_config(arg=None):
     c.quickstart.num_train, c.quickstart.num_eval = 16, 8
     c.quickstart.teacher.num_epochs = 1
     c.quickstart.teacher.wa_start = c.quickstart.teacher.wa_end = 1
-    c.quickstart.teacher.model = {"hidden_size": 16, "num_layers": 1, "num_heads": 2,
-                                  "mlp_dim": 32, "max_length": 198}
+    c.quickstart.teacher.model = {
+      "hidden_size": 16,
+      "num_layers": 1,
+      "num_heads": 2,
+      "mlp_dim": 32,
+      "max_length": 198,
+    }
   return c

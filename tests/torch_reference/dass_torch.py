@@ -87,8 +87,9 @@ def selective_scan(u, delta, a, bs, cs, d, delta_bias):
 class SS2D(nn.Module):
   """VMamba SS2D, forward_type 'v05_noz' (no z gate), channel-first, depthwise conv without bias."""
 
-  def __init__(self, d_model: int, d_state: int = 1, ssm_ratio: float = 1.0,
-               dt_rank: int | None = None):
+  def __init__(
+    self, d_model: int, d_state: int = 1, ssm_ratio: float = 1.0, dt_rank: int | None = None
+  ):
     super().__init__()
     d_inner = int(ssm_ratio * d_model)
     rank = dt_rank or math.ceil(d_model / 16)
@@ -109,13 +110,15 @@ class SS2D(nn.Module):
   @torch.no_grad()
   def _init_ssm(self, d_inner: int, rank: int):
     """Mamba init: x_proj U(+-d^-1/2), dt_proj U(+-R^-1/2), dt in [1e-3, 0.1], A = 1..N."""
-    nn.init.uniform_(self.x_proj_weight, -d_inner ** -0.5, d_inner ** -0.5)
-    nn.init.uniform_(self.dt_projs_weight, -rank ** -0.5, rank ** -0.5)
-    dt = torch.exp(torch.rand(self.dt_projs_bias.shape) * (math.log(0.1) - math.log(1e-3))
-                   + math.log(1e-3)).clamp(min=1e-4)
+    nn.init.uniform_(self.x_proj_weight, -(d_inner**-0.5), d_inner**-0.5)
+    nn.init.uniform_(self.dt_projs_weight, -(rank**-0.5), rank**-0.5)
+    dt = torch.exp(
+      torch.rand(self.dt_projs_bias.shape) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
+    ).clamp(min=1e-4)
     self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-    self.A_logs.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32))
-                      .expand_as(self.A_logs))
+    self.A_logs.copy_(
+      torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_logs)
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """(B, d, H, W) -> (B, d, H, W)."""
@@ -125,10 +128,20 @@ class SS2D(nn.Module):
     xs = cross_scan(u).reshape(batch, k * d_inner, length)
     x_dbl = F.conv1d(xs, self.x_proj_weight.reshape(-1, d_inner, 1), groups=k)
     dts, bs, cs = torch.split(x_dbl.view(batch, k, -1, length), [rank, n, n], dim=2)
-    dts = F.conv1d(dts.reshape(batch, k * rank, length),
-                   self.dt_projs_weight.reshape(k * d_inner, rank, 1), groups=k)
-    ys = selective_scan(xs, dts, -torch.exp(self.A_logs), bs.contiguous(), cs.contiguous(),
-                        self.Ds, self.dt_projs_bias.reshape(-1))
+    dts = F.conv1d(
+      dts.reshape(batch, k * rank, length),
+      self.dt_projs_weight.reshape(k * d_inner, rank, 1),
+      groups=k,
+    )
+    ys = selective_scan(
+      xs,
+      dts,
+      -torch.exp(self.A_logs),
+      bs.contiguous(),
+      cs.contiguous(),
+      self.Ds,
+      self.dt_projs_bias.reshape(-1),
+    )
     y = cross_merge(ys.view(batch, k, d_inner, length), h, w).view(batch, d_inner, h, w)
     return self.out_proj(self.out_norm(y))
 
@@ -147,8 +160,9 @@ class Mlp(nn.Module):
 class VSSBlock(nn.Module):
   """x + SS2D(norm(x)), then x + MLP(norm2(x)) (eval: no drop path)."""
 
-  def __init__(self, dim: int, d_state: int, ssm_ratio: float, dt_rank: int | None,
-               mlp_ratio: float):
+  def __init__(
+    self, dim: int, d_state: int, ssm_ratio: float, dt_rank: int | None, mlp_ratio: float
+  ):
     super().__init__()
     self.norm = LayerNorm2d(dim)
     self.op = SS2D(dim, d_state, ssm_ratio, dt_rank)
@@ -166,9 +180,16 @@ class Stage(nn.Module):
   def __init__(self, dim: int, depth: int, out_dim: int | None, **block_kwargs):
     super().__init__()
     self.blocks = nn.ModuleList(VSSBlock(dim, **block_kwargs) for _ in range(depth))
-    self.downsample = (nn.Identity() if out_dim is None else nn.Sequential(
-        nn.Identity(), nn.Conv2d(dim, out_dim, 3, stride=2, padding=1), nn.Identity(),
-        LayerNorm2d(out_dim)))
+    self.downsample = (
+      nn.Identity()
+      if out_dim is None
+      else nn.Sequential(
+        nn.Identity(),
+        nn.Conv2d(dim, out_dim, 3, stride=2, padding=1),
+        nn.Identity(),
+        LayerNorm2d(out_dim),
+      )
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     for block in self.blocks:
@@ -191,19 +212,41 @@ class Classifier(nn.Module):
 class VSSM(nn.Module):
   """The backbone `DASS.v`: patch embed v2 -> stages -> classifier. (B, C, H, W) -> logits."""
 
-  def __init__(self, num_classes: int, depths: Sequence[int], dims: Sequence[int],
-               in_chans: int = 1, d_state: int = 1, ssm_ratio: float = 1.0,
-               dt_rank: int | None = None, mlp_ratio: float = 4.0):
+  def __init__(
+    self,
+    num_classes: int,
+    depths: Sequence[int],
+    dims: Sequence[int],
+    in_chans: int = 1,
+    d_state: int = 1,
+    ssm_ratio: float = 1.0,
+    dt_rank: int | None = None,
+    mlp_ratio: float = 4.0,
+  ):
     super().__init__()
     half = dims[0] // 2
     self.patch_embed = nn.Sequential(
-        nn.Conv2d(in_chans, half, 3, stride=2, padding=1), nn.Identity(), LayerNorm2d(half),
-        nn.Identity(), nn.GELU(), nn.Conv2d(half, dims[0], 3, stride=2, padding=1),
-        nn.Identity(), LayerNorm2d(dims[0]))
+      nn.Conv2d(in_chans, half, 3, stride=2, padding=1),
+      nn.Identity(),
+      LayerNorm2d(half),
+      nn.Identity(),
+      nn.GELU(),
+      nn.Conv2d(half, dims[0], 3, stride=2, padding=1),
+      nn.Identity(),
+      LayerNorm2d(dims[0]),
+    )
     self.layers = nn.ModuleList(
-        Stage(dim, depth, dims[i + 1] if i + 1 < len(dims) else None, d_state=d_state,
-              ssm_ratio=ssm_ratio, dt_rank=dt_rank, mlp_ratio=mlp_ratio)
-        for i, (dim, depth) in enumerate(zip(dims, depths)))
+      Stage(
+        dim,
+        depth,
+        dims[i + 1] if i + 1 < len(dims) else None,
+        d_state=d_state,
+        ssm_ratio=ssm_ratio,
+        dt_rank=dt_rank,
+        mlp_ratio=mlp_ratio,
+      )
+      for i, (dim, depth) in enumerate(zip(dims, depths))
+    )
     self.classifier = Classifier(dims[-1], num_classes)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,8 +259,13 @@ class VSSM(nn.Module):
 class DassTorch(nn.Module):
   """DASS: (batch, frames, mel) fbank -> (batch, num_classes) logits; parameters under `v.`."""
 
-  def __init__(self, num_classes: int = 527, depths: Sequence[int] = (2, 2, 8, 2),
-               dims: Sequence[int] = (96, 192, 384, 768), **kwargs):
+  def __init__(
+    self,
+    num_classes: int = 527,
+    depths: Sequence[int] = (2, 2, 8, 2),
+    dims: Sequence[int] = (96, 192, 384, 768),
+    **kwargs,
+  ):
     super().__init__()
     self.v = VSSM(num_classes, depths, dims, **kwargs)
 
@@ -236,8 +284,9 @@ def load_dataparallel_state_dict(model: DassTorch, state_dict) -> None:
   bad = [k for k in state_dict if not k.startswith(prefix)]
   if bad:
     raise KeyError(f"keys without the {prefix!r} prefix: {bad[:5]}")
-  model.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in state_dict.items()},
-                        strict=True)
+  model.load_state_dict(
+    {k[len(prefix) :]: torch.as_tensor(v) for k, v in state_dict.items()}, strict=True
+  )
 
 
 @torch.no_grad()
