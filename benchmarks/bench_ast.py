@@ -21,7 +21,7 @@ import numpy as np
 from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 from convert_torch.ast import config_from_transformers, convert_state_dict
-from dass_jax.ast import AST
+from dass_jax.models import AST
 
 
 def main() -> None:

@@ -28,8 +28,7 @@ def _measure(frames: int, size: str, scan_impl: str, repeats: int) -> dict:
   import jax.numpy as jnp
   import psutil
 
-  from dass_jax.config import DassConfig
-  from dass_jax.dass import DASS
+  from dass_jax.models import DASS, DassConfig
 
   rss_start = psutil.Process().memory_info().rss
   config = getattr(DassConfig, size)(scan_impl=scan_impl)

@@ -3,12 +3,12 @@
     JAX_PLATFORMS=cpu python benchmarks/bench_features.py [--repeats 5]
 
 Rows:
-  numpy fbank            dass_jax.features.fbank on one 60 s waveform (16 kHz).
-  jax fbank_batch 6x10s  dass_jax.features.fbank_batch on a (6, 160000) batch (jit, compile
+  numpy fbank            kaldi_fbank.fbank on one 60 s waveform (16 kHz).
+  jax fbank_batch 6x10s  kaldi_fbank.fbank_batch on a (6, 160000) batch (jit, compile
                          excluded).
   jax fbank_batch 1x60s  the same on one 60 s waveform.
-  file 44.1k -> features dass_jax.features.audio_to_features on a 60 s 44.1 kHz stereo WAV
-                         (decode, downmix, soxr_hq resample, fbank, normalise).
+  file 44.1k -> features kaldi_fbank.audio_features on a 60 s 44.1 kHz stereo WAV
+                         (streamed decode, downmix, soxr resample, fbank, normalise).
 Each time is the median of --repeats runs.
 """
 
@@ -20,9 +20,10 @@ import tempfile
 
 import jax
 import numpy as np
+import soundfile as sf
 from timing import median_seconds  # benchmarks/timing.py, beside this script
 
-from dass_jax import features
+from dass_jax.frontends import kaldi_fbank
 
 
 def main() -> None:
@@ -35,26 +36,24 @@ def main() -> None:
   minute = (0.1 * rng.standard_normal(60 * 16000)).astype(np.float32)
   batch = minute.reshape(6, 160000)
 
-  rows = [("numpy fbank", 60.0, lambda: features.fbank(minute))]
+  rows = [("numpy fbank", 60.0, lambda: kaldi_fbank.fbank(minute))]
   jax_batch = jax.device_put(batch)
   jax_minute = jax.device_put(minute[None])
-  features.fbank_batch(jax_batch).block_until_ready()
-  features.fbank_batch(jax_minute).block_until_ready()
+  kaldi_fbank.fbank_batch(jax_batch).block_until_ready()
+  kaldi_fbank.fbank_batch(jax_minute).block_until_ready()
   rows.append(
-    ("jax fbank_batch 6x10s", 60.0, lambda: features.fbank_batch(jax_batch).block_until_ready())
+    ("jax fbank_batch 6x10s", 60.0, lambda: kaldi_fbank.fbank_batch(jax_batch).block_until_ready())
   )
   rows.append(
-    ("jax fbank_batch 1x60s", 60.0, lambda: features.fbank_batch(jax_minute).block_until_ready())
+    ("jax fbank_batch 1x60s", 60.0, lambda: kaldi_fbank.fbank_batch(jax_minute).block_until_ready())
   )
-
-  import soundfile as sf
 
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "minute_44k.wav")
     stereo = (0.1 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
     sf.write(path, stereo, 44100, subtype="PCM_16")
-    features.audio_to_features(path)  # warm caches (mel banks, librosa/soxr import).
-    rows.append(("file 44.1k -> features", 60.0, lambda: features.audio_to_features(path)))
+    kaldi_fbank.audio_features(path)  # warm caches (mel banks, librosa/soxr import).
+    rows.append(("file 44.1k -> features", 60.0, lambda: kaldi_fbank.audio_features(path)))
     results = [(name, seconds, median_seconds(fn, args.repeats)) for name, seconds, fn in rows]
 
   print(f"backend: {jax.default_backend()}, cpus: {os.cpu_count()}, repeats: {args.repeats}")

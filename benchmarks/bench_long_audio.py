@@ -44,8 +44,7 @@ def _child(seconds: float, scan_impl: str) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from dass_jax.config import DassConfig
-  from dass_jax.dass import DASS
+  from dass_jax.models import DASS, DassConfig
 
   frames = frames_for(seconds)
   model = DASS(DassConfig.small(scan_impl=scan_impl))

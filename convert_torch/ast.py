@@ -12,7 +12,7 @@ Three key layouts are accepted (a leading `module.` from DataParallel is removed
   original             `ASTModel` of YuanGongND/ast (timm ViT `v.*` + `mlp_head`); timm's unused
                        ImageNet heads `v.head.*` and `v.head_dist.*` are accepted and dropped.
 
-Mapping (T = `audio_spectrogram_transformer.`; Flax paths as in dass_jax/ast.py):
+Mapping (T = `audio_spectrogram_transformer.`; Flax paths as in dass_jax/models/ast.py):
 
 | Flax path   | transformers, transformers_legacy           | original           |
 |-------------|---------------------------------------------|--------------------|
@@ -59,7 +59,9 @@ from pathlib import Path
 import numpy as np
 
 from convert_torch.io import ConversionError, check_keys, load_state_dict
-from dass_jax.config import AstConfig
+from convert_torch.params import count_params
+from dass_jax.checkpoint import save_converted
+from dass_jax.models import AstConfig
 
 TRANSFORMERS, LEGACY, ORIGINAL = "transformers", "transformers_legacy", "original"
 LAYOUTS = (TRANSFORMERS, LEGACY, ORIGINAL)
@@ -401,12 +403,6 @@ def convert(
   return config, convert_state_dict(sd, config, layout), layout
 
 
-def count_params(params: dict) -> int:
-  import jax
-
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-
-
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="python -m convert_torch ast",
@@ -434,8 +430,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
   args = _parser().parse_args(argv)
-  from dass_jax.checkpoint import save_converted
-
   try:
     config, params, layout = convert(
       args.input,

@@ -13,13 +13,15 @@ Accepted inputs (`.pth`/`.pt`/`.bin` via torch.load(weights_only=True), or `.saf
 The architecture (depths, dims, d_state, dt_rank, ssm_ratio, mlp_ratio, num_classes) is read from
 key names and shapes. The expected key -> shape set is then rebuilt from that config and compared
 with the file: any missing, unexpected or mis-shaped tensor is a ConversionError listing them.
-Finally the params tree is compared with `jax.eval_shape` of `dass_jax.dass.DASS(config).init`.
-The key -> Flax path table and the array transforms are in the `dass_jax.dass` module docstring.
+Finally the params tree is compared with the model's own abstract init
+(`convert_torch.params.check_against_model`). The key -> Flax path table and the array transforms
+are in the `dass_jax.models.dass` module docstring.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -29,8 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from convert_torch import hf_dass
 from convert_torch.io import ConversionError, check_keys, load_state_dict
-from dass_jax.config import DassConfig
+from convert_torch.params import check_against_model, conv, copy, count_params, linear
+from dass_jax.checkpoint import refuse_existing, save_converted
+from dass_jax.models import DassConfig
 
 # Key prefixes in the order they are tried: DataParallel(DASS), DASS, DataParallel(VSSM), VSSM.
 PREFIXES = ("module.v.", "v.", "module.", "")
@@ -42,18 +47,6 @@ FORMAT_NAMES = {
   "": "vssm",
 }
 MEDIUM_DEPTHS = (2, 2, 20, 2)
-
-
-def _conv(w: np.ndarray) -> np.ndarray:
-  return np.transpose(w, (2, 3, 1, 0))  # OIHW -> HWIO
-
-
-def _linear(w: np.ndarray) -> np.ndarray:
-  return np.transpose(w)  # (out, in) -> (in, out)
-
-
-def _copy(w: np.ndarray) -> np.ndarray:
-  return w
 
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -156,15 +149,15 @@ def infer_config(
 
 def _ln(torch_name: str, path: tuple[str, ...], dim: int) -> Layout:
   return {
-    f"{torch_name}.weight": (path + ("scale",), _copy, (dim,)),
-    f"{torch_name}.bias": (path + ("bias",), _copy, (dim,)),
+    f"{torch_name}.weight": (path + ("scale",), copy, (dim,)),
+    f"{torch_name}.bias": (path + ("bias",), copy, (dim,)),
   }
 
 
 def _conv3x3(torch_name: str, path: tuple[str, ...], cin: int, cout: int) -> Layout:
   return {
-    f"{torch_name}.weight": (path + ("kernel",), _conv, (cout, cin, 3, 3)),
-    f"{torch_name}.bias": (path + ("bias",), _copy, (cout,)),
+    f"{torch_name}.weight": (path + ("kernel",), conv, (cout, cin, 3, 3)),
+    f"{torch_name}.bias": (path + ("bias",), copy, (cout,)),
   }
 
 
@@ -177,29 +170,29 @@ def _block(tn: str, path: tuple[str, ...], dim: int, config: DassConfig, stage: 
   layout = _ln(f"{tn}.norm", path + ("norm",), dim)
   layout.update(
     {
-      f"{tn}.op.x_proj_weight": (op + ("x_proj_weight",), _copy, (k, rank + 2 * n, d_inner)),
-      f"{tn}.op.dt_projs_weight": (op + ("dt_projs_weight",), _copy, (k, d_inner, rank)),
-      f"{tn}.op.dt_projs_bias": (op + ("dt_projs_bias",), _copy, (k, d_inner)),
-      f"{tn}.op.A_logs": (op + ("A_logs",), _copy, (k * d_inner, n)),
-      f"{tn}.op.Ds": (op + ("Ds",), _copy, (k * d_inner,)),
+      f"{tn}.op.x_proj_weight": (op + ("x_proj_weight",), copy, (k, rank + 2 * n, d_inner)),
+      f"{tn}.op.dt_projs_weight": (op + ("dt_projs_weight",), copy, (k, d_inner, rank)),
+      f"{tn}.op.dt_projs_bias": (op + ("dt_projs_bias",), copy, (k, d_inner)),
+      f"{tn}.op.A_logs": (op + ("A_logs",), copy, (k * d_inner, n)),
+      f"{tn}.op.Ds": (op + ("Ds",), copy, (k * d_inner,)),
     }
   )
   layout.update(_ln(f"{tn}.op.out_norm", op + ("out_norm",), d_inner))
   layout.update(
     {
-      f"{tn}.op.in_proj.weight": (op + ("in_proj", "kernel"), _linear, (d_inner, dim)),
-      f"{tn}.op.conv2d.weight": (op + ("conv2d", "kernel"), _conv, (d_inner, 1, 3, 3)),
-      f"{tn}.op.out_proj.weight": (op + ("out_proj", "kernel"), _linear, (dim, d_inner)),
+      f"{tn}.op.in_proj.weight": (op + ("in_proj", "kernel"), linear, (d_inner, dim)),
+      f"{tn}.op.conv2d.weight": (op + ("conv2d", "kernel"), conv, (d_inner, 1, 3, 3)),
+      f"{tn}.op.out_proj.weight": (op + ("out_proj", "kernel"), linear, (dim, d_inner)),
     }
   )
   layout.update(_ln(f"{tn}.norm2", path + ("norm2",), dim))
   mlp = path + ("mlp",)
   layout.update(
     {
-      f"{tn}.mlp.fc1.weight": (mlp + ("fc1", "kernel"), _linear, (hidden, dim)),
-      f"{tn}.mlp.fc1.bias": (mlp + ("fc1", "bias"), _copy, (hidden,)),
-      f"{tn}.mlp.fc2.weight": (mlp + ("fc2", "kernel"), _linear, (dim, hidden)),
-      f"{tn}.mlp.fc2.bias": (mlp + ("fc2", "bias"), _copy, (dim,)),
+      f"{tn}.mlp.fc1.weight": (mlp + ("fc1", "kernel"), linear, (hidden, dim)),
+      f"{tn}.mlp.fc1.bias": (mlp + ("fc1", "bias"), copy, (hidden,)),
+      f"{tn}.mlp.fc2.weight": (mlp + ("fc2", "kernel"), linear, (dim, hidden)),
+      f"{tn}.mlp.fc2.bias": (mlp + ("fc2", "bias"), copy, (dim,)),
     }
   )
   return layout
@@ -225,38 +218,11 @@ def param_layout(config: DassConfig) -> Layout:
   layout.update(_ln("classifier.norm", ("classifier", "norm"), dims[-1]))
   layout["classifier.head.weight"] = (
     ("classifier", "head", "kernel"),
-    _linear,
+    linear,
     (config.num_classes, dims[-1]),
   )
-  layout["classifier.head.bias"] = (("classifier", "head", "bias"), _copy, (config.num_classes,))
+  layout["classifier.head.bias"] = (("classifier", "head", "bias"), copy, (config.num_classes,))
   return layout
-
-
-def check_against_model(config: DassConfig, params: dict[str, Any]) -> None:
-  """Raises ConversionError if `params` differs in paths or shapes from DASS(config).init."""
-  import jax
-  import jax.numpy as jnp
-
-  from dass_jax.dass import DASS
-
-  dummy = jnp.zeros((1, 16, config.num_mel_bins), jnp.float32)
-  abstract = jax.eval_shape(lambda: DASS(config).init(jax.random.PRNGKey(0), dummy))["params"]
-
-  def flat(tree):
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(p.key for p in path): tuple(np.shape(v)) for path, v in leaves}
-
-  want, got = flat(abstract), flat(params)
-  problems = sorted(f"{k}: missing from the converted params" for k in set(want) - set(got))
-  problems += sorted(f"{k}: not a parameter of dass_jax DASS" for k in set(got) - set(want))
-  problems += sorted(
-    f"{k}: converted {got[k]} vs model {want[k]}" for k in set(want) & set(got) if want[k] != got[k]
-  )
-  if problems:
-    raise ConversionError(
-      "the converted tree does not match dass_jax.dass.DASS(config) (a "
-      "converter/model mismatch, please report it):\n  " + "\n  ".join(problems)
-    )
 
 
 def torch_to_flax(
@@ -291,13 +257,39 @@ def torch_to_flax(
   return config, params
 
 
+def _check_hf_config(config_path: Path, state_dict: dict[str, np.ndarray]) -> None:
+  """A hub folder's config.json: its depths / dims / num_classes must match the weights' shapes."""
+  try:
+    hf = json.loads(config_path.read_text())
+  except (OSError, ValueError) as e:
+    raise ConversionError(f"{config_path}: not a readable JSON config ({e})") from e
+  inferred = infer_config(state_dict)
+  if isinstance(hf.get("dims"), int):  # the hub model expands an int to dims * 2**i per stage
+    hf["dims"] = [hf["dims"] * 2**i for i in range(len(inferred.depths))]
+  found = {
+    "depths": tuple(inferred.depths),
+    "dims": tuple(inferred.dims),
+    "num_classes": inferred.num_classes,
+  }
+  wrong = [
+    f"{name}: config.json {hf[name]} vs weights {value}"
+    for name, value in found.items()
+    if name in hf and (tuple(hf[name]) if isinstance(hf[name], list) else hf[name]) != value
+  ]
+  if wrong:
+    raise ConversionError(
+      f"{config_path} disagrees with the weights beside it:\n  " + "\n  ".join(wrong)
+    )
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
   """Loads a DASS checkpoint file (or a Hugging Face folder) as (state dict, format name)."""
-  from convert_torch import hf_dass
-
   path = Path(path)
   if path.is_dir():
-    return hf_dass.load_hf_dir(path), "hf-dass"
+    state_dict = hf_dass.load_hf_dir(path)
+    if (path / "config.json").is_file():
+      _check_hf_config(path / "config.json", state_dict)
+    return state_dict, "hf-dass"
   state_dict = load_state_dict(path)
   if hf_dass.is_hf_layout(state_dict):
     return hf_dass.hf_to_dass(state_dict), "hf-dass"
@@ -310,12 +302,6 @@ def convert_file(
   """Reads and converts a DASS checkpoint file; see the module docstring for the formats."""
   state_dict, _ = read_checkpoint(path)
   return torch_to_flax(state_dict, num_classes)
-
-
-def count_params(params: dict[str, Any]) -> int:
-  import jax
-
-  return sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(params))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,8 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     help="fail unless the checkpoint's head has this many classes",
   )
   args = parser.parse_args(argv)
-  from dass_jax.checkpoint import refuse_existing, save_converted
-
   try:
     refuse_existing(args.output_dir)
     state_dict, source_format = read_checkpoint(args.input)

@@ -21,20 +21,20 @@ The hub models (`saurabhati/DASS_small_AudioSet_48.9`, `saurabhati/DASS_medium_A
 
 The two 2-D weights are row-major views of the original 3-D tensors (the hub model's grouped 1x1
 convs load them with `view_as`), so a reshape restores them exactly. The architecture is still
-inferred from shapes; the folder's `config.json`, when present, must agree with it.
+inferred from shapes; the folder's `config.json`, when present, must agree with it (checked by
+`convert_torch.dass.read_checkpoint`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
 from convert_torch.io import ConversionError, load_state_dict
+from pallas_kernels.cross_scan import K_DIRECTIONS
 
-K_DIRECTIONS = 4
 HF_ANCHOR = "dass.patch_embeddings.projection.0.weight"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _RENAMES = (
@@ -101,33 +101,6 @@ def hf_to_dass(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
-def _check_hf_config(config_path: Path, state_dict: dict[str, np.ndarray]) -> None:
-  """The hub config.json's depths / dims / num_classes must match the weights' shapes."""
-  from convert_torch.dass import infer_config
-
-  try:
-    hf = json.loads(config_path.read_text())
-  except (OSError, ValueError) as e:
-    raise ConversionError(f"{config_path}: not a readable JSON config ({e})") from e
-  inferred = infer_config(state_dict)
-  if isinstance(hf.get("dims"), int):  # the hub model expands an int to dims * 2**i per stage
-    hf["dims"] = [hf["dims"] * 2**i for i in range(len(inferred.depths))]
-  found = {
-    "depths": tuple(inferred.depths),
-    "dims": tuple(inferred.dims),
-    "num_classes": inferred.num_classes,
-  }
-  wrong = [
-    f"{name}: config.json {hf[name]} vs weights {value}"
-    for name, value in found.items()
-    if name in hf and (tuple(hf[name]) if isinstance(hf[name], list) else hf[name]) != value
-  ]
-  if wrong:
-    raise ConversionError(
-      f"{config_path} disagrees with the weights beside it:\n  " + "\n  ".join(wrong)
-    )
-
-
 def load_hf_dir(folder: str | Path) -> dict[str, np.ndarray]:
   """Reads a hub DASS folder (model.safetensors [+ config.json]) into bare DASS keys."""
   folder = Path(folder)
@@ -137,7 +110,4 @@ def load_hf_dir(folder: str | Path) -> dict[str, np.ndarray]:
   raw = load_state_dict(weights)
   if not is_hf_layout(raw):
     raise ConversionError(f"{weights}: not a Hugging Face DASS checkpoint (no '{HF_ANCHOR}')")
-  state_dict = hf_to_dass(raw)
-  if (folder / "config.json").is_file():
-    _check_hf_config(folder / "config.json", state_dict)
-  return state_dict
+  return hf_to_dass(raw)

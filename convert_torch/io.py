@@ -7,6 +7,7 @@ A top-level wrapper dict (`{"model": sd}`, `{"state_dict": sd}`) is unwrapped.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from safetensors.torch import load_file as load_torch
 
     return {k: _to_numpy(v, k) for k, v in load_torch(str(path)).items()}
-  import pickle
-
   import torch
 
   try:

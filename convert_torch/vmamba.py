@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convert_torch.dass import split_prefix, torch_to_flax
 from convert_torch.io import ConversionError, load_state_dict
+from convert_torch.params import count_params
+from dass_jax.checkpoint import refuse_existing, save_converted
 
 FIRST_CONV = "patch_embed.0.weight"
 HEAD = "classifier.head"
@@ -33,8 +36,6 @@ def vmamba_to_dass_state_dict(
   state_dict: dict[str, np.ndarray], num_classes: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
   """Applies the DASS init recipe to a VSSM state dict (any accepted key prefix)."""
-  from convert_torch.dass import split_prefix
-
   if num_classes < 1:
     raise ConversionError(f"--num-classes must be positive, got {num_classes}")
   prefix = split_prefix(state_dict)
@@ -60,8 +61,6 @@ def vmamba_to_dass_state_dict(
 
 def convert_file(path: str | Path, num_classes: int, seed: int = 0):
   """Reads an ImageNet VMamba checkpoint and returns the DASS init as (DassConfig, params)."""
-  from convert_torch.dass import torch_to_flax
-
   state_dict = vmamba_to_dass_state_dict(load_state_dict(path), num_classes, seed)
   return torch_to_flax(state_dict, num_classes)
 
@@ -80,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--seed", type=int, default=0, help="seed of the new head's init")
   args = parser.parse_args(argv)
-  from convert_torch.dass import count_params
-  from dass_jax.checkpoint import refuse_existing, save_converted
 
   try:
     refuse_existing(args.output_dir)

@@ -12,6 +12,9 @@ quality; librosa's default), the closest match to the `sox` conversion AST/DASS 
 prepare 16 kHz data. `iter_audio_blocks` streams the same resampler (soxr.ResampleStream), so its
 blocks join up to the one-shot result without edge effects.
 
+soundfile, soxr and librosa are imported inside the functions that use them, so that `dass_jax`
+imports with jax, flax and numpy alone (accelerator images often lack the audio libraries).
+
 Every failure to produce audio raises `AudioLoadError` (a ValueError) naming the file: missing file,
 directory, empty file, unrecognised or non-audio bytes, truncated or corrupt data, zero samples,
 non-finite samples.
@@ -26,7 +29,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from dass_jax.constants import SAMPLE_RATE
+
 _RESAMPLE_TYPE = "soxr_hq"
 _UNKNOWN_LENGTH = 2**62
 
@@ -141,14 +145,33 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
   path = _check_path(path)
   data, file_rate = _decode(path)
   mono = _to_mono(data, path)
-  if file_rate == sample_rate:
-    return mono
+  return resample(mono, file_rate, sample_rate)
+
+
+def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+  """(samples,) mono audio at `orig_rate` -> float32 at `target_rate` (soxr_hq, as `load_audio`)."""
+  if orig_rate == target_rate:
+    return np.asarray(samples, np.float32)
   import librosa
 
-  resampled = librosa.resample(
-    mono, orig_sr=file_rate, target_sr=sample_rate, res_type=_RESAMPLE_TYPE
+  out = librosa.resample(
+    np.asarray(samples, np.float32),
+    orig_sr=orig_rate,
+    target_sr=target_rate,
+    res_type=_RESAMPLE_TYPE,
   )
-  return resampled.astype(np.float32)
+  return out.astype(np.float32)
+
+
+def soundfile_can_read(path: str | os.PathLike) -> bool:
+  """Whether libsndfile opens `path` (then `iter_audio_blocks` can stream it)."""
+  import soundfile as sf
+
+  try:
+    sf.info(os.fspath(path))
+  except (sf.SoundFileError, RuntimeError, OSError):
+    return False
+  return True
 
 
 def iter_audio_blocks(

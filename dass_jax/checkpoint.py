@@ -1,12 +1,18 @@
-"""Converted-model checkpoints: a folder with `config.json` (model type + config) and `params/`
-(an orbax checkpoint of the Flax params tree).
+"""Converted-model checkpoints: a folder with `config.json` (model type + config + metadata) and
+`params/` (an orbax checkpoint of the Flax params tree).
 
     model, params, config = dass_jax.load_model("converted/dass_small")
     logits = model.apply({"params": params}, fbank)            # fbank: (batch, frames, 128)
+
+Written by the converters (`python -m convert_torch ...`) and by `experiments.train` (its `export/`
+folders), always through `save_converted`. `config.json` is written last, atomically, so a folder
+with a `config.json` is a complete checkpoint; a `params/` left without one by an interrupted save
+is overwritten by the next save.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,8 +20,9 @@ from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from dass_jax.config import AstConfig, DassConfig, config_from_dict
+from dass_jax.models import ModelConfig, build_model, config_from_dict
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -23,36 +30,43 @@ PARAMS_DIR = "params"
 METADATA_KEYS = frozenset({"source", "source_format", "labels"})
 
 
-def build_model(config):
-  """The Flax module for a config (DassConfig -> DASS, AstConfig -> AST)."""
-  if isinstance(config, DassConfig):
-    from dass_jax.dass import DASS
-
-    return DASS(config)
-  if isinstance(config, AstConfig):
-    from dass_jax.ast import AST
-
-    return AST(config)
-  raise TypeError(f"no model for config type {type(config).__name__}")
+def is_converted(folder: str | os.PathLike) -> bool:
+  """Whether `folder` holds a complete converted checkpoint (its config.json exists)."""
+  return (Path(folder) / CONFIG_FILE).is_file()
 
 
 def refuse_existing(out_dir: str | os.PathLike) -> None:
   """Raises FileExistsError if `out_dir` already holds a converted checkpoint; touches nothing."""
-  out = Path(out_dir).absolute()
-  if (out / PARAMS_DIR).exists() or (out / CONFIG_FILE).exists():
-    raise FileExistsError(f"{out} already holds a converted checkpoint; choose another folder")
+  if is_converted(out_dir):
+    raise FileExistsError(
+      f"{Path(out_dir).absolute()} already holds a converted checkpoint; choose another folder"
+    )
 
 
 def save_converted(
-  out_dir: str | os.PathLike, config, params: Any, extra: dict[str, Any] | None = None
+  out_dir: str | os.PathLike,
+  config: ModelConfig,
+  params: Any,
+  extra: dict[str, Any] | None = None,
 ) -> Path:
-  """Writes `config.json` and an orbax `params/` checkpoint into `out_dir`.
+  """Writes an orbax `params/` checkpoint, then `config.json`, into `out_dir`.
 
-  `extra` holds metadata stored beside the config (keys in METADATA_KEYS: source, source_format,
-  labels). Refuses to overwrite an existing checkpoint so that nothing already written is lost.
+  Args:
+    out_dir: the checkpoint folder (created if needed).
+    config: the model config (stored with its `model_type`).
+    params: the Flax params tree: numpy arrays, or jax arrays that every process can read whole
+      (e.g. replicated). In a multi-process run every process calls this with the same params;
+      orbax coordinates the write and process 0 writes config.json.
+    extra: metadata stored beside the config (keys in METADATA_KEYS: source, source_format,
+      labels).
+
+  Returns:
+    The absolute folder path.
+
+  Raises:
+    ValueError: unknown metadata keys.
+    FileExistsError: `out_dir` already holds a converted checkpoint (nothing is touched).
   """
-  import orbax.checkpoint as ocp
-
   unknown = set(extra or {}) - METADATA_KEYS
   if unknown:
     raise ValueError(
@@ -63,18 +77,26 @@ def save_converted(
   out.mkdir(parents=True, exist_ok=True)
   params = jax.tree.map(np.asarray, params)
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(out / PARAMS_DIR, params)
+    ckptr.save(out / PARAMS_DIR, params, force=True)
     ckptr.wait_until_finished()
-  meta = {**config.to_dict(), **(extra or {})}
-  (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+  if jax.process_index() == 0:
+    tmp = out / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps({**config.to_dict(), **(extra or {})}, indent=2) + "\n")
+    os.replace(tmp, out / CONFIG_FILE)
   return out
 
 
-def load_config(ckpt_dir: str | os.PathLike):
+def read_metadata(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+  """The whole config.json of a converted checkpoint (config fields and metadata)."""
   path = Path(ckpt_dir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: is {ckpt_dir} a folder written by convert_torch?")
-  meta = json.loads(path.read_text())
+  return json.loads(path.read_text())
+
+
+def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
+  """The model config of a converted checkpoint."""
+  meta = read_metadata(ckpt_dir)
   return config_from_dict({k: v for k, v in meta.items() if k not in METADATA_KEYS})
 
 
@@ -83,15 +105,10 @@ def load_model(ckpt_dir: str | os.PathLike, **config_overrides):
 
   `config_overrides` replace config fields that do not change the params (e.g. scan_impl, dtype).
   """
-  import dataclasses
-
-  import orbax.checkpoint as ocp
-
   config = load_config(ckpt_dir)
   if config_overrides:
     config = dataclasses.replace(config, **config_overrides)
   model = build_model(config)
-  path = Path(ckpt_dir).absolute() / PARAMS_DIR
   with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(path)
+    params = ckptr.restore(Path(ckpt_dir).absolute() / PARAMS_DIR)
   return model, params, config

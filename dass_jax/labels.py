@@ -1,17 +1,35 @@
-"""AudioSet class labels: the 527-class `class_labels_indices.csv` shipped with the package.
+"""Label CSVs (`class_labels_indices.csv`): the one reader and writer, and the bundled AudioSet set.
 
-The CSV (AudioSet ontology, CC BY 4.0) has a header `index,mid,display_name` and one row per class,
-e.g. `0,/m/09x0r,"Speech"`; row i is output i of an AudioSet classifier (AST, DASS).
+The CSV (AST's format) has a header `index,mid,display_name` and one row per class, e.g.
+`0,/m/09x0r,"Speech"`; row i is output i of a classifier. The bundled file is the 527-class AudioSet
+ontology (CC BY 4.0).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.resources
 import os
 
-AUDIOSET_NUM_CLASSES = 527
+from dass_jax.constants import AUDIOSET_NUM_CLASSES
+
 _HEADER = ["index", "mid", "display_name"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSet:
+  """The classes of a label CSV in index order: `mids[i]` and `names[i]` describe output i."""
+
+  mids: tuple[str, ...]
+  names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.mids)
+
+  def index_of(self) -> dict[str, int]:
+    """Maps ontology ids ('/m/09x0r') to class indices."""
+    return {mid: i for i, mid in enumerate(self.mids)}
 
 
 def default_label_csv() -> str:
@@ -19,36 +37,49 @@ def default_label_csv() -> str:
   return str(importlib.resources.files("dass_jax") / "assets" / "class_labels_indices.csv")
 
 
-def load_label_csv(path: str | os.PathLike | None = None) -> list[tuple[int, str, str]]:
-  """Reads a class_labels_indices.csv.
+def read_label_csv(path: str | os.PathLike | None = None) -> LabelSet:
+  """Reads a label CSV.
 
   Args:
     path: CSV with header index,mid,display_name; None for the bundled AudioSet file.
 
   Returns:
-    [(index, mid, display_name)] in row order; indices are 0..n-1 in order.
+    The LabelSet, indices 0..n-1 in order, mids stripped of surrounding blanks.
 
   Raises:
     FileNotFoundError: the file does not exist.
-    ValueError: wrong header, malformed row, or indices not 0..n-1 in order.
+    ValueError: wrong header, malformed row, indices not 0..n-1 in order, duplicate mids, no rows.
   """
   path = os.fspath(path) if path is not None else default_label_csv()
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"label CSV not found: {path}")
   with open(path, newline="", encoding="utf-8") as f:
     reader = csv.reader(f)
     header = next(reader, None)
     if header != _HEADER:
       raise ValueError(f"{path}: expected header {','.join(_HEADER)}, got {header}")
-    rows = []
+    mids, names = [], []
     for line, row in enumerate(reader, start=2):
       if len(row) != 3 or not row[0].strip().isdigit():
         raise ValueError(f"{path}:{line}: expected 'index,mid,display_name', got {row}")
-      index = int(row[0])
-      if index != len(rows):
-        raise ValueError(f"{path}:{line}: index {index} out of order, expected {len(rows)}")
-      rows.append((index, row[1], row[2]))
-  if not rows:
+      if int(row[0]) != len(mids):
+        raise ValueError(f"{path}:{line}: index {int(row[0])} out of order, expected {len(mids)}")
+      mids.append(row[1].strip())
+      names.append(row[2])
+  if not mids:
     raise ValueError(f"{path}: no label rows")
-  return rows
+  if len(set(mids)) != len(mids):
+    raise ValueError(f"{path}: duplicate mids")
+  return LabelSet(mids=tuple(mids), names=tuple(names))
+
+
+def write_label_csv(path: str | os.PathLike, labels: LabelSet) -> None:
+  """Writes a label CSV with AST's header and quoting of display names."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(_HEADER)
+    for i, (mid, name) in enumerate(zip(labels.mids, labels.names)):
+      writer.writerow([i, mid, name])
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -56,10 +87,5 @@ def class_names(num_classes: int) -> list[str]:
   if num_classes <= 0:
     raise ValueError(f"num_classes must be positive, got {num_classes}")
   if num_classes == AUDIOSET_NUM_CLASSES:
-    return [name for _, _, name in load_label_csv()]
+    return list(read_label_csv().names)
   return [f"class_{i}" for i in range(num_classes)]
-
-
-def mid_to_index(path: str | os.PathLike | None = None) -> dict[str, int]:
-  """Maps ontology ids ('/m/09x0r') to class indices (AudioSet label strings -> targets)."""
-  return {mid: index for index, mid, _ in load_label_csv(path)}

@@ -8,7 +8,8 @@ Each INPUT is either
   * a `.npy` array of model input: normalised fbank, (frames, 128) or (batch, frames, 128), exactly
     what the PyTorch `DASS.forward` takes; or
   * an audio file of any length, turned into the normalised fbank of the whole recording by
-    `dass_jax.timeline.audio_features` (streamed block by block for the formats soundfile reads).
+    `dass_jax.frontends.kaldi_fbank.audio_features` (streamed block by block for the formats
+    soundfile reads).
 DASS classifies every frame of an input in one forward pass, with no cropping (it has no position
 embedding; activation memory grows linearly with the length). AST's position embeddings fix its
 input length, so audio features are padded / cropped to `max_length` frames for it, as its
@@ -44,24 +45,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+
+from dass_jax import timeline
+from dass_jax.checkpoint import load_model
+from dass_jax.frontends import kaldi_fbank
+from dass_jax.labels import class_names
 
 
 class InputError(ValueError):
   """A checkpoint folder or input file that cannot be used; the message names it."""
-
-
-def class_names(num_classes: int) -> list[str]:
-  """Label names from `dass_jax.labels` when it has them for `num_classes`, else `class_<i>`."""
-  try:
-    from dass_jax import labels
-
-    names = list(labels.class_names(num_classes))
-  except (ImportError, ValueError, KeyError, OSError):
-    names = []
-  if len(names) != num_classes:
-    names = [f"class_{i}" for i in range(num_classes)]
-  return names
 
 
 def is_audio(path: str | os.PathLike) -> bool:
@@ -71,14 +65,7 @@ def is_audio(path: str | os.PathLike) -> bool:
 
 def _audio_features(path: Path) -> np.ndarray:
   try:
-    from dass_jax.timeline import audio_features
-  except ImportError as e:
-    raise InputError(
-      f"{path}: audio input needs dass_jax.timeline and its audio libraries "
-      f"({e}); pass a .npy fbank array instead"
-    ) from e
-  try:
-    return audio_features(path)
+    return kaldi_fbank.audio_features(path)
   except Exception as e:  # any decoder error is a bad input file, reported with its name
     raise InputError(f"{path}: could not turn the audio into features ({e})") from e
 
@@ -121,14 +108,12 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
 
 def fixed_length(config) -> int | None:
   """Frames a model's input must have (AST: `max_length`), or None when any length works (DASS)."""
-  return config.max_length if config.to_dict()["model_type"] == "ast" else None
+  return config.max_length if config.model_type == "ast" else None
 
 
 def pad_value() -> float:
-  """The normalised value of the dataloader's zero padding, float32 `features.normalize(0)`."""
-  from dass_jax.features import normalize
-
-  return float(normalize(np.zeros(1, np.float32))[0])
+  """The normalised value of the dataloader's zero padding, float32 `kaldi_fbank.normalize(0)`."""
+  return float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
 
 
 def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
@@ -181,8 +166,6 @@ def timeline_windows(
     [{"window", "start_frame", "end_frame", "start_s", "end_s", "top": top_classes(...)}], one per
     window in time order; seconds are frames / 100.
   """
-  from dass_jax import timeline
-
   bounds = timeline.window_bounds(
     len(features), args.timeline_window_frames, args.timeline_hop_frames
   )
@@ -272,16 +255,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
   """Validates the timeline options; adds timeline_window_frames / timeline_hop_frames."""
-  from dass_jax.timeline import seconds_to_frames
-
   if args.timeline_window is None:
     if args.timeline_hop is not None or args.timeline_out:
       parser.error("--timeline-hop and --timeline-out need --timeline-window")
     return
   try:
-    args.timeline_window_frames = seconds_to_frames(args.timeline_window, "--timeline-window")
+    args.timeline_window_frames = timeline.seconds_to_frames(
+      args.timeline_window, "--timeline-window"
+    )
     hop = args.timeline_window if args.timeline_hop is None else args.timeline_hop
-    args.timeline_hop_frames = seconds_to_frames(hop, "--timeline-hop")
+    args.timeline_hop_frames = timeline.seconds_to_frames(hop, "--timeline-hop")
   except ValueError as e:
     parser.error(str(e))
   if args.timeline_hop_frames > args.timeline_window_frames:
@@ -297,8 +280,6 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def _load_checkpoint(folder: str):
-  from dass_jax.checkpoint import load_model
-
   if not Path(folder).is_dir():
     raise InputError(f"{folder}: checkpoint folder not found")
   try:
@@ -344,8 +325,6 @@ def _print_text(results: list[dict[str, Any]]) -> None:
 def _write_timelines(
   args: argparse.Namespace, header: dict[str, Any], results: list[dict[str, Any]]
 ) -> None:
-  from dass_jax import timeline
-
   report = {
     **header,
     "window_s": args.timeline_window_frames / timeline.FRAMES_PER_SECOND,
@@ -366,8 +345,6 @@ def _write_timelines(
 def main(argv: list[str] | None = None) -> int:
   """Runs the CLI; returns the exit status (0, or 2 for a bad checkpoint or input)."""
   args = _parse_args(argv)
-  import jax
-
   timeline_on = args.timeline_window is not None
   try:
     model, params, config = _load_checkpoint(args.checkpoint)

@@ -1,24 +1,12 @@
-"""Long recordings: streamed fbank features and a sliding-window label timeline.
+"""Label timelines of long recordings: sliding windows over a recording's features.
 
-    features = timeline.audio_features("long.wav")                   # (frames, 128), normalised
+    features = kaldi_fbank.audio_features("long.wav")              # (frames, 128), normalised
     bounds = timeline.window_bounds(len(features), 1000, 100)        # 10 s windows every 1 s
     logits = timeline.window_logits(apply_fn, params, features, bounds, batch_size=16)
 
 Features arrive at `FRAMES_PER_SECOND` (100) frames per second: frame k covers samples
-[160 k, 160 k + 400) at 16 kHz, i.e. 25 ms from k * 10 ms.
-
-Streaming. `stream_fbank` computes the Kaldi fbank of a recording block by block, carrying the
-samples that the next frame still needs (the window is 400 samples and the shift 160, so at most
-399 samples, usually 240 + a remainder, cross a block edge). Every frame sees exactly the samples
-it sees in the whole-file computation. The one step that is not local, `features.fbank`'s removal
-of the global mean, cancels exactly in exact arithmetic because every frame's own mean is removed
-next; in float64 it leaves differences of order 1e-16 relative, invisible after the float32
-cast up to a rare last-bit difference. A recording shorter than one frame is passed whole to
-`features.fbank` (its zero padding happens after the mean removal, where the mean does matter).
-Peak memory is twice the features (the per-block pieces and their concatenation; the features
-take 512 bytes per frame, 51 kB per second of audio, 184 MB per hour) plus one block, not the
-waveform in float32 and float64 as `features.audio_to_features` needs (measured on a 30 min
-file: 210 MB above the interpreter's baseline streamed, 467 MB in one shot).
+[160 k, 160 k + 400) at 16 kHz, i.e. 25 ms from k * 10 ms (the streamed features of a whole
+recording come from `dass_jax.frontends.kaldi_fbank.audio_features`).
 
 Windows. `window_bounds` places windows of `window` frames every `hop` frames from frame 0 for as
 long as they fit; if the last one ends before the recording does, one more window ending at the
@@ -34,16 +22,14 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dass_jax import features as features_lib
+from dass_jax.constants import FRAMES_PER_SECOND
 
-FRAMES_PER_SECOND = 100
-STREAM_BLOCK_SECONDS = 30.0
 CSV_FIELDS = (
   "input",
   "window",
@@ -109,74 +95,6 @@ def window_bounds(num_frames: int, window: int, hop: int) -> np.ndarray:
   if starts[-1] + window < num_frames:
     starts = np.append(starts, num_frames - window)
   return np.stack([starts, starts + window], axis=1)
-
-
-def stream_fbank(
-  blocks: Iterable[np.ndarray],
-  sample_rate: int = features_lib.SAMPLE_RATE,
-  num_mel_bins: int = features_lib.NUM_MEL_BINS,
-  normalize: bool = False,
-) -> np.ndarray:
-  """`features.fbank` of the concatenated blocks, computed one block at a time.
-
-  Args:
-    blocks: (samples,) float blocks of one mono recording, in order (any sizes, e.g. from
-      `dass_jax.audio.iter_audio_blocks`).
-    sample_rate: Hz.
-    num_mel_bins: filters.
-    normalize: apply `features.normalize` to each block's frames as they are made (the same
-      values as normalising the result, without a second full-size array).
-
-  Returns:
-    (frames, num_mel_bins) float32: the frames `features.fbank` gives for the whole recording
-    (equal up to float64 rounding; see `features.FbankStream`), normalised if asked.
-
-  Raises:
-    ValueError: no samples at all, or a bad block (non-1-D, integer, NaN / inf).
-  """
-  stream = features_lib.FbankStream(sample_rate, num_mel_bins)
-
-  def finish(frames: np.ndarray) -> np.ndarray:
-    return features_lib.normalize(frames).astype(np.float32) if normalize else frames
-
-  pieces = [finish(stream.push(block)) for block in blocks]
-  pieces.append(finish(stream.finish()))
-  return np.concatenate(pieces, axis=0)
-
-
-def audio_features(
-  path: str | os.PathLike, block_seconds: float = STREAM_BLOCK_SECONDS
-) -> np.ndarray:
-  """Audio file -> normalised model input for all of it, streamed when soundfile can read it.
-
-  Files soundfile opens are read with `audio.iter_audio_blocks` (soxr's streaming resampler when
-  the rate is not 16 kHz, equal to `load_audio`'s one-shot resampling up to float rounding) and
-  `stream_fbank`; anything else goes through `features.audio_to_features` (whole file in memory).
-
-  Args:
-    path: audio file.
-    block_seconds: seconds decoded per step.
-
-  Returns:
-    (frames, 128) float32, normalised as `features.normalize`, 100 frames per second.
-
-  Raises:
-    dass_jax.audio.AudioLoadError: unreadable, empty or corrupt file.
-  """
-  import soundfile as sf
-
-  from dass_jax.audio import AudioLoadError, iter_audio_blocks
-
-  try:
-    sf.info(os.fspath(path))
-  except (sf.SoundFileError, RuntimeError, OSError):
-    return features_lib.audio_to_features(path)
-  try:
-    return stream_fbank(iter_audio_blocks(path, block_seconds), normalize=True)
-  except ValueError as e:
-    if isinstance(e, AudioLoadError):
-      raise
-    raise AudioLoadError(f"{os.fspath(path)}: {e}") from e
 
 
 def window_logits(

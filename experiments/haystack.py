@@ -13,9 +13,9 @@ Three haystacks (features are (frames, 128) unnormalised log-mel, time major, fl
 For the noise haystacks the needle is mixed in at the waveform level: noise of unit mean power is
 scaled so that 10 log10(needle power / noise power) = snr_db (needle power = mean square of the
 mean-removed needle) and the needle waveform is added to it. The fbank of the mixture is computed
-block by block (`features.FbankStream`), generating the noise of each block on demand (`WhiteNoise`,
-`BabbleNoise` give any sample range at random access), so the haystack waveform is never held whole:
-peak memory is one block plus the output features.
+block by block (`kaldi_fbank.FbankStream`), generating the noise of each block on demand
+(`WhiteNoise`, `BabbleNoise` give any sample range at random access), so the haystack waveform is
+never held whole: peak memory is one block plus the output features.
 
 Placement: a needle of n frames at relative position p in a haystack of T frames starts at frame
 f0 = round(p * (T - n)) (p = 0: first frame, p = 1: ends at the last frame) and, for the noise
@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dass_jax import features
+from dass_jax.constants import NUM_MEL_BINS, SAMPLE_RATE
+from dass_jax.frontends import kaldi_fbank
 
-SAMPLE_RATE = features.SAMPLE_RATE
-WINDOW, HOP, _ = features.frame_geometry(SAMPLE_RATE)
+WINDOW, HOP, _ = kaldi_fbank.frame_geometry(SAMPLE_RATE)
 HAYSTACKS = ("zeros", "white", "babble")
 
 
@@ -147,8 +147,8 @@ def noisy_haystack(
   total = num_frames(total_samples)
   needle_start = HOP * needle_start_frame(position, total, num_frames(needle.size))
   scale = noise_scale(needle, snr_db)
-  out = np.empty((total, features.NUM_MEL_BINS), np.float32)
-  stream, filled = features.FbankStream(), 0
+  out = np.empty((total, NUM_MEL_BINS), np.float32)
+  stream, filled = kaldi_fbank.FbankStream(), 0
   for start in range(0, total_samples, block_samples):
     stop = min(start + block_samples, total_samples)
     frames = stream.push(mixture_segment(noise, scale, needle, needle_start, start, stop))

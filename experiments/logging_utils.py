@@ -17,11 +17,14 @@ import sys
 import time
 from typing import Any
 
+import jax
 import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-CONFIG_FILE = "train_config.json"
+TRAIN_CONFIG_FILE = "train_config.json"
 
 
 def _scalar(value: Any) -> float | int:
@@ -43,8 +46,6 @@ class MetricWriter:
       os.makedirs(workdir, exist_ok=True)
       # Open for the writer's lifetime; close() closes it.
       self._file = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")  # noqa: SIM115
-      from tensorboardX import SummaryWriter
-
       self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -69,7 +70,7 @@ def write_config(workdir: str, config: Any, enabled: bool = True) -> None:
   if not enabled:
     return
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = os.path.join(workdir, TRAIN_CONFIG_FILE)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
@@ -87,8 +88,6 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
 def progress_bar(total: int, initial: int, enabled: bool = True, desc: str = "train"):
   """A tqdm bar over training steps (disabled on non-writing processes)."""
-  from tqdm import tqdm
-
   return tqdm(
     total=total,
     initial=initial,
@@ -103,8 +102,6 @@ def progress_bar(total: int, initial: int, enabled: bool = True, desc: str = "tr
 
 def setup_logging(level: int = logging.INFO) -> None:
   """Timestamped Python logging to stderr, with the process index in multi-process runs."""
-  import jax
-
   prefix = f"[p{jax.process_index()}] " if jax.process_count() > 1 else ""
   logging.basicConfig(
     level=level,

@@ -11,12 +11,12 @@ position.
 
 Models: `config.models` maps a name to a converted checkpoint folder or an `experiments.train` work
 directory (`load_for_eval`). DASS takes any length. AST's position embeddings are resized to the
-input's time-patch count with `dass_jax.ast.with_max_length` (bilinear over the (frequency, time)
-patch grid, half-pixel centres, i.e. torch `F.interpolate(mode="bilinear", align_corners=False)`;
-the frequency axis keeps its size, so only the time axis is stretched). AST attention materialises
-(heads, tokens, tokens) scores, quadratic in duration, so AST runs only up to
-`ast_max_duration_s`; DASS memory is linear in duration (batch 1 once a batch of
-`batch_frames` frames holds a single input).
+input's time-patch count with `dass_jax.models.ast.with_max_length` (bilinear over the (frequency,
+time) patch grid, half-pixel centres, i.e. torch `F.interpolate(mode="bilinear",
+align_corners=False)`; the frequency axis keeps its size, so only the time axis is stretched). AST
+attention materialises (heads, tokens, tokens) scores, quadratic in duration, so AST runs only up to
+`ast_max_duration_s`; DASS memory is linear in duration (batch 1 once a batch of `batch_frames`
+frames holds a single input).
 
 Work directory outputs: niah.csv (model, haystack, snr, duration_s, position, mAP, retained; snr
 is empty for the zeros haystack), niah.png (mAP averaged over positions vs duration, log x, one
@@ -37,20 +37,23 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
 import dass_jax
-from dass_jax import data, features
-from dass_jax.ast import with_max_length
+from dass_jax import data
 from dass_jax.audio import load_audio
-from dass_jax.checkpoint import build_model
-from dass_jax.config import AstConfig
+from dass_jax.constants import NUM_MEL_BINS, SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import synthetic
+from dass_jax.frontends import kaldi_fbank
+from dass_jax.models import AstConfig, build_model
+from dass_jax.models.ast import with_max_length
 from experiments import haystack as haystack_lib
 from experiments import metrics as metrics_lib
 from experiments import teacher as teacher_lib
 
-CSV_FILE, PLOT_FILE, CONFIG_FILE = "niah.csv", "niah.png", "niah_config.json"
+CSV_FILE, PLOT_FILE, STUDY_CONFIG_FILE = "niah.csv", "niah.png", "niah_config.json"
 CSV_FIELDS = ("model", "haystack", "snr", "duration_s", "position", "mAP", "retained")
 
 
@@ -96,7 +99,7 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
     raise ValueError(
       f"{datafile} has {len(entries)} rows; babble_pool + num_needles = {pool + count}"
     )
-  max_samples = int(round(config.needle_seconds * haystack_lib.SAMPLE_RATE))
+  max_samples = int(round(config.needle_seconds * SAMPLE_RATE))
   needle_rows = entries[pool : pool + count]
   targets = np.zeros((count, len(labels)), np.float32)
   for i, classes in enumerate(datafile_lib.label_indices(needle_rows, labels, datafile)):
@@ -143,9 +146,7 @@ class Classifier:
 def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
   """One `Classifier` per `config.models` entry with a path; AST capped at ast_max_duration_s."""
   out = []
-  ast_cap = haystack_lib.num_frames(
-    int(round(config.ast_max_duration_s * haystack_lib.SAMPLE_RATE))
-  )
+  ast_cap = haystack_lib.num_frames(int(round(config.ast_max_duration_s * SAMPLE_RATE)))
   for name, path in config.models.items():
     if not path:
       continue
@@ -169,7 +170,7 @@ def haystack_features(
   """(frames, 128) unnormalised fbank of one needle waveform in one haystack."""
   if kind == "zeros":
     return haystack_lib.zeros_haystack(
-      features.fbank(needle), haystack_lib.num_frames(total_samples), position
+      kaldi_fbank.fbank(needle), haystack_lib.num_frames(total_samples), position
     )
   return haystack_lib.noisy_haystack(needle, noise, snr_db, total_samples, position, block_samples)
 
@@ -197,7 +198,7 @@ def _check_durations(durations, clips: Clips) -> None:
       f"durations_s must be strictly increasing (the first is the reference), "
       f"got {tuple(durations)}"
     )
-  longest = max(n.size for n in clips.needles) / haystack_lib.SAMPLE_RATE
+  longest = max(n.size for n in clips.needles) / SAMPLE_RATE
   if durations[0] < longest:
     raise ValueError(
       f"the shortest duration {durations[0]} s is shorter than the longest needle ({longest:.2f} s)"
@@ -215,7 +216,7 @@ def evaluate_condition(
   config: ml_collections.ConfigDict,
 ) -> dict[str, float]:
   """mAP of every classifier that supports this duration, over all needles: {name: mAP}."""
-  total_samples = int(round(duration_s * haystack_lib.SAMPLE_RATE))
+  total_samples = int(round(duration_s * SAMPLE_RATE))
   frames = haystack_lib.num_frames(total_samples)
   active = [c for c in classifiers if c.supports(frames)]
   if not active:
@@ -225,9 +226,9 @@ def evaluate_condition(
   scores = {c.name: np.zeros((count, clips.targets.shape[1]), np.float32) for c in active}
   for first in range(0, count, batch):
     rows = range(first, min(first + batch, count))
-    x = np.zeros((batch, frames, features.NUM_MEL_BINS), np.float32)
+    x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
     for j, i in enumerate(rows):
-      x[j] = features.normalize(
+      x[j] = kaldi_fbank.normalize(
         haystack_features(
           kind, clips.needles[i], noise, snr_db, total_samples, position, config.block_samples
         )
@@ -304,7 +305,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   if not workdir:
     raise ValueError("no work directory: pass --workdir or set config.workdir")
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+  with open(os.path.join(workdir, STUDY_CONFIG_FILE), "w", encoding="utf-8") as f:
     f.write(config.to_json(indent=2) + "\n")
   clips = load_clips(config)
   durations = [float(d) for d in config.durations_s]
@@ -364,9 +365,6 @@ def main(argv: list[str], config: ml_collections.ConfigDict, workdir: str | None
 if __name__ == "__main__":
   # Flags are defined here, not at import, so that tests can import this module beside
   # experiments.train (which defines its own --config).
-  from absl import app, flags
-  from ml_collections import config_flags
-
   _CONFIG = config_flags.DEFINE_config_file("config", None, "NIAH config file.", lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (overrides config.workdir).")
   flags.mark_flag_as_required("config")

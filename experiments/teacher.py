@@ -26,22 +26,24 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 import dass_jax
 from dass_jax import data
-from dass_jax.checkpoint import CONFIG_FILE
-from experiments import sharding
+from dass_jax.checkpoint import CONFIG_FILE, is_converted
+from experiments import checkpointing, sharding
 
-EXPORT_DIRS = ("export_wa", "export")
+# A work directory's exports in order of preference: weight-averaged first.
+EXPORT_DIRS = (checkpointing.EXPORT_WA_DIR, checkpointing.EXPORT_DIR)
 
 
 def resolve_dir(path: str) -> str:
   """The converted-checkpoint folder for `path` (itself, or a train workdir's export)."""
   root = Path(path)
-  if (root / CONFIG_FILE).is_file():
+  if is_converted(root):
     return str(root)
   for name in EXPORT_DIRS:
-    if (root / name / CONFIG_FILE).is_file():
+    if is_converted(root / name):
       return str(root / name)
   raise FileNotFoundError(
     f"teacher {path!r} is neither a converted checkpoint folder (with {CONFIG_FILE}) nor a "
@@ -130,8 +132,6 @@ def build_cache(
       json.dump({**_meta(folder, cfg, it.num_classes), "num_rows": num_rows}, f, indent=1)
     os.replace(tmp, path)
     os.replace(f"{path}.json.tmp", f"{path}.json")
-  from jax.experimental import multihost_utils
-
   multihost_utils.sync_global_devices("teacher_cache_written")
 
 

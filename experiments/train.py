@@ -45,10 +45,9 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 import dass_jax
-from dass_jax import data
-from dass_jax.checkpoint import CONFIG_FILE, PARAMS_DIR
-from dass_jax.config import AstConfig, DassConfig
-from experiments import checkpointing, evaluate, logging_utils, losses, optim, sharding
+from dass_jax import data, models
+from dass_jax.checkpoint import is_converted, save_converted
+from experiments import checkpointing, evaluate, logging_utils, losses, optim, quickstart, sharding
 from experiments import teacher as teacher_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -67,8 +66,6 @@ _COMPILATION_CACHE = flags.DEFINE_string(
   "Persistent XLA compilation cache ('' disables); reruns and resumes skip recompiling.",
 )
 
-MODEL_CONFIGS = {"dass": DassConfig, "ast": AstConfig}
-EXPORT_DIR, EXPORT_WA_DIR = "export", "export_wa"
 RESULTS_FILE = "results.json"
 
 
@@ -88,11 +85,7 @@ def _model_config(config: ml_collections.ConfigDict, num_classes: int):
   if config.init_from:
     base = dass_jax.checkpoint.load_config(config.init_from)
     return dataclasses.replace(base, **fields)
-  if config.model_type not in MODEL_CONFIGS:
-    raise ValueError(
-      f"config.model_type must be one of {sorted(MODEL_CONFIGS)}, got {config.model_type!r}"
-    )
-  return MODEL_CONFIGS[config.model_type](**fields)
+  return models.config_from_dict({"model_type": config.model_type, **fields})
 
 
 def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -> Any:
@@ -122,21 +115,10 @@ def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -
 
 def _export(folder: str, model_config, params: Any, mesh) -> None:
   """Writes params (gathered to every process) as a converted checkpoint folder."""
-  if os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+  if is_converted(folder):
     return  # Written by an earlier run that finished; the params are the same.
-  import orbax.checkpoint as ocp
-
   gathered = jax.jit(lambda p: p, out_shardings=sharding.replicated(mesh))(params)
-  host = jax.tree.map(np.asarray, gathered)
-  path = os.path.abspath(os.path.join(folder, PARAMS_DIR))
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(path, host, force=True)
-    ckptr.wait_until_finished()
-  if jax.process_index() == 0:
-    tmp = os.path.join(folder, CONFIG_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump({**model_config.to_dict(), "source": "experiments.train"}, f, indent=2)
-    os.replace(tmp, os.path.join(folder, CONFIG_FILE))
+  save_converted(folder, model_config, gathered, extra={"source": "experiments.train"})
 
 
 def _host_mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -308,6 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         kd_kind=loss_cfg.kd_kind,
         kd_weight=loss_cfg.kd_weight,
         temperature=loss_cfg.temperature,
+        teacher_func=loss_cfg.teacher_func,
       )
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -414,7 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Final evaluation and export.
   # ----------------------------------------------------------------------------------------------
   results = {"final": run_eval(state["params"], total_steps, "final"), "steps": total_steps}
-  _export(os.path.join(workdir, EXPORT_DIR), model_config, state["params"], mesh)
+  _export(os.path.join(workdir, checkpointing.EXPORT_DIR), model_config, state["params"], mesh)
   if wa_enabled:
     if int(jax.device_get(state["wa_count"])) == 0:
       logging.warning(
@@ -426,7 +409,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       )
     else:
       results["wa"] = run_eval(state["wa_params"], total_steps, "wa")
-      _export(os.path.join(workdir, EXPORT_WA_DIR), model_config, state["wa_params"], mesh)
+      _export(
+        os.path.join(workdir, checkpointing.EXPORT_WA_DIR), model_config, state["wa_params"], mesh
+      )
   if is_main:
     with open(os.path.join(workdir, RESULTS_FILE), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
@@ -459,8 +444,6 @@ def main(argv: list[str]) -> int:
   workdir = _WORKDIR.value or config.workdir
   try:
     if "quickstart" in config:
-      from experiments import quickstart
-
       quickstart.run(config, workdir, train_and_evaluate)
     else:
       train_and_evaluate(config, workdir)

@@ -36,8 +36,9 @@ import time
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels.dispatch import ScanImpl, selective_scan
-from pallas_kernels.ss2d_core import K_DIRECTIONS, ss2d_scan
+from pallas_kernels.ss2d_core import ss2d_scan
 
 MEL_BINS = 128
 PATCH_STRIDE = 4

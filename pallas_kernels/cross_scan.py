@@ -17,13 +17,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# The four routes of SS2D (row-major, column-major and their reversals).
+K_DIRECTIONS = 4
+
 
 def cross_scan(x: jax.Array) -> jax.Array:
   """(batch, C, H, W) channels-first -> (batch, 4, C, H*W)."""
   batch, ch, h, w = x.shape
   rows = x.reshape(batch, ch, h * w)
   cols = jnp.swapaxes(x, 2, 3).reshape(batch, ch, h * w)
-  return jnp.stack([rows, cols, rows[..., ::-1], cols[..., ::-1]], axis=1)
+  return jnp.stack([rows, cols, rows[..., ::-1], cols[..., ::-1]], axis=1)  # K_DIRECTIONS
 
 
 def cross_merge(ys: jax.Array) -> jax.Array:
@@ -33,7 +36,7 @@ def cross_merge(ys: jax.Array) -> jax.Array:
   original code's plain `.view` does.
   """
   batch, _, ch, h, w = ys.shape
-  seq = ys.reshape(batch, 4, ch, h * w)
+  seq = ys.reshape(batch, K_DIRECTIONS, ch, h * w)
   rows = seq[:, 0] + seq[:, 2, :, ::-1]
   cols = seq[:, 1] + seq[:, 3, :, ::-1]
   cols = jnp.swapaxes(cols.reshape(batch, ch, w, h), 2, 3).reshape(batch, ch, h * w)
@@ -48,5 +51,5 @@ def cross_scan_channels_last(x: jax.Array) -> jax.Array:
 def cross_merge_channels_last(ys: jax.Array, height: int, width: int) -> jax.Array:
   """(batch, 4, C, H*W) per-route sequences -> (batch, H, W, C) merged map."""
   batch, _, ch, _ = ys.shape
-  merged = cross_merge(ys.reshape(batch, 4, ch, height, width))
+  merged = cross_merge(ys.reshape(batch, K_DIRECTIONS, ch, height, width))
   return jnp.moveaxis(merged.reshape(batch, ch, height, width), 1, -1)

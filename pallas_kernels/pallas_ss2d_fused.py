@@ -44,9 +44,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels import chunk_engine as ce
+from pallas_kernels.cross_scan import K_DIRECTIONS
 
 DEFAULT_CHUNK = 256
-K_DIRECTIONS = 4
 
 
 def choose_chunk(length: int, target: int) -> int:

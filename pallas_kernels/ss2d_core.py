@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pallas_kernels.cross_scan import cross_merge_channels_last, cross_scan_channels_last
+from pallas_kernels.cross_scan import (
+  K_DIRECTIONS,
+  cross_merge_channels_last,
+  cross_scan_channels_last,
+)
 from pallas_kernels.dispatch import ScanImpl, resolve_impl, selective_scan
-
-K_DIRECTIONS = 4
 
 
 def ss2d_scan(

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (torch pinned to the CPU build) and runs the whole suite.
+# The README's test command (.ci/run calls it): installs exactly the pinned set of
+# requirements-lock.txt (torch is the 2.13.0 CPU build), then runs ruff (lint + format check) and the
+# whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[torch,test]"
+python -m pip install -q -c requirements-lock.txt "torch==2.13.0"
+python -m pip install -q -c requirements-lock.txt -e ".[torch,test,dev]"
+ruff check .
+ruff format --check .
 python -m pytest -q -n 2 --dist loadfile --durations=30 "$@"

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dass_jax.ast import AST, interpolate_pos_embed, with_max_length
-from dass_jax.config import AstConfig, config_from_dict
+from dass_jax.models import AST, AstConfig, config_from_dict
+from dass_jax.models.ast import interpolate_pos_embed, with_max_length
 
 SMALL = AstConfig(
   num_classes=7, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=100

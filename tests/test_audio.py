@@ -11,7 +11,7 @@ import pytest
 sf = pytest.importorskip("soundfile")
 
 from dass_jax.audio import AudioLoadError, iter_audio_blocks, load_audio
-from dass_jax.features import audio_to_features, fbank
+from dass_jax.frontends.kaldi_fbank import audio_features, fbank
 
 
 def _noise(num_samples: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -146,13 +146,13 @@ def test_all_zero_audio_gives_finite_features(tmp_path):
   assert np.all(wave == 0)
   feats = fbank(wave)
   assert np.all(np.isfinite(feats))
-  normalised = audio_to_features(path, target_frames=1024)
+  normalised = audio_features(path, target_frames=1024)
   assert normalised.shape == (1024, 128) and np.all(np.isfinite(normalised))
 
 
 def test_very_short_file_gives_one_frame(tmp_path):
   path = _write(tmp_path / "short.wav", _noise(100), subtype="FLOAT")
-  assert audio_to_features(path).shape == (1, 128)
+  assert audio_features(path).shape == (1, 128)
 
 
 @pytest.mark.parametrize("sample_rate, channels", [(16000, 1), (44100, 2)])

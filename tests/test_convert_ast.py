@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import max_rel_err
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -17,16 +18,15 @@ from convert_torch.ast import (
   config_from_transformers,
   convert,
   convert_state_dict,
-  count_params,
   detect_layout,
   expected_shapes,
   infer_config,
   main,
   strip_module_prefix,
 )
+from convert_torch.params import count_params
 from dass_jax import load_model
-from dass_jax.ast import AST
-from dass_jax.config import AstConfig
+from dass_jax.models import AST, AstConfig
 
 # (max_length, frequency_stride, time_stride, num_layers, qkv_bias)
 HF_CASES = [(100, 10, 10, 2, True), (300, 16, 16, 2, True), (200, 12, 8, 3, False)]
@@ -75,10 +75,6 @@ def _run(config, params, x):
   return np.asarray(logits), [np.asarray(h) for h in state["intermediates"]["hidden_states"]]
 
 
-def _rel(a, b):
-  return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def _numpy_sd(module):
   return {k: v.detach().numpy() for k, v in module.state_dict().items()}
 
@@ -101,10 +97,10 @@ def test_in_memory_state_dict_matches(hf_case):
   assert detect_layout(sd) == "transformers"
   config = config_from_transformers(model.config.to_dict())
   logits_jax, hidden_jax = _run(config, convert_state_dict(sd, config), x)
-  assert _rel(logits_jax, logits) <= RTOL
+  assert max_rel_err(logits_jax, logits) <= RTOL
   assert len(hidden_jax) == len(hidden) == config.num_layers + 1
   for ours, ref in zip(hidden_jax, hidden):
-    assert _rel(ours, ref) <= RTOL
+    assert max_rel_err(ours, ref) <= RTOL
 
 
 def test_saved_folder_converts_through_cli(hf_case, tmp_path):
@@ -119,9 +115,9 @@ def test_saved_folder_converts_through_cli(hf_case, tmp_path):
   assert config == config_from_transformers(model.config.to_dict())
   assert isinstance(module, AST)
   logits_jax, hidden_jax = _run(config, params, x)
-  assert _rel(logits_jax, logits) <= RTOL
+  assert max_rel_err(logits_jax, logits) <= RTOL
   for ours, ref in zip(hidden_jax, hidden):
-    assert _rel(ours, ref) <= RTOL
+    assert max_rel_err(ours, ref) <= RTOL
 
 
 def test_both_transformers_layouts_give_identical_params(tmp_path):
@@ -252,7 +248,7 @@ def test_original_checkpoint_matches(tmp_path, strides, tdim):
     max_length=tdim,
   )
   logits, _ = _run(config, params, x)
-  assert _rel(logits, ref) <= RTOL
+  assert max_rel_err(logits, ref) <= RTOL
 
 
 def test_audioset_config_parameter_count():

@@ -1,7 +1,7 @@
 """DASS checkpoint conversion: PyTorch state dicts (every accepted layout) -> config + params.
 
 Checked here:
-  * the PyTorch twin (tests/torch_reference/dass_torch.py) loads the golden state dict strictly,
+  * the PyTorch twin (torch_reference/dass_torch.py) loads the golden state dict strictly,
     with the original key order, and reproduces the golden logits to <= 1e-6 abs;
   * the golden state dict converts to the inferred config and, run through the Flax DASS, gives
     the golden logits to <= 1e-5 relative; transforms (conv OIHW->HWIO, linear .T) spot-checked;
@@ -18,6 +18,7 @@ Checked here:
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,19 +26,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from convert_torch.__main__ import main as cli_main
+from convert_torch.dass import convert_file, torch_to_flax
+from convert_torch.io import ConversionError
+from dass_jax.checkpoint import load_model
+from dass_jax.models import DASS, DassConfig
 from torch_reference.dass_torch import (
   DassTorch,
   dataparallel_state_dict,
   load_dataparallel_state_dict,
   perturb_,
 )
-
-from convert_torch.__main__ import main as cli_main
-from convert_torch.dass import convert_file, torch_to_flax
-from convert_torch.io import ConversionError
-from dass_jax.checkpoint import load_model
-from dass_jax.config import DassConfig
-from dass_jax.dass import DASS
 
 SMALL = dict(num_classes=7, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
 
@@ -61,14 +60,6 @@ def small_sd() -> dict[str, np.ndarray]:
   model = DassTorch(**SMALL).eval()
   perturb_(model, seed=1)
   return _numpy_sd(model)
-
-
-def _assert_trees_equal(a, b):
-  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
-  flat_b = jax.tree_util.tree_flatten_with_path(b)[0]
-  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
 
 
 def test_torch_twin_reproduces_golden_logits(golden):
@@ -229,7 +220,7 @@ def test_all_file_layouts_give_identical_params(tmp_path, small_sd):
   for path in (dp, st, bare, dp_vssm, hf_dir, hf_dir / "model.safetensors"):
     config, params = convert_file(path)
     assert config.depths == SMALL["depths"] and config.num_classes == SMALL["num_classes"]
-    _assert_trees_equal(params, reference)
+    chex.assert_trees_all_equal(params, reference)
 
 
 def test_hf_folder_config_must_agree_with_weights(tmp_path, small_sd):

@@ -7,23 +7,22 @@ dims, 10 classes) with perturbed parameters, run in float32. Checked here, with 
   * every stored activation `act.*` ≤ 1e-5 (NCHW fixture -> NHWC model);
   * d sum(logits * W) / d parameter for all 114 tensors and d/dx ≤ 1e-4 (train mode, drop path 0).
 
-Parameters go through `convert_torch.dass.torch_to_flax` when that module exists, so that the
-model and the converter cannot drift apart; until then through the private mapping below, which
-follows the table in `dass_jax.dass`.
+Parameters go through `convert_torch.dass.torch_to_flax`, so that the model and the converter
+cannot drift apart.
 """
 
 import dataclasses
-import importlib.util
 import json
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import rel_err
 
-from dass_jax.config import DassConfig
-from dass_jax.dass import DASS, torch_activations
+from convert_torch.dass import torch_to_flax
+from dass_jax.models import DASS, DassConfig
+from dass_jax.models.dass import torch_activations
 
 PREFIX = "module.v."
 LOGITS_REL_TOL = 1e-5
@@ -32,68 +31,8 @@ ACT_REL_TOL = 1e-5
 GRAD_REL_TOL = 1e-4
 
 
-def _rel(out, ref) -> float:
-  out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-  return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
-
-
-def _private_torch_to_flax(state_dict):
-  """Fallback converter: torch DASS state_dict -> (DassConfig, params) per `dass_jax.dass`."""
-  params = {}
-  depths = {}
-  renames = [
-    (r"patch_embed\.0\.(weight|bias)$", r"patch_embed/conv0/\1"),
-    (r"patch_embed\.2\.(weight|bias)$", r"patch_embed/norm0/\1"),
-    (r"patch_embed\.5\.(weight|bias)$", r"patch_embed/conv1/\1"),
-    (r"patch_embed\.7\.(weight|bias)$", r"patch_embed/norm1/\1"),
-    (r"layers\.(\d+)\.downsample\.1\.(weight|bias)$", r"layers_\1/downsample/conv/\2"),
-    (r"layers\.(\d+)\.downsample\.3\.(weight|bias)$", r"layers_\1/downsample/norm/\2"),
-    (r"layers\.(\d+)\.blocks\.(\d+)\.(.*)$", r"layers_\1/blocks_\2/\3"),
-    (r"classifier\.(norm|head)\.(weight|bias)$", r"classifier/\1/\2"),
-  ]
-  for key, value in state_dict.items():
-    name = key[len(PREFIX) :]
-    for pattern, repl in renames:
-      if re.match(pattern, name):
-        path = re.sub(pattern, repl, name).replace(".", "/").split("/")
-        break
-    else:
-      raise KeyError(f"unmapped key {key}")
-    m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", name)
-    if m:
-      depths[int(m[1])] = max(depths.get(int(m[1]), 0), int(m[2]) + 1)
-    value = np.asarray(value, np.float32)
-    leaf = path[-1]
-    if leaf == "weight" and value.ndim == 4:
-      path[-1], value = "kernel", value.transpose(2, 3, 1, 0)
-    elif leaf == "weight" and value.ndim == 2:
-      path[-1], value = "kernel", value.T
-    elif leaf == "weight" and value.ndim == 1:
-      path[-1] = "scale"
-    node = params
-    for part in path[:-1]:
-      node = node.setdefault(part, {})
-    node[path[-1]] = value
-  dims = tuple(
-    int(state_dict[f"{PREFIX}layers.{i}.blocks.0.norm.weight"].shape[0]) for i in range(len(depths))
-  )
-  config = DassConfig(
-    num_classes=int(state_dict[f"{PREFIX}classifier.head.weight"].shape[0]),
-    depths=tuple(depths[i] for i in range(len(depths))),
-    dims=dims,
-    d_state=int(state_dict[f"{PREFIX}layers.0.blocks.0.op.A_logs"].shape[1]),
-  )
-  return config, params
-
-
 def _torch_to_flax(state_dict):
-  if importlib.util.find_spec("convert_torch.dass") is not None:
-    from convert_torch.dass import torch_to_flax
-
-    config, params = torch_to_flax(state_dict)
-  else:
-    config, params = _private_torch_to_flax(state_dict)
-  params = params.get("params", params)
+  config, params = torch_to_flax(state_dict)
   return config, jax.tree.map(jnp.asarray, params)
 
 
@@ -141,7 +80,7 @@ def test_logits_and_activations(golden):
   apply = jax.jit(lambda p, x: DASS(config).apply({"params": p}, x, mutable=["intermediates"]))
   logits, state = apply(params, jnp.asarray(data["x"]))
   ref = data["logits"]
-  rel, max_abs = _rel(logits, ref), float(np.max(np.abs(np.asarray(logits) - ref)))
+  rel, max_abs = rel_err(logits, ref), float(np.max(np.abs(np.asarray(logits) - ref)))
   print(f"logits: rel {rel:.3e} max-abs {max_abs:.3e}")
   assert rel <= LOGITS_REL_TOL and max_abs <= LOGITS_ABS_TOL
 
@@ -156,7 +95,7 @@ def test_logits_and_activations(golden):
     if ref.ndim == 4 and name.split(".")[-1] not in ("dts", "Bs", "Cs", "ys"):
       ref = ref.transpose(0, 2, 3, 1)  # NCHW -> NHWC
     assert out.shape == ref.shape, f"{name}: shape {out.shape} != {ref.shape}"
-    errors[name] = _rel(out, ref)
+    errors[name] = rel_err(out, ref)
   print("activation rel errors:", {k: f"{v:.2e}" for k, v in errors.items()})
   bad = {k: v for k, v in errors.items() if not v <= ACT_REL_TOL}
   assert not bad, f"activations over {ACT_REL_TOL}: {bad}"
@@ -166,7 +105,7 @@ def test_logits_sequential_scan(golden):
   data, config, params = golden
   config = dataclasses.replace(config, scan_impl="sequential")
   logits = jax.jit(DASS(config).apply)({"params": params}, jnp.asarray(data["x"]))
-  rel = _rel(logits, data["logits"])
+  rel = rel_err(logits, data["logits"])
   print(f"logits (sequential scan): rel {rel:.3e}")
   assert rel <= LOGITS_REL_TOL
 
@@ -194,9 +133,9 @@ def test_gradients(golden, shared_fixtures):
     jax.tree_util.tree_flatten_with_path(grad_p)[0],
   ):
     assert path == path2
-    errors[jax.tree_util.keystr(path)] = _rel(out, ref)
+    errors[jax.tree_util.keystr(path)] = rel_err(out, ref)
   assert len(errors) == 114
-  errors["grad_x"] = _rel(grad_x, grads_npz["grad_x"])
+  errors["grad_x"] = rel_err(grad_x, grads_npz["grad_x"])
   worst = max(errors, key=errors.get)
   print(f"grad rel errors: worst {worst} {errors[worst]:.3e}; grad_x {errors['grad_x']:.3e}")
   bad = {k: v for k, v in errors.items() if not v <= GRAD_REL_TOL}

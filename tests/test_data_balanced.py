@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from dass_jax import labels as labels_lib
 from dass_jax.data import balanced
-from dass_jax.data import datafile as datafile_lib
 
 
 def test_weights_match_hand_computation():
@@ -17,8 +17,8 @@ def test_weights_match_hand_computation():
 
 
 def test_cli_writes_ast_weight_file(tmp_path):
-  datafile_lib.write_label_csv(
-    tmp_path / "labels.csv", datafile_lib.LabelSet(mids=("/m/a", "/m/b"), names=("A", "B"))
+  labels_lib.write_label_csv(
+    tmp_path / "labels.csv", labels_lib.LabelSet(mids=("/m/a", "/m/b"), names=("A", "B"))
   )
   (tmp_path / "train.json").write_text(
     json.dumps(
@@ -34,8 +34,8 @@ def test_cli_writes_ast_weight_file(tmp_path):
 
 
 def test_cli_reports_unknown_label(tmp_path, capsys):
-  datafile_lib.write_label_csv(
-    tmp_path / "labels.csv", datafile_lib.LabelSet(mids=("/m/a",), names=("A",))
+  labels_lib.write_label_csv(
+    tmp_path / "labels.csv", labels_lib.LabelSet(mids=("/m/a",), names=("A",))
   )
   (tmp_path / "train.json").write_text(json.dumps({"data": [{"wav": "1.wav", "labels": "/m/x"}]}))
   code = balanced.main(

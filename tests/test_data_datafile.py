@@ -5,27 +5,28 @@ import os
 
 import pytest
 
+from dass_jax import labels as labels_lib
 from dass_jax.data import datafile as datafile_lib
 
 
 def _labels():
-  return datafile_lib.LabelSet(
+  return labels_lib.LabelSet(
     mids=("/m/a", "/m/b", "/m/c"), names=("Speech", "Dog, barking", 'Say "hi"')
   )
 
 
 def test_label_csv_round_trip(tmp_path):
   path = tmp_path / "class_labels_indices.csv"
-  datafile_lib.write_label_csv(path, _labels())
+  labels_lib.write_label_csv(path, _labels())
   assert path.read_text().splitlines()[0] == "index,mid,display_name"
-  assert datafile_lib.read_label_csv(path) == _labels()
+  assert labels_lib.read_label_csv(path) == _labels()
   assert datafile_lib.num_classes_from_csv(path) == 3
 
 
 def test_label_csv_reads_quoted_names_and_strips_mids(tmp_path):
   path = tmp_path / "labels.csv"
   path.write_text('index,mid,display_name\n0, /m/a ,Speech\n1,/m/b,"Dog, barking"\n')
-  labels = datafile_lib.read_label_csv(path)
+  labels = labels_lib.read_label_csv(path)
   assert labels.mids == ("/m/a", "/m/b")
   assert labels.names == ("Speech", "Dog, barking")
 
@@ -44,7 +45,7 @@ def test_label_csv_errors(tmp_path, text, message):
   path = tmp_path / "labels.csv"
   path.write_text(text)
   with pytest.raises(ValueError, match=message):
-    datafile_lib.read_label_csv(path)
+    labels_lib.read_label_csv(path)
 
 
 def test_datafile_round_trip_and_relative_paths(tmp_path):
@@ -105,4 +106,4 @@ def test_missing_files_are_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="datafile not found"):
     datafile_lib.read_datafile(tmp_path / "nope.json")
   with pytest.raises(FileNotFoundError, match="label CSV not found"):
-    datafile_lib.read_label_csv(tmp_path / "nope.csv")
+    labels_lib.read_label_csv(tmp_path / "nope.csv")

@@ -3,19 +3,21 @@
 import dataclasses
 import os
 
+import chex
 import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from dass_jax import config, data
+from dass_jax import constants, data
+from dass_jax import labels as labels_lib
 from dass_jax.data import balanced, synthetic
 from dass_jax.data import datafile as datafile_lib
 
 FRAMES = 100  # 1 s clips.
 BATCH = 4
 BAD = ("empty.wav", "corrupt.wav", "missing.wav")
-MASK_VALUE = (0.0 - config.AUDIOSET_FBANK_MEAN) / (2 * config.AUDIOSET_FBANK_STD)
+MASK_VALUE = (0.0 - constants.AUDIOSET_FBANK_MEAN) / (2 * constants.AUDIOSET_FBANK_STD)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +55,6 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
-def _assert_same(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
-
-
 def test_batch_layout_and_labels(dataset):
   it = data.make_train_iterator(_cfg(dataset, mixup=0.0), seed=0, shard_index=0, shard_count=1)
   batch = next(it)
@@ -69,7 +63,7 @@ def test_batch_layout_and_labels(dataset):
   assert batch["labels"].shape == (BATCH, 13) and batch["labels"].dtype == np.float32
   assert batch["index"].shape == (BATCH,)
   entries = datafile_lib.read_datafile(dataset.train_datafile)
-  labels = datafile_lib.read_label_csv(dataset.label_csv)
+  labels = labels_lib.read_label_csv(dataset.label_csv)
   for row, label in zip(batch["index"], batch["labels"]):
     assert set(np.flatnonzero(label)) == set(datafile_lib.label_indices([entries[row]], labels)[0])
   assert it.steps_per_epoch == 12 and it.num_classes == 13 == data.num_classes_from_csv(
@@ -115,7 +109,7 @@ def test_same_seed_same_augmented_batches(dataset):
   cfg = _cfg(dataset, noise=True)
   a = _take(data.make_train_iterator(cfg, seed=3, shard_index=0, shard_count=1), 3)
   b = _take(data.make_train_iterator(cfg, seed=3, shard_index=0, shard_count=1), 3)
-  _assert_same(a, b)
+  chex.assert_trees_all_equal(a, b)
   assert any(np.any((x["labels"] > 0) & (x["labels"] < 1)) for x in a)  # Mixup happened.
 
 
@@ -157,7 +151,7 @@ def test_eval_is_unaugmented(dataset):
       _cfg(dataset, datafile=dataset.eval_datafile), shard_index=0, shard_count=1
     )
   )
-  _assert_same([a], [b])
+  chex.assert_trees_all_equal([a], [b])
 
 
 def test_resume_from_state_gives_identical_batches(dataset):
@@ -168,7 +162,7 @@ def test_resume_from_state_gives_identical_batches(dataset):
   expected = _take(it, 3)  # Crosses into epoch 2.
   fresh = data.make_train_iterator(cfg, seed=0, shard_index=0, shard_count=1)
   fresh.set_state(state)
-  _assert_same(_take(fresh, 3), expected)
+  chex.assert_trees_all_equal(_take(fresh, 3), expected)
 
 
 def test_resume_through_orbax_checkpoint(with_bad_files, tmp_path):
@@ -184,7 +178,7 @@ def test_resume_through_orbax_checkpoint(with_bad_files, tmp_path):
     fresh = data.make_train_iterator(cfg, seed=0, shard_index=0, shard_count=1)
     manager.restore(13, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
   assert fresh.num_skipped == skipped_at_save
-  _assert_same(_take(fresh, 2), expected)
+  chex.assert_trees_all_equal(_take(fresh, 2), expected)
 
 
 def test_bad_audio_is_skipped_and_counted(with_bad_files, caplog):
@@ -221,7 +215,7 @@ def test_worker_processes_match_in_process(with_bad_files):
   cfg.num_workers = 2
   workers = data.make_train_iterator(cfg, seed=7, shard_index=1, shard_count=2)
   try:
-    _assert_same(_take(workers, 6), expected[:6])
+    chex.assert_trees_all_equal(_take(workers, 6), expected[:6])
     assert workers.num_skipped == skipped > 0  # Counts from the workers reach the main process.
     state = workers.get_state()
   finally:
@@ -229,7 +223,7 @@ def test_worker_processes_match_in_process(with_bad_files):
   cfg.num_workers = 0  # A state saved with workers restores without them.
   resumed = data.make_train_iterator(cfg, seed=7, shard_index=1, shard_count=2)
   resumed.set_state(state)
-  _assert_same(_take(resumed, 2), expected[6:])
+  chex.assert_trees_all_equal(_take(resumed, 2), expected[6:])
 
 
 def test_weights_file_restricts_sampling(dataset, tmp_path):

@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from dass_jax import audio, features
+from dass_jax import audio
+from dass_jax import labels as labels_lib
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import synthetic
+from dass_jax.frontends import kaldi_fbank
 
 SMALL = {"num_train": 40, "num_eval": 8, "clip_seconds": 1.5}
 
@@ -40,7 +42,7 @@ def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
 
 
 def test_well_formed(small):
-  labels = datafile_lib.read_label_csv(small.label_csv)
+  labels = labels_lib.read_label_csv(small.label_csv)
   assert len(labels) == small.num_classes >= 10
   assert all(mid.startswith("/m/syn_") for mid in labels.mids)
   present = set()
@@ -92,7 +94,7 @@ def test_classes_are_discriminable_in_log_mel():
     for _ in range(6):
       event = make(rng)
       event = event / np.max(np.abs(event)) * 0.5 + rng.standard_normal(event.size) * 1e-3
-      fbank = features.fbank(event)
+      fbank = kaldi_fbank.fbank(event)
       half = fbank.shape[0] // 2
       rows.append(
         np.concatenate(

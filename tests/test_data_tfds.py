@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from dass_jax import data
-from dass_jax.data import datafile as datafile_lib
+from dass_jax import labels as labels_lib
 from dass_jax.data import tfds_source
 
 pytestmark = pytest.mark.skipif(
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def label_csv(tmp_path):
   path = tmp_path / "labels.csv"
-  datafile_lib.write_label_csv(path, datafile_lib.LabelSet(mids=("/m/a",), names=("A",)))
+  labels_lib.write_label_csv(path, labels_lib.LabelSet(mids=("/m/a",), names=("A",)))
   return str(path)
 
 

@@ -1,9 +1,9 @@
-"""Parity of dass_jax.features with two independent Kaldi fbank implementations.
+"""Parity of dass_jax.frontends.kaldi_fbank with two independent Kaldi fbank implementations.
 
 References (torchaudio, which AST/DASS call, cannot be installed here):
   * kaldi_native_fbank (C++ port of Kaldi's compute-fbank-feats), configured as the AST/DASS call:
     dither 0, 'hanning' window, 128 bins, 16 kHz, snip_edges, DC removal, pre-emphasis 0.97.
-    It computes in float32 (as torchaudio does); dass_jax.features.fbank computes in float64 and
+    It computes in float32 (as torchaudio does); kaldi_fbank.fbank computes in float64 and
     casts the result to float32. From 1.23 on it applies Kaldi's own check that every mel filter
     covers at least one FFT bin; at 16 kHz with a 512-point FFT, 128 filters leave filter 3 empty
     (torchaudio keeps it as an all-zero filter, whose log is the floor), so 1.23 refuses the
@@ -29,8 +29,8 @@ import warnings
 import numpy as np
 import pytest
 
-from dass_jax import features as F
 from dass_jax.audio import load_audio
+from dass_jax.frontends import kaldi_fbank as F
 
 TOL = 1e-3
 ROUNDING_TOL = 2e-2
@@ -230,21 +230,21 @@ def test_pad_or_crop_and_normalize():
   np.testing.assert_allclose(F.normalize(feats, mean=1.0, std=0.5), feats - 1.0)
 
 
-def test_audio_to_features_matches_manual_pipeline(tmp_path):
+def test_audio_features_matches_manual_pipeline(tmp_path):
   sf = pytest.importorskip("soundfile")
   x = SIGNALS_16K["chirp"].astype(np.float32)
   sf.write(tmp_path / "clip.wav", x, 16000, subtype="FLOAT")
-  out = F.audio_to_features(tmp_path / "clip.wav", target_frames=1024)
+  out = F.audio_features(tmp_path / "clip.wav", target_frames=1024)
   assert out.shape == (1024, 128) and out.dtype == np.float32
   expected = (F.pad_or_crop(F.fbank(x), 1024) + 4.2677393) / (2 * 4.5689974)
   np.testing.assert_allclose(out, expected, atol=1e-6)
   assert np.all(out[98:] == np.float32(4.2677393 / (2 * 4.5689974)))  # zero padding, normalised.
-  raw = F.audio_to_features(tmp_path / "clip.wav", normalize=False)
+  raw = F.audio_features(tmp_path / "clip.wav", normalized=False)
   np.testing.assert_allclose(raw, F.fbank(x), atol=1e-6)
 
 
-def test_audio_to_features_all_zero_audio_is_finite(tmp_path):
+def test_audio_features_all_zero_audio_is_finite(tmp_path):
   sf = pytest.importorskip("soundfile")
   sf.write(tmp_path / "zeros.wav", np.zeros(8000, np.float32), 16000)
-  out = F.audio_to_features(tmp_path / "zeros.wav", target_frames=100)
+  out = F.audio_features(tmp_path / "zeros.wav", target_frames=100)
   assert np.all(np.isfinite(out))

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dass_jax import features
 from dass_jax.checkpoint import build_model, save_converted
-from dass_jax.config import AstConfig, DassConfig
+from dass_jax.frontends import kaldi_fbank
+from dass_jax.models import AstConfig, DassConfig
 from experiments import haystack as H
 from experiments import niah
 from experiments.configs import niah as niah_config
@@ -50,7 +50,7 @@ def test_noisy_haystack_needle_only_changes_its_frames():
   noise = H.WhiteNoise(seed=3, block_samples=5000)
   out = H.noisy_haystack(needle, noise, 5.0, total_samples, position, block_samples=9000)
   scale = H.noise_scale(needle, 5.0)
-  noise_only = features.fbank(scale * noise.segment(0, total_samples))
+  noise_only = kaldi_fbank.fbank(scale * noise.segment(0, total_samples))
   n = H.num_frames(needle.size)
   start = H.needle_start_frame(position, H.num_frames(total_samples), n)
   assert out.shape == noise_only.shape == (H.num_frames(total_samples), 128)
@@ -99,12 +99,12 @@ def test_streamed_fbank_equals_one_shot():
   rng = np.random.default_rng(0)
   waveform = 0.1 * rng.standard_normal(2 * SR + 123) + 0.03
   waveform[SR : SR + 4000] += _needle(0.25)
-  stream, pieces, start = features.FbankStream(), [], 0
+  stream, pieces, start = kaldi_fbank.FbankStream(), [], 0
   for size in [100, 299, 401, 160, 7000, 1, 5555, 10**6]:
     pieces.append(stream.push(waveform[start : start + size]))
     start += size
   streamed = np.concatenate(pieces)
-  one_shot = features.fbank(waveform)
+  one_shot = kaldi_fbank.fbank(waveform)
   assert streamed.shape == one_shot.shape
   np.testing.assert_allclose(streamed, one_shot, rtol=0, atol=1e-4)
 
@@ -115,7 +115,7 @@ def test_noisy_haystack_equals_one_shot_fbank_of_the_mixture():
   out = H.noisy_haystack(needle, babble, 0.0, total, 0.25, block_samples=3333)
   start = H.HOP * H.needle_start_frame(0.25, H.num_frames(total), H.num_frames(needle.size))
   mixture = H.mixture_segment(babble, H.noise_scale(needle, 0.0), needle, start, 0, total)
-  np.testing.assert_allclose(out, features.fbank(mixture), rtol=0, atol=1e-4)
+  np.testing.assert_allclose(out, kaldi_fbank.fbank(mixture), rtol=0, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_study_writes_plot_and_config(study):
   _, workdir, _ = study
   png = (workdir / niah.PLOT_FILE).read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-  assert "durations_s" in (workdir / niah.CONFIG_FILE).read_text()
+  assert "durations_s" in (workdir / niah.STUDY_CONFIG_FILE).read_text()
 
 
 def test_zeros_reference_equals_plain_padded_input(study, checkpoints):
@@ -203,7 +203,10 @@ def test_zeros_reference_equals_plain_padded_input(study, checkpoints):
   module, params, _ = niah.load_for_eval(checkpoints["dass"])
   frames = H.num_frames(int(config.durations_s[-1] * SR))
   x = np.stack(
-    [features.normalize(features.pad_or_crop(features.fbank(n), frames)) for n in clips.needles]
+    [
+      kaldi_fbank.normalize(kaldi_fbank.pad_or_crop(kaldi_fbank.fbank(n), frames))
+      for n in clips.needles
+    ]
   ).astype(np.float32)
   logits = np.asarray(jax.jit(module.apply)({"params": params}, x))
   expected = compute_metrics(logits, clips.targets)["mAP"]

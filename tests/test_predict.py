@@ -6,8 +6,8 @@ Checked here:
     CLIs in subprocesses on a 200-frame .npy: logits within 1e-5 (relative to max |logit|) of the
     PyTorch twin's;
   * a batched (batch, frames, 128) .npy and an audio file of another length (features from
-    dass_jax.features) run separately, in input order (--logits-npy rows, JSON results), each
-    matching the twin;
+    dass_jax.frontends.kaldi_fbank) run separately, in input order (--logits-npy rows, JSON
+    results), each matching the twin;
   * bad inputs (missing file, wrong rank, wrong mel count, NaN / inf, empty, non-numeric,
     undecodable audio) and a bad checkpoint folder give exit code 2 and a message naming the file;
   * the model type comes from the checkpoint: a (tiny, random) AST checkpoint predicts through the
@@ -29,11 +29,15 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 
-from torch_reference.dass_torch import DassTorch, dataparallel_state_dict, perturb_
+import jax
+from numerics import max_rel_err
 
-from dass_jax.features import audio_to_features
-from dass_jax.predict import class_names
+from dass_jax.checkpoint import save_converted
+from dass_jax.frontends.kaldi_fbank import audio_features
+from dass_jax.labels import class_names
+from dass_jax.models import AST, AstConfig
 from dass_jax.predict import main as predict_main
+from torch_reference.dass_torch import DassTorch, dataparallel_state_dict, perturb_
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL_TOL = 1e-5
@@ -53,10 +57,6 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     text=True,
     timeout=300,
   )
-
-
-def _rel(out, ref) -> float:
-  return float(np.abs(np.asarray(out) - ref).max() / np.abs(ref).max())
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_acceptance_cli_logits_match_torch(twin, checkpoint, tmp_path):
   logits = np.load(tmp_path / "logits.npy")
   ref = _twin_logits(twin, x[None])
   assert logits.shape == (1, 7)
-  assert _rel(logits, ref) <= REL_TOL
+  assert max_rel_err(logits, ref) <= REL_TOL
   best = class_names(7)[int(np.argmax(ref))]
   assert best in result.stdout.splitlines()[1]
 
@@ -111,7 +111,7 @@ def test_batched_and_mixed_lengths_keep_input_order(twin, checkpoint, tmp_path, 
   np.save(tmp_path / "a.npy", a)
   samples = 400 + 89 * 160  # 25 ms windows every 10 ms at 16 kHz: 90 frames
   sf.write(tmp_path / "b.wav", 0.1 * rng.standard_normal(samples).astype(np.float32), 16000)
-  b = audio_to_features(tmp_path / "b.wav")
+  b = audio_features(tmp_path / "b.wav")
   assert b.shape == (90, 128)
   argv = [
     "--checkpoint",
@@ -130,8 +130,8 @@ def test_batched_and_mixed_lengths_keep_input_order(twin, checkpoint, tmp_path, 
   report = json.loads(capsys.readouterr().out)
   logits = np.load(tmp_path / "l.npy")
   assert logits.shape == (5, 7)
-  assert _rel(logits[:4], _twin_logits(twin, a)) <= REL_TOL
-  assert _rel(logits[4:], _twin_logits(twin, b[None])) <= REL_TOL
+  assert max_rel_err(logits[:4], _twin_logits(twin, a)) <= REL_TOL
+  assert max_rel_err(logits[4:], _twin_logits(twin, b[None])) <= REL_TOL
   rows = [(r["input"].rsplit("/", 1)[-1], r["index"], r["frames"]) for r in report["results"]]
   assert rows == [("a.npy", i, 120) for i in range(4)] + [("b.wav", 0, 90)]
   for row, result in zip(logits, report["results"]):
@@ -182,12 +182,6 @@ def test_class_names_always_cover_every_class():
 
 
 def test_ast_checkpoint_runs_through_the_same_cli(tmp_path, capsys):
-  import jax
-
-  from dass_jax.ast import AST
-  from dass_jax.checkpoint import save_converted
-  from dass_jax.config import AstConfig
-
   config = AstConfig(
     num_classes=4, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64, max_length=64
   )
@@ -217,7 +211,7 @@ def test_long_audio_one_pass_and_timeline_match_torch(twin, checkpoint, tmp_path
   t = np.arange(int(rate * seconds)) / rate
   wave = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) * (t > 6) + 0.02 * np.sin(2 * np.pi * 50 * t)
   sf.write(tmp_path / "long.wav", wave.astype(np.float32), rate, subtype="FLOAT")
-  whole = audio_to_features(tmp_path / "long.wav")
+  whole = audio_features(tmp_path / "long.wav")
   assert whole.shape == (1228, 128)
   argv = [
     "--checkpoint",
@@ -236,7 +230,7 @@ def test_long_audio_one_pass_and_timeline_match_torch(twin, checkpoint, tmp_path
   assert predict_main(argv) == 0
   [result] = json.loads(capsys.readouterr().out)["results"]
   assert result["frames"] == 1228
-  assert _rel(np.load(tmp_path / "l.npy"), _twin_logits(twin, whole[None])) <= REL_TOL
+  assert max_rel_err(np.load(tmp_path / "l.npy"), _twin_logits(twin, whole[None])) <= REL_TOL
   windows = result["timeline"]
   assert [(w["start_frame"], w["end_frame"]) for w in windows] == [
     (0, 1000),
@@ -248,4 +242,4 @@ def test_long_audio_one_pass_and_timeline_match_torch(twin, checkpoint, tmp_path
   got = np.zeros(7, np.float32)
   for top in windows[-1]["top"]:
     got[top["class"]] = top["logit"]
-  assert _rel(got, ref) <= REL_TOL
+  assert max_rel_err(got, ref) <= REL_TOL

@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 import pallas_kernels
 from pallas_kernels import sharding
+from pallas_kernels.cross_scan import K_DIRECTIONS
 
 N_DEVICES = 4
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def _scan_inputs(batch=8, groups=2, d=4, n=2, length=24):
 
 def _ss2d_inputs(batch=4, height=3, width=5, d=8, n=1, rank=2):
   ks = jax.random.split(jax.random.PRNGKey(1), 7)
-  k = pallas_kernels.ss2d_core.K_DIRECTIONS
+  k = K_DIRECTIONS
   args = (
     jax.random.normal(ks[0], (batch, height, width, d)),
     jax.random.normal(ks[1], (k, rank + 2 * n, d)) / d**0.5,

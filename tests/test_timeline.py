@@ -6,9 +6,10 @@ Checked here:
     a sweep of lengths (equal lengths, starts on the hop grid but the end-aligned last one, last
     row ends at the recording's end, every frame covered, no duplicate windows);
   * seconds -> 10 ms frames, with non-positive, non-finite and fractional-frame values refused;
-  * streamed fbank = `features.fbank` of the whole waveform, for block sizes around the 400-sample
-    window / 160-sample shift and recordings shorter than one frame; streamed audio features of
-    16 kHz and 22.05 kHz files = `features.audio_to_features`;
+  * streamed fbank (`kaldi_fbank.stream_fbank`) = `kaldi_fbank.fbank` of the whole waveform, for
+    block sizes around the 400-sample window / 160-sample shift and recordings shorter than one
+    frame; streamed audio features (`kaldi_fbank.audio_features`) of 16 kHz and 22.05 kHz files =
+    the normalised fbank of the whole decoded file (`audio.load_audio`);
   * every window's logits = the model run on that crop alone, with a batch size that forces the
     filler rows of the last batch (DASS), and on the crop padded to max_length (AST);
   * the CLI: `--timeline-window/--timeline-hop` writes JSON and CSV that agree with each other and
@@ -25,11 +26,13 @@ import pytest
 
 sf = pytest.importorskip("soundfile")
 
-from dass_jax import features, timeline
-from dass_jax.ast import AST
+from numerics import max_rel_err
+
+from dass_jax import timeline
+from dass_jax.audio import load_audio
 from dass_jax.checkpoint import save_converted
-from dass_jax.config import AstConfig, DassConfig
-from dass_jax.dass import DASS
+from dass_jax.frontends import kaldi_fbank
+from dass_jax.models import AST, DASS, AstConfig, DassConfig
 from dass_jax.predict import main as predict_main
 
 NUM_CLASSES = 6
@@ -59,10 +62,6 @@ def dass(tmp_path_factory):
   folder = save_converted(tmp_path_factory.mktemp("dass") / "ckpt", CONFIG, params)
   apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
   return folder, apply_fn, params
-
-
-def _rel(out, ref) -> float:
-  return float(np.abs(np.asarray(out) - ref).max() / np.abs(ref).max())
 
 
 def _wav(path, seconds: float, sample_rate: int = 16000, seed: int = 0):
@@ -148,24 +147,24 @@ def test_seconds_to_frames():
 def test_stream_fbank_equals_whole_fbank(samples, block):
   rng = np.random.default_rng(samples + block)
   x = (0.3 * rng.standard_normal(samples) + 0.2).astype(np.float32)  # with a DC offset
-  whole = features.fbank(x)
-  streamed = timeline.stream_fbank(x[i : i + block] for i in range(0, samples, block))
+  whole = kaldi_fbank.fbank(x)
+  streamed = kaldi_fbank.stream_fbank(x[i : i + block] for i in range(0, samples, block))
   assert streamed.shape == whole.shape == (max(1, 1 + (samples - 400) // 160), 128)
   np.testing.assert_allclose(streamed, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_stream_fbank_rejects_empty_and_integer_blocks():
   with pytest.raises(ValueError, match="no audio samples"):
-    timeline.stream_fbank([np.zeros(0, np.float32)])
+    kaldi_fbank.stream_fbank([np.zeros(0, np.float32)])
   with pytest.raises(ValueError, match="1-D float"):
-    timeline.stream_fbank([np.zeros(500, np.int16)])
+    kaldi_fbank.stream_fbank([np.zeros(500, np.int16)])
 
 
 @pytest.mark.parametrize("sample_rate", [16000, 22050])
 def test_streamed_audio_features_equal_whole_file_features(tmp_path, sample_rate):
   path = _wav(tmp_path / "clip.wav", 7.3, sample_rate)
-  whole = features.audio_to_features(path)
-  streamed = timeline.audio_features(path, block_seconds=0.77)
+  whole = kaldi_fbank.normalize(kaldi_fbank.fbank(load_audio(path)))
+  streamed = kaldi_fbank.audio_features(path, block_seconds=0.77)
   assert streamed.dtype == np.float32 and streamed.shape == whole.shape
   np.testing.assert_allclose(streamed, whole, rtol=1e-6, atol=1e-6)
 
@@ -178,7 +177,7 @@ def test_window_logits_equal_the_model_on_each_crop(dass):
   logits = timeline.window_logits(apply_fn, params, x, bounds, batch_size=4)
   assert logits.shape == (9, NUM_CLASSES)
   ref = np.concatenate([np.asarray(apply_fn(params, x[None, s:e])) for s, e in bounds])
-  assert _rel(logits, ref) <= REL_TOL
+  assert max_rel_err(logits, ref) <= REL_TOL
   assert np.abs(logits - logits[0]).max() > 1e-3  # the windows differ, so a mix-up would show
 
 
@@ -187,7 +186,7 @@ def test_ast_windows_are_padded_to_max_length():
   params = random_params(model, 4)
   x = np.random.default_rng(6).standard_normal((130, 128)).astype(np.float32)
   bounds = timeline.window_bounds(130, 50, 40)
-  pad = float(features.normalize(np.zeros(1, np.float32))[0])
+  pad = float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
   logits = timeline.window_logits(
     lambda p, b: model.apply({"params": p}, b),
     params,
@@ -235,7 +234,7 @@ def test_cli_writes_json_and_csv_matching_the_model(dass, tmp_path, capsys):
   assert predict_main(argv) == 0
   printed = json.loads(capsys.readouterr().out)
   report = json.loads((tmp_path / "t.json").read_text())
-  feats = timeline.audio_features(path)
+  feats = kaldi_fbank.audio_features(path)
   frames = len(feats)
   assert frames == 1 + (len(sf.read(path)[0]) - 400) // 160 == 553
   bounds = timeline.window_bounds(frames, 200, 50)
@@ -251,7 +250,7 @@ def test_cli_writes_json_and_csv_matching_the_model(dass, tmp_path, capsys):
   for window, row in zip(windows, ref):
     assert [t["class"] for t in window["top"]] == list(np.argsort(-row)[:3])
     got = np.array([t["logit"] for t in window["top"]])
-    assert _rel(got, np.sort(row)[::-1][:3]) <= REL_TOL
+    assert max_rel_err(got, np.sort(row)[::-1][:3]) <= REL_TOL
   with open(tmp_path / "t.csv", newline="") as f:
     rows = list(csv.DictReader(f))
   assert tuple(rows[0]) == timeline.CSV_FIELDS

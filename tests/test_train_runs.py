@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import chex
 import numpy as np
 import pytest
 
@@ -114,11 +115,14 @@ def _params(folder):
   }
 
 
-def _assert_params_close(a, b, atol):
-  pa, pb = _params(a), _params(b)
-  assert pa.keys() == pb.keys()
-  worst = max(float(np.max(np.abs(pa[k] - pb[k]))) for k in pa)
-  assert worst <= atol, f"max |difference| {worst} > {atol}"
+def _assert_exports_close(workdir_a, workdir_b, atol):
+  """The exported params of two train work directories agree to `atol` (max abs)."""
+  chex.assert_trees_all_close(
+    _params(workdir_a / "export" / "params"),
+    _params(workdir_b / "export" / "params"),
+    atol=atol,
+    rtol=0,
+  )
 
 
 def _free_port():
@@ -172,9 +176,7 @@ def test_one_vs_eight_devices_data_and_fsdp(env, parallel_runs):
     assert sorted(other) == sorted(ref)
     for step in ref:
       assert other[step][0] == pytest.approx(ref[step][0], abs=1e-5), (name, step)
-    _assert_params_close(
-      root / "one" / "export" / "params", root / name / "export" / "params", atol=1e-5
-    )
+    _assert_exports_close(root / "one", root / name, atol=1e-5)
   # Losses went down: the step updates the model.
   assert ref[3][0] < ref[1][0]
   # The resolved config, TensorBoard events, per-class AP and results are written.
@@ -238,9 +240,7 @@ def test_kill_and_resume_matches_uninterrupted(env):
   log = _run(env, root / "killed", *args)
   assert f"resuming from checkpoint step {stopped_at}" in log
   _finish(full)
-  _assert_params_close(
-    root / "full" / "export" / "params", root / "killed" / "export" / "params", atol=1e-6
-  )
+  _assert_exports_close(root / "full", root / "killed", atol=1e-6)
   assert _losses(root / "full")[12] == pytest.approx(_losses(root / "killed")[12], abs=1e-6)
   # Rerunning a finished run restores the last step and changes nothing.
   log = _run(env, root / "full", *args)
@@ -269,9 +269,7 @@ def test_online_and_cached_teacher_give_the_same_student(env):
   for step in a:
     np.testing.assert_allclose(a[step], b[step], atol=1e-5)
     assert a[step][1] > 0
-  _assert_params_close(
-    root / "online" / "export" / "params", root / "cached" / "export" / "params", atol=1e-5
-  )
+  _assert_exports_close(root / "online", root / "cached", atol=1e-5)
   # The teacher is no part of the student's checkpoint.
   meta = (root / "online" / "checkpoints" / "3" / "state" / "_METADATA").read_text()
   assert "teacher" not in meta and "opt_state" in meta

@@ -73,13 +73,14 @@ never fatal: in training the clip is replaced by another random row, in evaluati
 both are logged (logging.warning, naming the file) and counted in `it.num_skipped`.
 """
 
-from dass_jax.data.datafile import num_classes_from_csv, read_datafile, read_label_csv
+from dass_jax.data.datafile import num_classes_from_csv, read_datafile
 from dass_jax.data.pipeline import (
   DataIterator,
   default_config,
   make_eval_iterator,
   make_train_iterator,
 )
+from dass_jax.labels import read_label_csv
 
 __all__ = [
   "DataIterator",

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dass_jax import labels as labels_lib
 from dass_jax.data import datafile as datafile_lib
 
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("out", help="output CSV")
   args = parser.parse_args(argv)
   try:
-    labels = datafile_lib.read_label_csv(args.label_csv)
+    labels = labels_lib.read_label_csv(args.label_csv)
     entries = datafile_lib.read_datafile(args.datafile)
     indices = datafile_lib.label_indices(entries, labels, source=args.datafile)
   except (OSError, ValueError) as e:

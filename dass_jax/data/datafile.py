@@ -2,12 +2,11 @@
 
 Datafile: `{"data": [{"wav": "clips/a.wav", "labels": "/m/09x0r,/m/05zppz"}, ...]}`; a relative wav
 path is relative to the datafile's folder. Label CSV: header `index,mid,display_name`, one row per
-class, indices 0..C-1 in order (parsed by `dass_jax.labels`).
+class, indices 0..C-1 in order (read and written by `dass_jax.labels`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -24,49 +23,9 @@ class Entry:
   labels: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelSet:
-  """The classes of a label CSV, in index order."""
-
-  mids: tuple[str, ...]
-  names: tuple[str, ...]
-
-  def __len__(self) -> int:
-    return len(self.mids)
-
-  def index_of(self) -> dict[str, int]:
-    return {mid: i for i, mid in enumerate(self.mids)}
-
-
-def read_label_csv(path: str | os.PathLike) -> LabelSet:
-  """Reads `index,mid,display_name` rows (via `dass_jax.labels.load_label_csv`).
-
-  Raises:
-    FileNotFoundError: no such file.
-    ValueError: wrong header, malformed row, indices not 0..C-1 in order, duplicate mids.
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"label CSV not found: {path}")
-  rows = labels_lib.load_label_csv(path)
-  mids = tuple(mid.strip() for _, mid, _ in rows)
-  if len(set(mids)) != len(mids):
-    raise ValueError(f"label CSV {path}: duplicate mids")
-  return LabelSet(mids=mids, names=tuple(name for _, _, name in rows))
-
-
 def num_classes_from_csv(path: str | os.PathLike) -> int:
   """Number of classes in a label CSV."""
-  return len(read_label_csv(path))
-
-
-def write_label_csv(path: str | os.PathLike, labels: LabelSet) -> None:
-  """Writes a label CSV with AST's header and quoting of display names."""
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(["index", "mid", "display_name"])
-    for i, (mid, name) in enumerate(zip(labels.mids, labels.names)):
-      writer.writerow([i, mid, name])
+  return len(labels_lib.read_label_csv(path))
 
 
 def read_datafile(path: str | os.PathLike) -> list[Entry]:
@@ -108,7 +67,7 @@ def write_datafile(path: str | os.PathLike, entries: Sequence[Entry]) -> None:
 
 
 def label_indices(
-  entries: Sequence[Entry], labels: LabelSet, source: str = "datafile"
+  entries: Sequence[Entry], labels: labels_lib.LabelSet, source: str = "datafile"
 ) -> list[tuple[int, ...]]:
   """Class indices of each entry; raises ValueError naming the first unknown mid."""
   index = labels.index_of()

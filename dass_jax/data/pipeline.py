@@ -29,14 +29,16 @@ import math
 from typing import Any
 
 import grain
+import jax
 import ml_collections
 import numpy as np
 from absl import flags
 
-from dass_jax.data import augment, balanced
+from dass_jax.constants import NUM_MEL_BINS, SAMPLE_RATE
+from dass_jax.data import augment, balanced, tfds_source
 from dass_jax.data import source as source_lib
+from dass_jax.frontends import kaldi_fbank
 
-NUM_MEL_BINS = 128
 # Consecutive unreadable files tolerated while filling one training example.
 _MAX_TRIES = 10
 
@@ -57,7 +59,7 @@ def default_config(**overrides: Any) -> ml_collections.ConfigDict:
       "mixup": 0.5,
       "noise": False,
       "weights_file": "",
-      "sample_rate": 16000,
+      "sample_rate": SAMPLE_RATE,
       "source": "datafile",
       "tfds_name": "",
       "tfds_split": "train",
@@ -95,8 +97,6 @@ def _make_source(c: ml_collections.ConfigDict):
       raise ValueError("data config needs datafile and label_csv")
     return source_lib.DatafileSource(c.datafile, c.label_csv, sample_rate=c.sample_rate)
   if c.source == "tfds":
-    from dass_jax.data import tfds_source
-
     return tfds_source.TfdsSource(
       c.tfds_name,
       split=c.tfds_split,
@@ -109,8 +109,6 @@ def _make_source(c: ml_collections.ConfigDict):
 
 def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
   if shard_index is None or shard_count is None:
-    import jax
-
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -126,15 +124,11 @@ class _Features:
   target_frames: int
 
   def __call__(self, waveform: np.ndarray) -> np.ndarray:
-    from dass_jax import features
-
-    fbank = features.fbank(waveform, sample_rate=self.sample_rate, num_mel_bins=NUM_MEL_BINS)
-    return np.asarray(features.pad_or_crop(fbank, self.target_frames), np.float32)
+    fbank = kaldi_fbank.fbank(waveform, sample_rate=self.sample_rate, num_mel_bins=NUM_MEL_BINS)
+    return np.asarray(kaldi_fbank.pad_or_crop(fbank, self.target_frames), np.float32)
 
   def normalize(self, fbank: np.ndarray) -> np.ndarray:
-    from dass_jax import features
-
-    return np.asarray(features.normalize(fbank), np.float32)
+    return np.asarray(kaldi_fbank.normalize(fbank), np.float32)
 
 
 class _EpochOrder:

@@ -15,6 +15,9 @@ import os
 
 import numpy as np
 
+from dass_jax import audio
+from dass_jax import labels as labels_lib
+from dass_jax.constants import SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 
 
@@ -22,9 +25,9 @@ class DatafileSource:
   """The clips of a JSON datafile, decoded with `dass_jax.audio.load_audio`."""
 
   def __init__(
-    self, datafile: str | os.PathLike, label_csv: str | os.PathLike, sample_rate: int = 16000
+    self, datafile: str | os.PathLike, label_csv: str | os.PathLike, sample_rate: int = SAMPLE_RATE
   ):
-    classes = datafile_lib.read_label_csv(label_csv)
+    classes = labels_lib.read_label_csv(label_csv)
     entries = datafile_lib.read_datafile(datafile)
     if not entries:
       raise ValueError(f"datafile {os.fspath(datafile)} has no rows")
@@ -48,8 +51,6 @@ class DatafileSource:
     return out
 
   def waveform(self, row: int) -> np.ndarray:
-    from dass_jax import audio
-
     return audio.load_audio(self._wavs[row], sample_rate=self.sample_rate)
 
   def describe(self, row: int) -> str:

@@ -29,9 +29,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dass_jax import labels as labels_lib
+from dass_jax.constants import SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 
-SAMPLE_RATE = 16000
 VERSION = "v1"
 _SPLIT_CODES = {"train": 0, "eval": 1}
 _NUM_EVENTS_P = (0.45, 0.4, 0.15)  # P(1, 2, 3 events in a clip).
@@ -181,8 +182,8 @@ CLASSES: tuple[tuple[str, str, Callable[[np.random.Generator], np.ndarray]], ...
 )
 
 
-def label_set() -> datafile_lib.LabelSet:
-  return datafile_lib.LabelSet(
+def label_set() -> labels_lib.LabelSet:
+  return labels_lib.LabelSet(
     mids=tuple(f"/m/syn_{c[0]}" for c in CLASSES), names=tuple(c[1] for c in CLASSES)
   )
 
@@ -251,7 +252,7 @@ def _is_complete(root: str) -> bool:
 
 def _generate(root: str, seed: int, sizes: dict[str, int], clip_seconds: float) -> None:
   labels = label_set()
-  datafile_lib.write_label_csv(os.path.join(root, "class_labels_indices.csv"), labels)
+  labels_lib.write_label_csv(os.path.join(root, "class_labels_indices.csv"), labels)
   for split, count in sizes.items():
     os.makedirs(os.path.join(root, split))
     entries = []

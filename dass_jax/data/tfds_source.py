@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from dass_jax.data import datafile as datafile_lib
+from dass_jax import labels as labels_lib
+from dass_jax.audio import AudioLoadError, resample
+from dass_jax.constants import SAMPLE_RATE
 
 AUDIO_KEY = "audio"
 LABEL_KEY = "labels"
@@ -46,12 +48,12 @@ class TfdsSource:
     split: str,
     label_csv: str | os.PathLike,
     data_dir: str | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
   ):
     if not name:
       raise ValueError("cfg.tfds_name is empty: name the TFDS dataset (e.g. 'my_audioset:1.0.0')")
     self.name, self.split, self.data_dir, self.sample_rate = name, split, data_dir, sample_rate
-    classes = datafile_lib.read_label_csv(label_csv)
+    classes = labels_lib.read_label_csv(label_csv)
     self.num_classes = len(classes)
     self._source = None
     info = self._open().dataset_info
@@ -90,8 +92,6 @@ class TfdsSource:
     return out
 
   def waveform(self, row: int) -> np.ndarray:
-    from dass_jax.audio import AudioLoadError
-
     audio = np.asarray(self._open()[row][AUDIO_KEY])
     if audio.size == 0:
       raise AudioLoadError(f"{self.describe(row)}: no audio samples")
@@ -100,17 +100,13 @@ class TfdsSource:
     audio = audio.reshape(audio.shape[0], -1).mean(axis=1).astype(np.float32)
     if not np.all(np.isfinite(audio)):
       raise AudioLoadError(f"{self.describe(row)}: audio contains NaN or inf")
-    if self._file_rate != self.sample_rate:
-      import librosa
-
-      audio = librosa.resample(audio, orig_sr=self._file_rate, target_sr=self.sample_rate)
-    return audio.astype(np.float32)
+    return resample(audio, self._file_rate, self.sample_rate)
 
   def describe(self, row: int) -> str:
     return f"TFDS {self.name} [{self.split}] row {row}"
 
 
-def _class_mapping(names, classes: datafile_lib.LabelSet, dataset: str) -> dict:
+def _class_mapping(names, classes: labels_lib.LabelSet, dataset: str) -> dict:
   """Label value (ClassLabel int or mid string) -> label CSV index."""
   by_mid = classes.index_of()
   if names is None:  # String labels: mids.

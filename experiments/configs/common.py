@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
       "kd_kind": "kldiv",
       "kd_weight": 0.5,
       "temperature": 1.0,
+      "teacher_func": "sigmoid",  # 'bce' KD targets: sigmoid(t / T) or softmax(t / T)
     }
   )
   c.teacher = ml_collections.ConfigDict(

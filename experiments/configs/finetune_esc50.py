@@ -15,7 +15,7 @@ evaluation reports top-1 accuracy beside mAP. Hyperparameters follow AST's ESC-5
 (`egs/esc50/run_esc.sh`, AudioSet-pretrained start): lr 1e-5, batch 48, 25 epochs, lr x0.85 every
 epoch from epoch 5, freqm 24, timem 96, mixup 0; no teacher, no weight averaging.
 For AST checkpoints also pass --config.model.max_length=512 only if the position embeddings were
-resized to 512 frames (`dass_jax.ast.with_max_length`).
+resized to 512 frames (`dass_jax.models.ast.with_max_length`).
 """
 
 from experiments.configs import common

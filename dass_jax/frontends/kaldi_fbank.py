@@ -25,19 +25,21 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dass_jax.config import AUDIOSET_FBANK_MEAN, AUDIOSET_FBANK_STD, NUM_MEL_BINS
+from dass_jax import audio as audio_lib
+from dass_jax.constants import AUDIOSET_FBANK_MEAN, AUDIOSET_FBANK_STD, NUM_MEL_BINS, SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
 LOG_FLOOR = float(np.finfo(np.float32).eps)
+STREAM_BLOCK_SECONDS = 30.0  # seconds of audio decoded per step by `audio_features`.
 _FRAMES_PER_CHUNK = 2048  # bounds fbank's float64 working memory (~20 s of audio per step).
 
 
@@ -276,30 +278,78 @@ def normalize(features, mean: float = AUDIOSET_FBANK_MEAN, std: float = AUDIOSET
   return (features - mean) / (2.0 * std)
 
 
-_normalize_features = normalize
-
-
-def audio_to_features(
-  path: str | os.PathLike, target_frames: int | None = None, normalize: bool = True
+def stream_fbank(
+  blocks: Iterable[np.ndarray],
+  sample_rate: int = SAMPLE_RATE,
+  num_mel_bins: int = NUM_MEL_BINS,
+  normalized: bool = False,
 ) -> np.ndarray:
-  """Audio file -> model input: load, downmix, resample to 16 kHz, fbank, pad/crop, normalise.
+  """`fbank` of the concatenated blocks, computed one block at a time (`FbankStream`).
 
   Args:
-    path: audio file (anything `dass_jax.audio.load_audio` reads).
-    target_frames: pad/crop to this many frames (1024 for DASS/AST on 10 s clips); None keeps all.
-    normalize: apply the AudioSet (x - mean) / (2 * std) normalisation.
+    blocks: (samples,) float blocks of one mono recording, in order (any sizes, e.g. from
+      `dass_jax.audio.iter_audio_blocks`).
+    sample_rate: Hz.
+    num_mel_bins: filters.
+    normalized: apply `normalize` to each block's frames as they are made (the same values as
+      normalising the result, without a second full-size array).
 
   Returns:
-    (frames, 128) float32.
+    (frames, num_mel_bins) float32: the frames `fbank` gives for the whole recording (equal up to
+    float64 rounding, see `FbankStream`), normalised if asked.
+
+  Raises:
+    ValueError: no samples at all, or a bad block (non-1-D, integer, NaN / inf).
+  """
+  stream = FbankStream(sample_rate, num_mel_bins)
+
+  def finish(frames: np.ndarray) -> np.ndarray:
+    return normalize(frames).astype(np.float32) if normalized else frames
+
+  pieces = [finish(stream.push(block)) for block in blocks]
+  pieces.append(finish(stream.finish()))
+  return np.concatenate(pieces, axis=0)
+
+
+def audio_features(
+  path: str | os.PathLike,
+  target_frames: int | None = None,
+  normalized: bool = True,
+  block_seconds: float = STREAM_BLOCK_SECONDS,
+) -> np.ndarray:
+  """Audio file -> model input: decode, downmix, resample to 16 kHz, fbank, pad/crop, normalise.
+
+  The one audio -> features path of the package. Files soundfile opens are decoded block by block
+  (`audio.iter_audio_blocks`: soxr's streaming resampler when the rate is not 16 kHz, equal to
+  `audio.load_audio`'s one-shot resampling up to float rounding) and turned into features by
+  `stream_fbank`, so peak memory is the features plus one block, whatever the duration (the
+  features take 512 bytes per frame, 184 MB per hour); anything else is decoded whole by
+  `audio.load_audio` (librosa/audioread).
+
+  Args:
+    path: audio file.
+    target_frames: pad at the end (with zeros, before normalisation, as the AST/DASS dataloader
+      does) or crop to this many frames (1024 for 10 s clips); None keeps every frame.
+    normalized: apply the AudioSet (x - mean) / (2 * std) normalisation.
+    block_seconds: seconds decoded per step.
+
+  Returns:
+    (frames, 128) float32 at 100 frames per second.
 
   Raises:
     dass_jax.audio.AudioLoadError: unreadable, empty or corrupt file.
   """
-  from dass_jax.audio import load_audio
-
-  features = fbank(load_audio(path, sample_rate=SAMPLE_RATE), SAMPLE_RATE, NUM_MEL_BINS)
+  if audio_lib.soundfile_can_read(path):
+    try:
+      features = stream_fbank(audio_lib.iter_audio_blocks(path, block_seconds))
+    except audio_lib.AudioLoadError:
+      raise
+    except ValueError as e:
+      raise audio_lib.AudioLoadError(f"{os.fspath(path)}: {e}") from e
+  else:
+    features = fbank(audio_lib.load_audio(path, sample_rate=SAMPLE_RATE))
   if target_frames is not None:
     features = pad_or_crop(features, target_frames)
-  if normalize:
-    features = _normalize_features(features)
+  if normalized:
+    features = normalize(features)
   return features.astype(np.float32)

@@ -34,95 +34,94 @@ transformers' `output_hidden_states`), `last_hidden_state` (after `norm`) and `p
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dass_jax.config import AstConfig
+from dass_jax.constants import NUM_MEL_BINS
+from dass_jax.layers import DTYPES, TransformerBlock, compute_dtype, dense, layer_norm
+from dass_jax.layers import trunc_normal_init as init
+from dass_jax.models.base import ModelConfig, check_choice
 
 NUM_EXTRA_TOKENS = 2  # cls and distillation tokens
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _init():
-  return nn.initializers.truncated_normal(stddev=0.02)
+@dataclasses.dataclass(frozen=True)
+class AstConfig(ModelConfig):
+  """Audio Spectrogram Transformer (the teacher), as `transformers.ASTForAudioClassification`.
 
+  Defaults are the AudioSet model: 16x16 patches, strides 10/10 over 128 mel x 1024 frames
+  (12 x 101 = 1212 patches, plus class and distillation tokens), with transformers' LayerNorm eps.
+  `AstConfig.original_repo()` gives the eps of the original AST code (timm ViT blocks 1e-6,
+  `mlp_head` LayerNorm 1e-5).
 
-def _compute_dtype(name: str):
-  if name not in _DTYPES:
-    raise ValueError(f"AstConfig.dtype must be one of {sorted(_DTYPES)}, got {name!r}")
-  return _DTYPES[name]
+  Attributes:
+    num_classes: classifier outputs (527 for AudioSet).
+    hidden_size: token width D.
+    num_layers: transformer blocks.
+    num_heads: attention heads (head dim D / num_heads).
+    mlp_dim: hidden width of the block MLP.
+    patch_size: square patch side of the patch-embedding conv.
+    frequency_stride: conv stride over mel bins.
+    time_stride: conv stride over frames.
+    num_mel_bins: input frequency bins.
+    max_length: input frames the position embeddings are sized for.
+    qkv_bias: whether the query/key/value projections have biases.
+    layer_norm_eps: eps of the block LayerNorms and the final encoder LayerNorm.
+    head_layer_norm_eps: eps of the classifier head's LayerNorm.
+    dropout_rate: dropout after the embeddings, the attention output and the MLP (train only).
+    dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
+  """
 
+  model_type: ClassVar[str] = "ast"
 
-def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
-  # Two-pass variance, as torch computes it.
-  return nn.LayerNorm(
-    epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name
-  )
-
-
-def _dense(features: int, dtype, name: str, use_bias: bool = True) -> nn.Dense:
-  return nn.Dense(
-    features,
-    use_bias=use_bias,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    kernel_init=_init(),
-    name=name,
-  )
-
-
-class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv projection. (batch, N, D) -> (batch, N, D)."""
-
-  num_heads: int
+  num_classes: int = 527
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072
+  patch_size: int = 16
+  frequency_stride: int = 10
+  time_stride: int = 10
+  num_mel_bins: int = NUM_MEL_BINS
+  max_length: int = 1024
   qkv_bias: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    batch, length, dim = x.shape
-    head_dim = dim // self.num_heads
-    qkv = _dense(3 * dim, self.dtype, "qkv", use_bias=self.qkv_bias)(x)
-    qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    y = jax.nn.dot_product_attention(q, k, v)  # (batch, N, heads, head_dim); scale head_dim^-0.5
-    return _dense(dim, self.dtype, "out")(y.reshape(batch, length, dim))
-
-
-class Mlp(nn.Module):
-  """fc1 -> exact GELU -> fc2. (batch, N, D) -> (batch, N, D)."""
-
-  mlp_dim: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.gelu(_dense(self.mlp_dim, self.dtype, "fc1")(x), approximate=False)
-    return _dense(x.shape[-1], self.dtype, "fc2")(h)
-
-
-class Block(nn.Module):
-  """Pre-norm transformer block. (batch, N, D) -> (batch, N, D)."""
-
-  num_heads: int
-  mlp_dim: int
-  qkv_bias: bool
-  eps: float
+  layer_norm_eps: float = 1e-12
+  head_layer_norm_eps: float = 1e-12
   dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
+  dtype: str = "float32"
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-    y = _layer_norm(self.eps, self.dtype, "norm1")(x)
-    y = Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(y)
-    x = x + drop(y)
-    y = _layer_norm(self.eps, self.dtype, "norm2")(x)
-    y = Mlp(self.mlp_dim, self.dtype, name="mlp")(y)
-    return x + drop(y)
+  def __post_init__(self):
+    check_choice(self.dtype, DTYPES, "AstConfig.dtype")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(
+        f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+      )
+    for name, size in (("num_mel_bins", self.num_mel_bins), ("max_length", self.max_length)):
+      if size < self.patch_size:
+        raise ValueError(f"{name}={size} is smaller than patch_size={self.patch_size}")
+
+  def example_input_shape(self) -> tuple[int, ...]:
+    return (1, self.max_length, self.num_mel_bins)
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    """(frequency patches, time patches) of the patch-embedding conv (no padding)."""
+    return (
+      (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
+      (self.max_length - self.patch_size) // self.time_stride + 1,
+    )
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid[0] * self.grid[1]
+
+  @classmethod
+  def original_repo(cls, **overrides) -> AstConfig:
+    """The LayerNorm eps of YuanGongND/ast (timm ViT 1e-6, `mlp_head` torch default 1e-5)."""
+    return cls(**{"layer_norm_eps": 1e-6, "head_layer_norm_eps": 1e-5, **overrides})
 
 
 class AST(nn.Module):
@@ -136,7 +135,7 @@ class AST(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     cfg = self.config
-    dtype = _compute_dtype(cfg.dtype)
+    dtype = compute_dtype(cfg.dtype)
     _check_input(cfg, x.shape)
     batch, dim = x.shape[0], cfg.hidden_size
     # (B, T, M) -> torch NCHW (B, 1, M, T) -> NHWC (B, M, T, 1): H is frequency, W is time.
@@ -149,36 +148,34 @@ class AST(nn.Module):
       padding="VALID",
       dtype=dtype,
       param_dtype=jnp.float32,
-      kernel_init=_init(),
+      kernel_init=init,
       name="patch_embed",
     )(x)
     x = x.reshape(batch, -1, dim)  # (B, F*T, D), index f * T + t as torch flatten(2)
-    cls = self.param("cls_token", _init(), (1, 1, dim), jnp.float32)
-    dist = self.param("dist_token", _init(), (1, 1, dim), jnp.float32)
-    pos = self.param(
-      "pos_embed", _init(), (1, cfg.num_patches + NUM_EXTRA_TOKENS, dim), jnp.float32
-    )
+    cls = self.param("cls_token", init, (1, 1, dim), jnp.float32)
+    dist = self.param("dist_token", init, (1, 1, dim), jnp.float32)
+    pos = self.param("pos_embed", init, (1, cfg.num_patches + NUM_EXTRA_TOKENS, dim), jnp.float32)
     tokens = jnp.broadcast_to(jnp.concatenate([cls, dist], axis=1), (batch, 2, dim))
     x = jnp.concatenate([tokens.astype(dtype), x], axis=1) + pos.astype(dtype)
     x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
     self.sow("intermediates", "hidden_states", x)
     for i in range(cfg.num_layers):
-      x = Block(
+      x = TransformerBlock(
         cfg.num_heads,
         cfg.mlp_dim,
-        cfg.qkv_bias,
         cfg.layer_norm_eps,
+        cfg.qkv_bias,
         cfg.dropout_rate,
         dtype,
         name=f"blocks_{i}",
       )(x, train)
       self.sow("intermediates", "hidden_states", x)
-    x = _layer_norm(cfg.layer_norm_eps, dtype, "norm")(x)
+    x = layer_norm("norm", cfg.layer_norm_eps, dtype)(x)
     self.sow("intermediates", "last_hidden_state", x)
     pooled = (x[:, 0] + x[:, 1]) / 2
     self.sow("intermediates", "pooled", pooled)
-    pooled = _layer_norm(cfg.head_layer_norm_eps, dtype, "head_norm")(pooled)
-    return _dense(cfg.num_classes, dtype, "head")(pooled).astype(jnp.float32)
+    pooled = layer_norm("head_norm", cfg.head_layer_norm_eps, dtype)(pooled)
+    return dense(cfg.num_classes, "head", dtype)(pooled).astype(jnp.float32)
 
 
 def _check_input(cfg: AstConfig, shape: tuple[int, ...]) -> None:
@@ -195,7 +192,7 @@ def _check_input(cfg: AstConfig, shape: tuple[int, ...]) -> None:
       f"AST position embeddings are sized for {time_patches} time patches "
       f"(max_length={cfg.max_length}: inputs of {lo}..{lo + cfg.time_stride - 1} frames), got "
       f"{shape[1]} frames ({got} patches); pad or crop the features to max_length, or resize "
-      f"the position embeddings with dass_jax.ast.with_max_length"
+      f"the position embeddings with dass_jax.models.ast.with_max_length"
     )
 
 
@@ -247,14 +244,3 @@ def with_max_length(params: Any, config: AstConfig, max_length: int) -> tuple[di
   new_params = dict(params)
   new_params["pos_embed"] = interpolate_pos_embed(params["pos_embed"], config.grid, new_config.grid)
   return new_params, new_config
-
-
-__all__ = [
-  "AST",
-  "NUM_EXTRA_TOKENS",
-  "Attention",
-  "Block",
-  "Mlp",
-  "interpolate_pos_embed",
-  "with_max_length",
-]

@@ -19,79 +19,31 @@ Parameters (names and layouts are torch's, so checkpoints map 1:1; see `dass_jax
   Ds               (K*d_inner,)
   out_norm/{scale, bias} (d_inner,)
   out_proj/kernel  (d_inner, d)
-
-This file also holds the small helpers every DASS module shares: the compute dtype, the channel
-LayerNorm and PyTorch/VMamba-style initialisers.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dass_jax.config import DassConfig
-from pallas_kernels.cross_scan import cross_scan_channels_last
-from pallas_kernels.dispatch import ScanImpl, selective_scan
-from pallas_kernels.ss2d_core import K_DIRECTIONS, ss2d_scan
+from dass_jax.layers import (
+  a_log_init,
+  compute_dtype,
+  dt_bias_init,
+  layer_norm,
+  torch_default_init,
+  trunc_normal_init,
+  uniform_init,
+)
+from pallas_kernels.cross_scan import K_DIRECTIONS, cross_scan_channels_last
+from pallas_kernels.dispatch import selective_scan
+from pallas_kernels.ss2d_core import ss2d_scan
 
-LAYER_NORM_EPS = 1e-5
-DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-# PyTorch's default Conv2d/Linear weight init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)).
-torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-# VMamba's trunc_normal(std=0.02) for Linear / Linear2d weights (biases zero).
-linear_init = nn.initializers.truncated_normal(0.02)
-
-
-def compute_dtype(config: DassConfig):
-  """The jnp dtype named by config.dtype ('float32' or 'bfloat16')."""
-  if config.dtype not in _DTYPES:
-    raise ValueError(f"DassConfig.dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
-  return _DTYPES[config.dtype]
-
-
-def check_scan_impl(config: DassConfig) -> None:
-  """Raises a ValueError naming the valid choices when config.scan_impl is unknown."""
-  valid = [impl.value for impl in ScanImpl]
-  if config.scan_impl not in valid:
-    raise ValueError(f"DassConfig.scan_impl must be one of {valid}, got {config.scan_impl!r}")
-
-
-def channel_norm(name: str) -> nn.LayerNorm:
-  """torch LayerNorm over the channel (last) axis: eps 1e-5, two-pass variance, float32 out."""
-  return nn.LayerNorm(
-    epsilon=LAYER_NORM_EPS,
-    use_fast_variance=False,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    name=name,
-  )
-
-
-def uniform_init(bound: float):
-  """U(-bound, bound), e.g. PyTorch's conv/linear bias init with bound 1/sqrt(fan_in)."""
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def _dt_bias_init(key, shape, dtype=jnp.float32):
-  """Mamba's dt_init: dt log-uniform in [DT_MIN, DT_MAX] (floored), bias = softplus^-1(dt)."""
-  log_dt = jax.random.uniform(key, shape, dtype, math.log(DT_MIN), math.log(DT_MAX))
-  dt = jnp.maximum(jnp.exp(log_dt), DT_INIT_FLOOR)
-  return dt + jnp.log(-jnp.expm1(-dt))
-
-
-def _a_logs_init(key, shape, dtype=jnp.float32):
-  """A_logs[c, n] = log(n + 1): S4D-real init, the same for every channel."""
-  del key
-  return jnp.broadcast_to(jnp.log(jnp.arange(1, shape[1] + 1, dtype=dtype)), shape)
+if TYPE_CHECKING:
+  from dass_jax.models.dass import DassConfig
 
 
 def scan_diagnostics(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, impl):
@@ -141,7 +93,7 @@ class SS2D(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x (batch, H, W, d) channels-last -> (batch, H, W, d) in the compute dtype."""
     cfg = self.config
-    dtype = compute_dtype(cfg)
+    dtype = compute_dtype(cfg.dtype)
     d_model = x.shape[-1]
     d_inner = int(cfg.ssm_ratio * d_model)
     n, rank = cfg.d_state, self.dt_rank
@@ -153,8 +105,8 @@ class SS2D(nn.Module):
     dt_projs_weight = self.param(
       "dt_projs_weight", uniform_init(rank**-0.5), (K_DIRECTIONS, d_inner, rank)
     )
-    dt_projs_bias = self.param("dt_projs_bias", _dt_bias_init, (K_DIRECTIONS, d_inner))
-    a_logs = self.param("A_logs", _a_logs_init, (K_DIRECTIONS * d_inner, n))
+    dt_projs_bias = self.param("dt_projs_bias", dt_bias_init, (K_DIRECTIONS, d_inner))
+    a_logs = self.param("A_logs", a_log_init, (K_DIRECTIONS * d_inner, n))
     ds = self.param("Ds", nn.initializers.ones, (K_DIRECTIONS * d_inner,))
 
     u = nn.Dense(
@@ -162,7 +114,7 @@ class SS2D(nn.Module):
       use_bias=False,
       dtype=dtype,
       param_dtype=jnp.float32,
-      kernel_init=linear_init,
+      kernel_init=trunc_normal_init,
       name="in_proj",
     )(x)
     self.sow("intermediates", "in_proj_out", u)
@@ -174,7 +126,7 @@ class SS2D(nn.Module):
       use_bias=False,
       dtype=dtype,
       param_dtype=jnp.float32,
-      kernel_init=torch_conv_init,
+      kernel_init=torch_default_init,
       name="conv2d",
     )(u)
     self.sow("intermediates", "conv2d_out", u)
@@ -188,14 +140,14 @@ class SS2D(nn.Module):
         self.sow("intermediates", name, value)
     self.sow("intermediates", "y_merged", y)
 
-    y = channel_norm("out_norm")(y)
+    y = layer_norm("out_norm")(y)
     self.sow("intermediates", "out_norm_out", y)
     out = nn.Dense(
       d_model,
       use_bias=False,
       dtype=dtype,
       param_dtype=jnp.float32,
-      kernel_init=linear_init,
+      kernel_init=trunc_normal_init,
       name="out_proj",
     )(y)
     self.sow("intermediates", "out", out)

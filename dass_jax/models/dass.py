@@ -62,24 +62,88 @@ turns that collection into the fixture's names (`patch_embed`, `layers.0.blocks.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dass_jax.config import DassConfig
-from dass_jax.ss2d import (
-  channel_norm,
-  check_scan_impl,
+from dass_jax.constants import NUM_MEL_BINS
+from dass_jax.layers import (
+  DTYPES,
   compute_dtype,
-  linear_init,
-  torch_conv_init,
+  layer_norm,
+  torch_default_init,
+  trunc_normal_init,
   uniform_init,
 )
-from dass_jax.vss_block import VSSBlock
+from dass_jax.models.base import ModelConfig, check_choice
+from dass_jax.models.vss_block import VSSBlock
+from pallas_kernels import ScanImpl
+
+
+@dataclasses.dataclass(frozen=True)
+class DassConfig(ModelConfig):
+  """DASS backbone configuration.
+
+  Attributes:
+    num_classes: classifier outputs (527 for AudioSet).
+    depths: VSS blocks per stage.
+    dims: channels per stage (patch embed gives dims[0]; each downsample doubles).
+    d_state: SSM state size N (DASS uses 1).
+    ssm_ratio: d_inner / d_model (DASS uses 1.0).
+    dt_rank: rank R of the dt projection; 0 means ceil(d / 16) per stage.
+    mlp_ratio: hidden / d in the VSS MLP.
+    drop_path_rate: stochastic-depth rate, linearly increasing over all blocks.
+    in_chans: input channels of the first conv (1 for fbank).
+    num_mel_bins: input frequency bins.
+    scan_impl: selective-scan implementation ('auto', 'pallas', 'associative', 'sequential').
+    dtype: compute dtype ('float32' or 'bfloat16'); params and scan state stay float32.
+  """
+
+  model_type: ClassVar[str] = "dass"
+
+  num_classes: int = 527
+  depths: tuple[int, ...] = (2, 2, 8, 2)
+  dims: tuple[int, ...] = (96, 192, 384, 768)
+  d_state: int = 1
+  ssm_ratio: float = 1.0
+  dt_rank: int = 0
+  mlp_ratio: float = 4.0
+  drop_path_rate: float = 0.2
+  in_chans: int = 1
+  num_mel_bins: int = NUM_MEL_BINS
+  scan_impl: str = "auto"
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+    object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+    if len(self.depths) != len(self.dims):
+      raise ValueError(f"depths {self.depths} and dims {self.dims} differ in length")
+    check_choice(self.scan_impl, [impl.value for impl in ScanImpl], "DassConfig.scan_impl")
+    check_choice(self.dtype, DTYPES, "DassConfig.dtype")
+    if self.in_chans != 1:
+      raise ValueError(f"DASS takes one fbank channel, the config has in_chans={self.in_chans}")
+
+  def example_input_shape(self) -> tuple[int, ...]:
+    return (1, 16, self.num_mel_bins)
+
+  def stage_dt_rank(self, stage: int) -> int:
+    return self.dt_rank or math.ceil(self.dims[stage] / 16)
+
+  @classmethod
+  def small(cls, **overrides) -> DassConfig:
+    return cls(**{"depths": (2, 2, 8, 2), "drop_path_rate": 0.2, **overrides})
+
+  @classmethod
+  def medium(cls, **overrides) -> DassConfig:
+    return cls(**{"depths": (2, 2, 20, 2), "drop_path_rate": 0.3, **overrides})
+
 
 # Symmetric padding of PyTorch's Conv2d(k=3, s=2, p=1); XLA 'SAME' would pad (0, 1) on even sizes.
 CONV_PAD = ((1, 1), (1, 1))
@@ -95,7 +159,7 @@ def conv3x3_s2(features: int, in_features: int, dtype, name: str) -> nn.Conv:
     use_bias=True,
     dtype=dtype,
     param_dtype=jnp.float32,
-    kernel_init=torch_conv_init,
+    kernel_init=torch_default_init,
     bias_init=uniform_init((in_features * 9) ** -0.5),
     name=name,
   )
@@ -115,10 +179,10 @@ class PatchEmbed(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     half = self.embed_dim // 2
     x = conv3x3_s2(half, x.shape[-1], self.dtype, "conv0")(x)
-    x = channel_norm("norm0")(x)
+    x = layer_norm("norm0")(x)
     x = nn.gelu(x.astype(self.dtype), approximate=False)
     x = conv3x3_s2(self.embed_dim, half, self.dtype, "conv1")(x)
-    x = channel_norm("norm1")(x)
+    x = layer_norm("norm1")(x)
     self.sow("intermediates", "output", x)
     return x
 
@@ -132,7 +196,7 @@ class Downsample(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = conv3x3_s2(self.out_dim, x.shape[-1], self.dtype, "conv")(x)
-    return channel_norm("norm")(x)
+    return layer_norm("norm")(x)
 
 
 class Stage(nn.Module):
@@ -159,7 +223,7 @@ class Stage(nn.Module):
         x, train
       )
     if self.index + 1 < len(cfg.dims):
-      x = Downsample(cfg.dims[self.index + 1], dtype=compute_dtype(cfg), name="downsample")(x)
+      x = Downsample(cfg.dims[self.index + 1], dtype=compute_dtype(cfg.dtype), name="downsample")(x)
     self.sow("intermediates", "output", x)
     return x
 
@@ -175,7 +239,7 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = channel_norm("norm")(x)
+    x = layer_norm("norm")(x)
     self.sow("intermediates", "norm_out", x)
     pooled = jnp.mean(x, axis=(1, 2))
     self.sow("intermediates", "pooled", pooled)
@@ -183,7 +247,7 @@ class Classifier(nn.Module):
       self.num_classes,
       dtype=self.dtype,
       param_dtype=jnp.float32,
-      kernel_init=linear_init,
+      kernel_init=trunc_normal_init,
       name="head",
     )(pooled)
     return logits.astype(jnp.float32)
@@ -216,10 +280,7 @@ class DASS(nn.Module):
         f"DASS expects fbank input (batch, frames >= 1, {cfg.num_mel_bins}), "
         f"got shape {tuple(x.shape)}"
       )
-    if cfg.in_chans != 1:
-      raise ValueError(f"DASS takes one fbank channel, the config has in_chans={cfg.in_chans}")
-    check_scan_impl(cfg)
-    dtype = compute_dtype(cfg)
+    dtype = compute_dtype(cfg.dtype)
     # (B, T, M) -> torch NCHW (B, 1, M, T) -> NHWC (B, H=M, W=T, 1).
     x = jnp.swapaxes(x, 1, 2)[..., None].astype(dtype)
     x = PatchEmbed(cfg.dims[0], dtype=dtype, name="patch_embed")(x)

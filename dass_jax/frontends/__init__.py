@@ -1,0 +1,5 @@
+"""Audio front ends: turn audio into what a model takes.
+
+kaldi_fbank   Kaldi-compatible log-mel fbank of AST / DASS (128 bins, 10 ms), streamed for
+              recordings of any length, and its AudioSet normalisation
+"""

@@ -1,0 +1,173 @@
+"""Layers and helpers that every model of the package shares (Flax Linen).
+
+Conventions, the same in every model:
+  * params are float32 (`param_dtype`); `dtype` is the compute dtype named by the model config
+    ('float32' or 'bfloat16', see `compute_dtype`);
+  * LayerNorm computes its variance in two passes, as PyTorch does (`use_fast_variance=False`);
+  * Dense kernels are torch Linear weights transposed, (in, out); GELU is the exact (erf) form
+    that `torch.nn.GELU()` computes (Flax's default is the tanh approximation).
+
+Initialisers (used when a model is trained from scratch; converted checkpoints overwrite them):
+  torch_default_init   PyTorch's default Conv/Linear weight init, kaiming_uniform(a=sqrt(5)):
+                       U(+-1/sqrt(fan_in))
+  trunc_normal_init    trunc_normal(std=0.02), the ViT / VMamba Linear weight init
+  uniform_init(bound)  U(-bound, bound), e.g. PyTorch's bias init with bound 1/sqrt(fan_in)
+  dt_bias_init         Mamba's dt_proj bias: softplus^-1 of dt log-uniform in [1e-3, 1e-1]
+  a_log_init           Mamba's S4D-real A_log: log(n + 1) for state n, the same for every channel
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+trunc_normal_init = nn.initializers.truncated_normal(0.02)
+
+
+def uniform_init(bound: float):
+  """U(-bound, bound)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+# Mamba's dt initialisation range and floor.
+DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
+
+
+def dt_bias_init(key, shape, dtype=jnp.float32):
+  """Mamba's dt_init: dt log-uniform in [DT_MIN, DT_MAX] (floored), bias = softplus^-1(dt)."""
+  log_dt = jax.random.uniform(key, shape, dtype, math.log(DT_MIN), math.log(DT_MAX))
+  dt = jnp.maximum(jnp.exp(log_dt), DT_INIT_FLOOR)
+  return dt + jnp.log(-jnp.expm1(-dt))
+
+
+def a_log_init(key, shape, dtype=jnp.float32):
+  """A_log[c, n] = log(n + 1) for shape (channels, N): S4D-real, the same for every channel."""
+  del key
+  return jnp.broadcast_to(jnp.log(jnp.arange(1, shape[1] + 1, dtype=dtype)), shape)
+
+
+def compute_dtype(name: str):
+  """The jnp dtype named by a config's `dtype` field ('float32' or 'bfloat16')."""
+  if name not in DTYPES:
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+def layer_norm(name: str, eps: float = 1e-5, dtype: Any = jnp.float32) -> nn.LayerNorm:
+  """torch LayerNorm over the last axis: two-pass variance, fp32 params, output in `dtype`."""
+  return nn.LayerNorm(
+    epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, name=name
+  )
+
+
+def dense(
+  features: int,
+  name: str,
+  dtype: Any = jnp.float32,
+  use_bias: bool = True,
+  kernel_init=trunc_normal_init,
+) -> nn.Dense:
+  """torch Linear: kernel (in, features) = weight.T, fp32 params, computed in `dtype`."""
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=kernel_init,
+    name=name,
+  )
+
+
+class Mlp(nn.Module):
+  """fc1 (d -> hidden, bias) -> exact GELU -> fc2 (hidden -> d, bias), over the last axis.
+
+  Params: fc1/{kernel (d, hidden), bias}, fc2/{kernel (hidden, d), bias}.
+  """
+
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = nn.gelu(dense(self.hidden, "fc1", self.dtype)(x), approximate=False)
+    return dense(x.shape[-1], "fc2", self.dtype)(h)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth (timm `drop_path`, scale_by_keep=True) over whole samples.
+
+  In train mode with rate > 0, each sample of the batch (axis 0) is zeroed with probability
+  `rate` and the kept ones are divided by 1 - rate; the mask comes from the 'dropout' rng stream.
+  Identity in eval mode or with rate 0.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if not 0.0 <= self.rate <= 1.0:
+      raise ValueError(f"drop path rate must be in [0, 1], got {self.rate}")
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    if keep == 0.0:
+      return jnp.zeros_like(x)
+    mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, mask_shape)
+    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with a fused qkv projection. (batch, N, D) -> (batch, N, D).
+
+  Params: qkv/{kernel (D, 3D), bias (3D,)} with output columns [q | k | v], each head-major
+  (heads, head_dim), i.e. torch's `qkv.weight.T`; out/{kernel (D, D), bias}. Scores are scaled by
+  head_dim^-0.5 (`jax.nn.dot_product_attention`'s default).
+  """
+
+  num_heads: int
+  qkv_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, length, dim = x.shape
+    head_dim = dim // self.num_heads
+    qkv = dense(3 * dim, "qkv", self.dtype, use_bias=self.qkv_bias)(x)
+    qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)
+    y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    return dense(dim, "out", self.dtype)(y.reshape(batch, length, dim))
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm ViT block: x += attn(LN(x)); x += mlp(LN(x)). (batch, N, D) -> (batch, N, D).
+
+  Params: norm1, attn (`Attention`), norm2, mlp (`Mlp`). Dropout after the attention output and
+  the MLP (train only, rng stream 'dropout') when `dropout_rate > 0`.
+  """
+
+  num_heads: int
+  mlp_dim: int
+  eps: float
+  qkv_bias: bool = True
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+    y = layer_norm("norm1", self.eps, self.dtype)(x)
+    x = x + drop(Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(y))
+    y = layer_norm("norm2", self.eps, self.dtype)(x)
+    return x + drop(Mlp(self.mlp_dim, self.dtype, name="mlp")(y))

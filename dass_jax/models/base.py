@@ -1,0 +1,40 @@
+"""The base of every model config: a frozen dataclass with a JSON round trip.
+
+A config names its architecture in the class attribute `model_type` (the key of
+`dass_jax.models.MODELS` and of `config.json` in a converted checkpoint). Configs validate their
+fields when they are built (`__post_init__`), so a bad value fails with a message naming the valid
+choices before any model is traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+
+class ModelConfig:
+  """JSON round trip shared by the model configs (subclasses are frozen dataclasses)."""
+
+  model_type: ClassVar[str]
+
+  def example_input_shape(self) -> tuple[int, ...]:
+    """The shape of a small valid model input (batch 1), for abstract initialisation."""
+    raise NotImplementedError
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names - {"model_type"}
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def check_choice(value: Any, choices, field: str) -> None:
+  """Raises ValueError naming the valid choices unless `value` is one of `choices`."""
+  choices = list(choices)
+  if value not in choices:
+    raise ValueError(f"{field} must be one of {choices}, got {value!r}")
