@@ -79,6 +79,7 @@ _DRIVE_RE = re.compile(
 _DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _TRUE = ("1", "ON", "YES", "TRUE")
+_HEADERS = {"User-Agent": "dass-jax"}
 
 
 class SourceError(OSError):
@@ -235,6 +236,36 @@ def _hub_download(repo: str, name: str, revision: str | None, timeout_s: float) 
   )
 
 
+def _hub_endpoint() -> str:
+  from huggingface_hub import constants
+
+  return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _check_hub_reachable(spec: str, converter: str, timeout_s: float) -> None:
+  """Fails at once when the hub does not answer (huggingface_hub itself retries for ~25 s)."""
+  endpoint = _hub_endpoint()
+  request = urllib.request.Request(endpoint + "/", method="HEAD", headers=_HEADERS)
+  try:
+    urllib.request.urlopen(request, timeout=timeout_s).close()
+  except urllib.error.HTTPError:  # an answer, whatever it says
+    return
+  except (urllib.error.URLError, TimeoutError, HTTPException, ConnectionError) as e:
+    raise SourceError(
+      f"could not fetch {spec}: the hub at {endpoint} could not be reached "
+      f"({getattr(e, 'reason', None) or e}). " + local_copy_hint(spec, converter)
+    ) from e
+
+
+def _hub_cached(repo: str, names: Sequence[str], revision: str | None) -> bool:
+  from huggingface_hub import try_to_load_from_cache
+
+  return any(
+    isinstance(try_to_load_from_cache(repo, name, cache_dir("hub"), revision), str)
+    for name in names
+  )
+
+
 def _hub_file(
   spec: str, repo: str, revision: str | None, names: Sequence[str], converter: str, timeout_s
 ) -> Path:
@@ -245,10 +276,10 @@ def _hub_file(
     try:
       return _hub_download(repo, name, revision, timeout_s)
     except errors.LocalEntryNotFoundError as e:
-      if not offline():  # the hub did not answer and the cache lacks the file
+      if not offline():  # the hub stopped answering and the cache lacks the file
+        reason = e.__cause__ or e
         raise SourceError(
-          f"could not fetch {spec} ({name}): the hub could not be reached ({e.__cause__ or e}). "
-          + local_copy_hint(spec, converter)
+          f"could not fetch {spec} ({name}): {reason}. " + local_copy_hint(spec, converter)
         ) from e
     except errors.EntryNotFoundError:  # not in the repository: try the next alternative
       continue
@@ -294,8 +325,11 @@ def fetch_hub(
       f"{spec}: name the file, hf://{repo}[@REVISION]/FILE: the {converter} converter reads one "
       "weight file"
     )
+  groups = [(file,)] if file else hub_files
+  if not offline() and not _hub_cached(repo, groups[0], revision):
+    _check_hub_reachable(spec, converter, timeout_s)
   paths = []
-  for names in [(file,)] if file else hub_files:
+  for names in groups:
     path = _hub_file(spec, repo, revision, names, converter, timeout_s)
     snapshot = next(p for p in path.parents if p.parent.name == "snapshots")
     revision = snapshot.name  # the commit: every later file comes from the same snapshot
@@ -417,7 +451,7 @@ def fetch_url(
   remove_stale(root, f".tmp-{entry.name}-")
   tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=root))
   try:
-    request = urllib.request.Request(_download_url(base), headers={"User-Agent": "dass-jax"})
+    request = urllib.request.Request(_download_url(base), headers=_HEADERS)
     try:
       with urllib.request.urlopen(request, timeout=timeout_s) as response:
         if response.headers.get_content_type() == "text/html":
