@@ -1,8 +1,10 @@
-"""`python -m convert_torch {dass,vmamba,ast} SOURCE OUT_DIR [options]`: one subcommand per module.
+"""`python -m convert_torch SUBCOMMAND SOURCE OUT_DIR [options]`: one subcommand per module.
 
-  dass    DASS checkpoint (.pth / .safetensors / Hugging Face folder)   -> convert_torch.dass
-  vmamba  ImageNet VMamba checkpoint -> DASS initialisation           -> convert_torch.vmamba
-  ast     AST teacher checkpoint                                       -> convert_torch.ast
+  dass     DASS checkpoint (.pth / .safetensors / Hugging Face folder)  -> convert_torch.dass
+  vmamba   ImageNet VMamba checkpoint -> DASS initialisation          -> convert_torch.vmamba
+  ast      AST teacher checkpoint                                      -> convert_torch.ast
+  dasheng  Dasheng encoder / AudioSet classifier (being added)         -> convert_torch.dasheng
+  aum      Audio Mamba (AuM) checkpoint (being added)                  -> convert_torch.aum
 
 SOURCE is a local file or folder, hf://OWNER/NAME[@REVISION], an https:// URL (optionally ending
 in #sha256=HEX), or a published name; `python -m convert_torch --list` prints the published names.
@@ -23,6 +25,8 @@ SUBCOMMANDS = {
   "dass": "convert_torch.dass",
   "vmamba": "convert_torch.vmamba",
   "ast": "convert_torch.ast",
+  "dasheng": "convert_torch.dasheng",
+  "aum": "convert_torch.aum",
 }
 USAGE = (
   "usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} SOURCE OUT_DIR [options]\n"

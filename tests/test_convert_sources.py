@@ -33,6 +33,7 @@ from dass_checkpoints import SMALL, hf_state_dict, small_state_dict
 from torch_reference.dass_torch import DassTorch, perturb_
 
 from convert_torch import published, sources
+from convert_torch.__main__ import SUBCOMMANDS
 from convert_torch.__main__ import main as cli_main
 from convert_torch.dass import torch_to_flax
 from dass_jax.checkpoint import load_model
@@ -448,6 +449,6 @@ def test_local_paths_and_the_table(tmp_path, capsys):
   listing = capsys.readouterr().out
   assert "dass-small-47.2" in listing and "hf://saurabhati/DASS_small_AudioSet_47.2" in listing
   for model in published.MODELS:
-    assert model.converter in ("dass", "ast", "vmamba", "dasheng", "aum"), model
+    assert model.converter in SUBCOMMANDS, model
     assert model.source.startswith(("hf://", "https://")), model
     assert published.find(model.name) is model and published.find(model.source) is model
