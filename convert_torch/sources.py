@@ -169,15 +169,12 @@ def resolve(
 
 def local_copy_hint(source: str, converter: str) -> str:
   """How to go on without network: fetch `source` elsewhere and pass the local copy."""
-  how = (
-    f"`hf download {source[len(HUB_PREFIX) :]} --local-dir DIR` (huggingface_hub's CLI)"
-    if source.startswith(HUB_PREFIX)
-    else "a browser or `curl -L -o FILE URL`"
-  )
+  hub = source.startswith(HUB_PREFIX)
+  how = f"hf download {source[len(HUB_PREFIX) :]} --local-dir DIR" if hub else "curl -L -o FILE URL"
   return (
-    f"To work without network, fetch it where there is network ({how}) and pass the local copy: "
-    f"`python -m convert_torch {converter} LOCAL_FILE_OR_FOLDER OUT_DIR`. A cache filled "
-    f"elsewhere can also be copied to {cache_dir('')} and used with HF_HUB_OFFLINE=1."
+    f"To work without network, fetch it where there is network (e.g. `{how}`) and pass the local "
+    f"copy: `python -m convert_torch {converter} LOCAL_FILE_OR_FOLDER OUT_DIR`; or copy a cache "
+    f"filled elsewhere to {cache_dir('hub' if hub else 'downloads')} and set HF_HUB_OFFLINE=1."
   )
 
 

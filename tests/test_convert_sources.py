@@ -10,7 +10,9 @@ Checked here, for each converter (dass, ast, vmamba):
     (fewer bytes than Content-Length), bytes not matching a pinned sha256, a corrupted hub blob,
     an HTML page instead of the file; a corrupted cached file is fetched again;
   * the failure messages: an unreachable hub or host, HF_HUB_OFFLINE with an empty cache, a
-    silent server (timeout), HTTP errors, a published name given to the wrong converter.
+    silent server (timeout), HTTP errors, a published name given to the wrong converter;
+  * conversion on first use (convert_torch.converted): once, then reused without a request; a
+    failed conversion leaves nothing in the cache.
 """
 
 import hashlib
@@ -35,7 +37,9 @@ from torch_reference.dass_torch import DassTorch, perturb_
 from convert_torch import published, sources
 from convert_torch.__main__ import SUBCOMMANDS
 from convert_torch.__main__ import main as cli_main
+from convert_torch.converted import converted_folder
 from convert_torch.dass import torch_to_flax
+from convert_torch.io import ConversionError
 from dass_jax.checkpoint import load_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -452,3 +456,29 @@ def test_local_paths_and_the_table(tmp_path, capsys):
     assert model.converter in SUBCOMMANDS, model
     assert model.source.startswith(("hf://", "https://")), model
     assert published.find(model.name) is model and published.find(model.source) is model
+
+
+# ---------------------------------------------------------------- converted on first use
+
+
+def test_converted_folder_converts_once_then_reuses(cache, server, dass_sd, dass_reference):
+  url = server.serve("/DASS_small.pth", _pth_bytes(dass_sd))
+  folder = converted_folder(url, "dass")
+  assert folder.parent == cache / "converted"
+  _assert_same_params(folder, dass_reference)
+  stamp = (folder / "config.json").stat().st_mtime_ns
+  assert converted_folder(url, "dass") == folder
+  assert (folder / "config.json").stat().st_mtime_ns == stamp
+  assert server.gets() == 1
+
+
+def test_converted_folder_failures_leave_nothing(cache, server, dass_sd):
+  broken = {k: v for k, v in dass_sd.items() if not k.endswith("classifier.head.bias")}
+  url = server.serve("/broken.pth", _pth_bytes(broken))
+  with pytest.raises(ConversionError, match=r"classifier\.head\.bias"):
+    converted_folder(url, "dass")
+  assert list((cache / "converted").iterdir()) == []
+  with pytest.raises(sources.SourceError, match="say which converter"):
+    converted_folder("hf://owner/unknown")
+  with pytest.raises(sources.SourceError, match="--num-classes"):
+    converted_folder("vmamba-tiny-s1l8")
