@@ -12,7 +12,8 @@ Checked here, for each converter (dass, ast, vmamba):
   * the failure messages: an unreachable hub or host, HF_HUB_OFFLINE with an empty cache, a
     silent server (timeout), HTTP errors, a published name given to the wrong converter;
   * conversion on first use (convert_torch.converted): once, then reused without a request; a
-    failed conversion leaves nothing in the cache.
+    failed conversion leaves nothing in the cache; `dass_jax.load_model` and `predict
+    --checkpoint` take a published name; dass_jax imports and tells names apart without torch.
 """
 
 import hashlib
@@ -20,7 +21,10 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -34,6 +38,7 @@ pytest.importorskip("huggingface_hub")
 from dass_checkpoints import SMALL, hf_state_dict, small_state_dict
 from torch_reference.dass_torch import DassTorch, perturb_
 
+import dass_jax
 from convert_torch import published, sources
 from convert_torch.__main__ import SUBCOMMANDS
 from convert_torch.__main__ import main as cli_main
@@ -41,6 +46,7 @@ from convert_torch.converted import converted_folder
 from convert_torch.dass import torch_to_flax
 from convert_torch.io import ConversionError
 from dass_jax.checkpoint import load_model
+from dass_jax.predict import main as predict_main
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HF_DASS_CONFIG = {
@@ -482,3 +488,30 @@ def test_converted_folder_failures_leave_nothing(cache, server, dass_sd):
     converted_folder("hf://owner/unknown")
   with pytest.raises(sources.SourceError, match="--num-classes"):
     converted_folder("vmamba-tiny-s1l8")
+
+
+def test_load_model_and_predict_take_a_published_name(
+  cache, monkeypatch, tmp_path, capsys, dass_hub_files, dass_reference
+):
+  entry = published.find(published.DEFAULT_DASS)
+  fill_hub_cache(cache / "hub", entry.source[len("hf://") :], dass_hub_files)
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  _, _, config = dass_jax.load_model(entry.name)
+  assert config.num_classes == SMALL["num_classes"]
+  _assert_same_params(cache / "converted" / entry.name, dass_reference)
+  shutil.rmtree(cache / "hub")  # later uses need nothing fetched
+  x = np.random.default_rng(0).standard_normal((40, 128)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  assert predict_main(["--checkpoint", entry.name, str(tmp_path / "x.npy"), "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["num_classes"] == SMALL["num_classes"]
+
+
+def test_dass_jax_imports_and_recognises_names_without_torch():
+  code = (
+    "import sys; sys.modules['torch'] = None\n"
+    "import dass_jax, dass_jax.predict\n"
+    "from dass_jax.checkpoint import is_source_name\n"
+    "assert is_source_name('dass-small-47.2') and is_source_name('hf://a/b')\n"
+    "assert not is_source_name('converted/nothing')\n"
+  )
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
