@@ -6,6 +6,7 @@ hub = hf_state_dict(sd)          # the same tensors under the Hugging Face hub D
 
 import numpy as np
 import torch
+
 from torch_reference.dass_torch import DassTorch, dataparallel_state_dict, perturb_
 
 SMALL = dict(num_classes=7, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))

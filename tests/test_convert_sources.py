@@ -13,7 +13,7 @@ Checked here, for each converter (dass, ast, vmamba):
     silent server (timeout), HTTP errors, a published name given to the wrong converter;
   * conversion on first use (convert_torch.converted): once, then reused without a request; a
     failed conversion leaves nothing in the cache; `dass_jax.load_model` and `predict
-    --checkpoint` take a published name; dass_jax imports and tells names apart without torch.
+    --checkpoint` take a published name (tests/test_imports.py: without torch too).
 """
 
 import hashlib
@@ -23,8 +23,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -36,7 +34,6 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("huggingface_hub")
 
 from dass_checkpoints import SMALL, hf_state_dict, small_state_dict
-from torch_reference.dass_torch import DassTorch, perturb_
 
 import dass_jax
 from convert_torch import published, sources
@@ -45,8 +42,9 @@ from convert_torch.__main__ import main as cli_main
 from convert_torch.converted import converted_folder
 from convert_torch.dass import torch_to_flax
 from convert_torch.io import ConversionError
-from dass_jax.checkpoint import load_model
+from dass_jax.checkpoint import is_source_name, load_model
 from dass_jax.predict import main as predict_main
+from torch_reference.dass_torch import DassTorch, perturb_
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HF_DASS_CONFIG = {
@@ -496,6 +494,7 @@ def test_load_model_and_predict_take_a_published_name(
   entry = published.find(published.DEFAULT_DASS)
   fill_hub_cache(cache / "hub", entry.source[len("hf://") :], dass_hub_files)
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  assert is_source_name(entry.name) and not is_source_name(cache)
   _, _, config = dass_jax.load_model(entry.name)
   assert config.num_classes == SMALL["num_classes"]
   _assert_same_params(cache / "converted" / entry.name, dass_reference)
@@ -504,14 +503,3 @@ def test_load_model_and_predict_take_a_published_name(
   np.save(tmp_path / "x.npy", x)
   assert predict_main(["--checkpoint", entry.name, str(tmp_path / "x.npy"), "--json"]) == 0
   assert json.loads(capsys.readouterr().out)["num_classes"] == SMALL["num_classes"]
-
-
-def test_dass_jax_imports_and_recognises_names_without_torch():
-  code = (
-    "import sys; sys.modules['torch'] = None\n"
-    "import dass_jax, dass_jax.predict\n"
-    "from dass_jax.checkpoint import is_source_name\n"
-    "assert is_source_name('dass-small-47.2') and is_source_name('hf://a/b')\n"
-    "assert not is_source_name('converted/nothing')\n"
-  )
-  subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
