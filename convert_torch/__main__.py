@@ -1,10 +1,19 @@
-"""`python -m convert_torch {dass,vmamba,ast} IN OUT_DIR [options]`: one subcommand per module.
+"""`python -m convert_torch SUBCOMMAND SOURCE OUT_DIR [options]`: one subcommand per module.
 
-  dass    DASS checkpoint (.pth / .safetensors / Hugging Face folder)   -> convert_torch.dass
-  vmamba  ImageNet VMamba checkpoint -> DASS initialisation           -> convert_torch.vmamba
-  ast     AST teacher checkpoint                                       -> convert_torch.ast
+  dass     DASS checkpoint (.pth / .safetensors / Hugging Face folder)  -> convert_torch.dass
+  vmamba   ImageNet VMamba checkpoint -> DASS initialisation          -> convert_torch.vmamba
+  ast      AST teacher checkpoint                                      -> convert_torch.ast
+  dasheng  Dasheng encoder / AudioSet classifier (being added)         -> convert_torch.dasheng
+  aum      Audio Mamba (AuM) checkpoint (being added)                  -> convert_torch.aum
 
-Each subcommand module has `main(argv) -> int` and is imported only when chosen.
+SOURCE is a local file or folder, hf://OWNER/NAME[@REVISION], an https:// URL (optionally ending
+in #sha256=HEX), or a published name; `python -m convert_torch --list` prints the published names.
+Remote sources are fetched into the user's cache ($DASS_JAX_CACHE or ~/.cache/dass_jax) and
+verified before conversion; with HF_HUB_OFFLINE=1 only the cache is used.
+
+Each subcommand module has `main(argv) -> int` (the CLI) and `convert_to(source, out_dir,
+**options) -> (folder, summary)` (used by `dass_jax.load_model` for published names), and is
+imported only when chosen.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ SUBCOMMANDS = {
   "dass": "convert_torch.dass",
   "vmamba": "convert_torch.vmamba",
   "ast": "convert_torch.ast",
+  "dasheng": "convert_torch.dasheng",
+  "aum": "convert_torch.aum",
 }
 USAGE = (
-  "usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} IN OUT_DIR [options]\n"
-  "       python -m convert_torch SUBCOMMAND --help"
+  "usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} SOURCE OUT_DIR [options]\n"
+  "       python -m convert_torch SUBCOMMAND --help\n"
+  "       python -m convert_torch --list"
 )
 
 
@@ -28,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
   if not argv or argv[0] in ("-h", "--help"):
     print(__doc__.strip() + "\n\n" + USAGE, file=sys.stdout if argv else sys.stderr)
     return 0 if argv else 2
+  if argv[0] == "--list":
+    from convert_torch.published import format_table
+
+    print(format_table())
+    return 0
   name, rest = argv[0], argv[1:]
   if name not in SUBCOMMANDS:
     print(f"error: unknown subcommand {name!r}\n{USAGE}", file=sys.stderr)

@@ -1,10 +1,13 @@
 """Converts AST checkpoints (transformers or original YuanGongND/ast) into a dass_jax checkpoint.
 
     python -m convert_torch ast IN OUT_DIR [--num-heads N] [--max-length T] ...
+    python -m convert_torch ast hf://MIT/ast-finetuned-audioset-10-10-0.4593 OUT_DIR
 
 IN is a transformers folder (`config.json` + `model.safetensors` or `pytorch_model.bin`) or a
 single weight file (`.safetensors`, `.bin`, `.pth`, ...) whose architecture is inferred from the
-shapes. OUT_DIR receives `config.json` + `params/` for `dass_jax.load_model`.
+shapes; or a hub id, an https:// URL or a published name for one of them (`convert_torch.sources`:
+fetched into the user's cache and verified first). OUT_DIR receives `config.json` + `params/` for
+`dass_jax.load_model`.
 
 Three key layouts are accepted (a leading `module.` from DataParallel is removed first):
   transformers         transformers 5.x in-memory `state_dict()`
@@ -60,7 +63,8 @@ import numpy as np
 
 from convert_torch.io import ConversionError, check_keys, load_state_dict
 from convert_torch.params import count_params
-from dass_jax.checkpoint import save_converted
+from convert_torch.sources import SourceError, resolve
+from dass_jax.checkpoint import refuse_existing, save_converted
 from dass_jax.models import AstConfig
 
 TRANSFORMERS, LEGACY, ORIGINAL = "transformers", "transformers_legacy", "original"
@@ -409,7 +413,11 @@ def _parser() -> argparse.ArgumentParser:
     description="Convert an AST checkpoint (transformers folder or weight file, or the original "
     "YuanGongND/ast .pth) into a dass_jax checkpoint folder.",
   )
-  parser.add_argument("input", help="transformers folder (config.json + weights) or weight file")
+  parser.add_argument(
+    "input",
+    help="transformers folder (config.json + weights) or weight file, hf://OWNER/NAME[@REVISION], "
+    "an https:// URL, or a published name (python -m convert_torch --list)",
+  )
   parser.add_argument("out_dir", help="new folder for config.json + params/")
   parser.add_argument(
     "--num-heads",
@@ -428,31 +436,46 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+def convert_to(source: str | Path, out_dir: str | Path, **hints) -> tuple[Path, str]:
+  """Fetches (if remote), converts and saves an AST checkpoint into the new folder `out_dir`.
+
+  Args:
+    source: see the module docstring (IN).
+    out_dir: new folder; refused, untouched, when it already holds a checkpoint.
+    **hints: `convert`'s architecture hints (num_heads, num_mel_bins, ...).
+
+  Returns:
+    (the output folder, a summary of what was converted). Nothing is written on an error.
+  """
+  refuse_existing(out_dir)
+  fetched = resolve(source, "ast")
+  config, params, layout = convert(fetched.path, **hints)
+  out = save_converted(
+    out_dir, config, params, extra={"source": fetched.source, "source_format": f"ast/{layout}"}
+  )
+  freq, time = config.grid
+  return out, (
+    f"converted {fetched.source} ({layout} layout) -> {out}\n"
+    f"  {count_params(params):,} params; hidden {config.hidden_size}, {config.num_layers} "
+    f"layers, {config.num_heads} heads, {config.num_classes} classes; {freq} x {time} patches "
+    f"for {config.num_mel_bins} mel x {config.max_length} frames"
+  )
+
+
 def main(argv: list[str]) -> int:
   args = _parser().parse_args(argv)
   try:
-    config, params, layout = convert(
+    _, summary = convert_to(
       args.input,
+      args.out_dir,
       num_heads=args.num_heads,
       num_mel_bins=args.num_mel_bins,
       frequency_stride=args.frequency_stride,
       time_stride=args.time_stride,
       max_length=args.max_length,
     )
-    out = save_converted(
-      args.out_dir,
-      config,
-      params,
-      extra={"source": str(Path(args.input).absolute()), "source_format": f"ast/{layout}"},
-    )
-  except (ConversionError, FileNotFoundError, FileExistsError) as e:
+  except (ConversionError, SourceError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  freq, time = config.grid
-  print(
-    f"converted {args.input} ({layout} layout) -> {out}\n"
-    f"  {count_params(params):,} params; hidden {config.hidden_size}, {config.num_layers} "
-    f"layers, {config.num_heads} heads, {config.num_classes} classes; {freq} x {time} patches "
-    f"for {config.num_mel_bins} mel x {config.max_length} frames"
-  )
+  print(summary)
   return 0

@@ -1,7 +1,13 @@
 """DASS PyTorch checkpoints -> (DassConfig, Flax params) and the `python -m convert_torch dass` CLI.
 
     python -m convert_torch dass DASS_small.pth converted/dass_small
+    python -m convert_torch dass hf://saurabhati/DASS_small_AudioSet_47.2 converted/dass_small
+    python -m convert_torch dass dass-small-47.2 converted/dass_small     # a published name
     model, params, config = dass_jax.load_model("converted/dass_small")
+
+The input may be a local file or folder, a hub id, an https:// URL or a published name
+(`convert_torch.sources`, `convert_torch.published`); remote ones are fetched into the user's
+cache and verified first.
 
 Accepted inputs (`.pth`/`.pt`/`.bin` via torch.load(weights_only=True), or `.safetensors`):
   * `module.v.…`: `DataParallel(DASS).state_dict()`, the published DASS_small.pth / DASS_medium.pth;
@@ -34,6 +40,7 @@ import numpy as np
 from convert_torch import hf_dass
 from convert_torch.io import ConversionError, check_keys, load_state_dict
 from convert_torch.params import check_against_model, conv, copy, count_params, linear
+from convert_torch.sources import SourceError, resolve
 from dass_jax.checkpoint import refuse_existing, save_converted
 from dass_jax.models import DassConfig
 
@@ -304,14 +311,45 @@ def convert_file(
   return torch_to_flax(state_dict, num_classes)
 
 
+def convert_to(
+  source: str | os.PathLike, out_dir: str | os.PathLike, num_classes: int | None = None
+) -> tuple[Path, str]:
+  """Fetches (if remote), converts and saves a DASS checkpoint into the new folder `out_dir`.
+
+  Returns:
+    (the output folder, a one-line summary of what was converted).
+
+  Raises:
+    ConversionError, SourceError, FileNotFoundError, FileExistsError (`out_dir` already holds
+    a checkpoint; nothing is written then, nor on any other error).
+  """
+  refuse_existing(out_dir)
+  fetched = resolve(source, "dass")
+  state_dict, source_format = read_checkpoint(fetched.path)
+  config, params = torch_to_flax(state_dict, num_classes)
+  out = save_converted(
+    out_dir, config, params, extra={"source": fetched.source, "source_format": source_format}
+  )
+  return out, (
+    f"converted {fetched.source} ({source_format}): DASS depths={list(config.depths)} "
+    f"dims={list(config.dims)} classes={config.num_classes}, "
+    f"{count_params(params):,} parameters -> {out}"
+  )
+
+
 def main(argv: list[str] | None = None) -> int:
-  """`python -m convert_torch dass IN OUT_DIR`; returns the exit status."""
+  """`python -m convert_torch dass SOURCE OUT_DIR`; returns the exit status."""
   parser = argparse.ArgumentParser(
     prog="python -m convert_torch dass",
-    description="Convert a DASS PyTorch checkpoint (.pth / .safetensors / Hugging Face folder) "
-    "into a dass_jax checkpoint folder (orbax params + config.json).",
+    description="Convert a DASS PyTorch checkpoint (.pth / .safetensors / Hugging Face folder, "
+    "hub id, URL or published name) into a dass_jax checkpoint folder (orbax params + "
+    "config.json).",
   )
-  parser.add_argument("input", help="DASS checkpoint file, or a Hugging Face model folder")
+  parser.add_argument(
+    "input",
+    help="DASS checkpoint file or Hugging Face folder, hf://OWNER/NAME[@REVISION], an https:// "
+    "URL, or a published name (python -m convert_torch --list)",
+  )
   parser.add_argument("output_dir", help="new folder for the converted checkpoint")
   parser.add_argument(
     "--num-classes",
@@ -321,21 +359,15 @@ def main(argv: list[str] | None = None) -> int:
   )
   args = parser.parse_args(argv)
   try:
-    refuse_existing(args.output_dir)
-    state_dict, source_format = read_checkpoint(args.input)
-    config, params = torch_to_flax(state_dict, args.num_classes)
-    out = save_converted(
-      args.output_dir,
-      config,
-      params,
-      extra={"source": str(Path(args.input).absolute()), "source_format": source_format},
-    )
-  except (ConversionError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+    _, summary = convert_to(args.input, args.output_dir, args.num_classes)
+  except (
+    ConversionError,
+    SourceError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+  ) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print(
-    f"converted {args.input} ({source_format}): DASS depths={list(config.depths)} "
-    f"dims={list(config.dims)} classes={config.num_classes}, "
-    f"{count_params(params):,} parameters -> {out}"
-  )
+  print(summary)
   return 0

@@ -2,6 +2,10 @@
 
     python -m convert_torch vmamba vssm1_tiny_0230s_ckpt_epoch_264.pth converted/dass_init \\
         --num-classes 527
+    python -m convert_torch vmamba vmamba-tiny-s1l8 converted/dass_init --num-classes 527
+
+The input may be a local file, an https:// URL, `hf://OWNER/NAME[@REVISION]/FILE` or a published
+name (`convert_torch.sources`); remote ones are fetched into the user's cache and verified first.
 
 The DASS recipe (`imagenet_pretrain=True` in Saurabhbhati/DASS `src/models/ast_models.py`): load
 the VSSM weights (`{"model": state_dict}`, bare VSSM keys) strictly, then
@@ -26,6 +30,7 @@ import numpy as np
 from convert_torch.dass import split_prefix, torch_to_flax
 from convert_torch.io import ConversionError, load_state_dict
 from convert_torch.params import count_params
+from convert_torch.sources import SourceError, resolve
 from dass_jax.checkpoint import refuse_existing, save_converted
 
 FIRST_CONV = "patch_embed.0.weight"
@@ -65,39 +70,60 @@ def convert_file(path: str | Path, num_classes: int, seed: int = 0):
   return torch_to_flax(state_dict, num_classes)
 
 
+def convert_to(
+  source: str | Path, out_dir: str | Path, num_classes: int, seed: int = 0
+) -> tuple[Path, str]:
+  """Fetches (if remote) an ImageNet VMamba checkpoint and saves the DASS init into `out_dir`.
+
+  Returns (the output folder, a one-line summary). Nothing is written on an error.
+  """
+  refuse_existing(out_dir)
+  fetched = resolve(source, "vmamba", hub_files=())
+  config, params = convert_file(fetched.path, num_classes, seed)
+  out = save_converted(
+    out_dir,
+    config,
+    params,
+    extra={
+      "source": fetched.source,
+      "source_format": f"vmamba-imagenet (head seed {seed})",
+    },
+  )
+  return out, (
+    f"converted {fetched.source} (VMamba -> DASS init): depths={list(config.depths)} "
+    f"dims={list(config.dims)} classes={config.num_classes}, "
+    f"{count_params(params):,} parameters -> {out}"
+  )
+
+
 def main(argv: list[str] | None = None) -> int:
-  """`python -m convert_torch vmamba IN OUT_DIR --num-classes N`; returns the exit status."""
+  """`python -m convert_torch vmamba SOURCE OUT_DIR --num-classes N`; returns the exit status."""
   parser = argparse.ArgumentParser(
     prog="python -m convert_torch vmamba",
     description="Turn an ImageNet VMamba checkpoint into a DASS initialisation (first conv "
     "summed over RGB, new classifier head) saved as a dass_jax checkpoint folder.",
   )
-  parser.add_argument("input", help="VMamba checkpoint ({'model': state_dict} or a state dict)")
+  parser.add_argument(
+    "input",
+    help="VMamba checkpoint ({'model': state_dict} or a state dict): a file, an https:// URL, "
+    "hf://OWNER/NAME[@REVISION]/FILE or a published name",
+  )
   parser.add_argument("output_dir", help="new folder for the converted checkpoint")
   parser.add_argument(
     "--num-classes", type=int, required=True, help="classes of the new head (527 for AudioSet)"
   )
   parser.add_argument("--seed", type=int, default=0, help="seed of the new head's init")
   args = parser.parse_args(argv)
-
   try:
-    refuse_existing(args.output_dir)
-    config, params = convert_file(args.input, args.num_classes, args.seed)
-    out = save_converted(
-      args.output_dir,
-      config,
-      params,
-      extra={
-        "source": str(Path(args.input).absolute()),
-        "source_format": f"vmamba-imagenet (head seed {args.seed})",
-      },
-    )
-  except (ConversionError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+    _, summary = convert_to(args.input, args.output_dir, args.num_classes, args.seed)
+  except (
+    ConversionError,
+    SourceError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+  ) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print(
-    f"converted {args.input} (VMamba -> DASS init): depths={list(config.depths)} "
-    f"dims={list(config.dims)} classes={config.num_classes}, "
-    f"{count_params(params):,} parameters -> {out}"
-  )
+  print(summary)
   return 0

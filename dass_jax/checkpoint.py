@@ -100,11 +100,36 @@ def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
   return config_from_dict({k: v for k, v in meta.items() if k not in METADATA_KEYS})
 
 
-def load_model(ckpt_dir: str | os.PathLike, **config_overrides):
+def is_source_name(name: str | os.PathLike) -> bool:
+  """Whether `name` is a published name, hub id or URL rather than a local folder.
+
+  Reads `convert_torch.published` (pure Python, no torch) only when `name` is not a folder.
+  """
+  text = os.fspath(name)
+  if Path(text).is_dir():
+    return False
+  if text.startswith(("hf://", "https://", "http://")):
+    return True
+  from convert_torch import published
+
+  return published.find(text) is not None
+
+
+def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **config_overrides):
   """Loads a converted checkpoint as (module, params, config), params as numpy arrays.
 
-  `config_overrides` replace config fields that do not change the params (e.g. scan_impl, dtype).
+  Args:
+    ckpt_dir: a folder written by `python -m convert_torch` (or a training export); or a published
+      name (`python -m convert_torch --list`), `hf://OWNER/NAME[@REVISION]` or an `https://` URL,
+      which is fetched and converted on first use into the user's cache and reused afterwards
+      (`convert_torch.converted`; this needs the [torch] extra, the folder path does not).
+    converter: the `convert_torch` subcommand for a hub id or URL that is not a published name.
+    **config_overrides: config fields that do not change the params (e.g. scan_impl, dtype).
   """
+  if is_source_name(ckpt_dir):
+    from convert_torch.converted import converted_folder
+
+    ckpt_dir = converted_folder(os.fspath(ckpt_dir), converter)
   config = load_config(ckpt_dir)
   if config_overrides:
     config = dataclasses.replace(config, **config_overrides)

@@ -4,6 +4,9 @@
         [--top-k 5] [--logits-npy logits.npy] [--json] \\
         [--timeline-window 10 [--timeline-hop 1] [--timeline-out tl.json] [--timeline-out tl.csv]]
 
+`--checkpoint` also takes a published name (`dass-small-47.2`, see `python -m convert_torch
+--list`), an hf:// hub id or an https:// URL: converted on first use into the user's cache.
+
 Each INPUT is either
   * a `.npy` array of model input: normalised fbank, (frames, 128) or (batch, frames, 128), exactly
     what the PyTorch `DASS.forward` takes; or
@@ -49,7 +52,7 @@ import jax
 import numpy as np
 
 from dass_jax import timeline
-from dass_jax.checkpoint import load_model
+from dass_jax.checkpoint import is_source_name, load_model
 from dass_jax.frontends import kaldi_fbank
 from dass_jax.labels import class_names
 
@@ -202,7 +205,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument(
     "--checkpoint",
     required=True,
-    help="folder written by `python -m convert_torch` (config.json + params/)",
+    help="folder written by `python -m convert_torch` (config.json + params/), or a published "
+    "name / hf:// id / https:// URL converted on first use (python -m convert_torch --list)",
   )
   parser.add_argument(
     "inputs",
@@ -280,8 +284,10 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def _load_checkpoint(folder: str):
-  if not Path(folder).is_dir():
-    raise InputError(f"{folder}: checkpoint folder not found")
+  if not Path(folder).is_dir() and not is_source_name(folder):
+    raise InputError(
+      f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
+    )
   try:
     return load_model(folder)
   except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:

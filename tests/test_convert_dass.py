@@ -26,6 +26,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from dass_checkpoints import SMALL, hf_state_dict, small_state_dict
+
 from convert_torch.__main__ import main as cli_main
 from convert_torch.dass import convert_file, torch_to_flax
 from convert_torch.io import ConversionError
@@ -37,12 +39,6 @@ from torch_reference.dass_torch import (
   load_dataparallel_state_dict,
   perturb_,
 )
-
-SMALL = dict(num_classes=7, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
-
-
-def _numpy_sd(model) -> dict[str, np.ndarray]:
-  return {k: v.detach().numpy().copy() for k, v in dataparallel_state_dict(model).items()}
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +52,7 @@ def golden(shared_fixtures):
 @pytest.fixture(scope="module")
 def small_sd() -> dict[str, np.ndarray]:
   """A perturbed 4-stage twin (dims 16..128, 7 classes) as a 'module.v.' numpy state dict."""
-  torch.manual_seed(0)
-  model = DassTorch(**SMALL).eval()
-  perturb_(model, seed=1)
-  return _numpy_sd(model)
+  return small_state_dict()
 
 
 def test_torch_twin_reproduces_golden_logits(golden):
@@ -160,31 +153,6 @@ def test_non_tensor_entry_is_named(tmp_path, small_sd):
     convert_file(path)
 
 
-def _hf_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The hub layout, written out key by key from the upstream conversion's renames."""
-  patch = {"0": "0", "2": "1", "5": "3", "7": "4"}
-  downsample = {"1": "down", "3": "norm"}
-  out = {}
-  for key, value in sd.items():
-    name = key[len("module.v.") :]
-    parts = name.split(".")
-    if parts[0] == "patch_embed":
-      name = f"dass.patch_embeddings.projection.{patch[parts[1]]}.{parts[2]}"
-    elif parts[0] == "classifier" and parts[1] == "head":
-      name = f"head.{parts[2]}"
-    elif parts[0] == "classifier":
-      name = f"dass.norm.{parts[2]}"
-    elif parts[2] == "downsample":
-      name = f"dass.layers.{parts[1]}.downsample.{downsample[parts[3]]}.{parts[4]}"
-    elif parts[-1] in ("x_proj_weight", "dt_projs_weight"):
-      name = "dass." + ".".join(parts[:-1]) + "." + parts[-1].replace("_weight", ".weight")
-      value = value.reshape(-1, value.shape[-1])
-    else:
-      name = "dass." + name
-    out[name] = np.ascontiguousarray(value)
-  return out
-
-
 def test_all_file_layouts_give_identical_params(tmp_path, small_sd):
   from safetensors.numpy import save_file
 
@@ -206,7 +174,7 @@ def test_all_file_layouts_give_identical_params(tmp_path, small_sd):
   )
   hf_dir = tmp_path / "hf"
   hf_dir.mkdir()
-  save_file(_hf_state_dict(small_sd), str(hf_dir / "model.safetensors"))
+  save_file(hf_state_dict(small_sd), str(hf_dir / "model.safetensors"))
   (hf_dir / "config.json").write_text(
     json.dumps(
       {
@@ -226,7 +194,7 @@ def test_all_file_layouts_give_identical_params(tmp_path, small_sd):
 def test_hf_folder_config_must_agree_with_weights(tmp_path, small_sd):
   from safetensors.numpy import save_file
 
-  save_file(_hf_state_dict(small_sd), str(tmp_path / "model.safetensors"))
+  save_file(hf_state_dict(small_sd), str(tmp_path / "model.safetensors"))
   (tmp_path / "config.json").write_text(json.dumps({"depths": [2, 2, 8, 2], "num_classes": 7}))
   with pytest.raises(ConversionError, match="depths"):
     convert_file(tmp_path)
@@ -235,7 +203,7 @@ def test_hf_folder_config_must_agree_with_weights(tmp_path, small_sd):
 def test_hf_unexpected_key_keeps_its_hub_name(tmp_path, small_sd):
   from safetensors.numpy import save_file
 
-  hf = {**_hf_state_dict(small_sd), "dass.pooler.weight": np.zeros(3, np.float32)}
+  hf = {**hf_state_dict(small_sd), "dass.pooler.weight": np.zeros(3, np.float32)}
   save_file(hf, str(tmp_path / "model.safetensors"))
   with pytest.raises(ConversionError, match=r"dass\.pooler\.weight"):
     convert_file(tmp_path / "model.safetensors")

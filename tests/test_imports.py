@@ -30,6 +30,8 @@ MODULES = (
   "dass_jax.frontends.kaldi_fbank",
   "dass_jax.predict",
   "dass_jax.timeline",
+  "dass_jax.cache",
+  "convert_torch.published",  # what load_model reads to tell a published name from a folder
   "pallas_kernels",
 )
 

@@ -2,9 +2,12 @@
 
 Checked here:
   * every notebook runs top to bottom in a fresh `python3` kernel with
-    DASS_JAX_NOTEBOOK_SMOKE=1, cwd = the repository root, JAX on CPU and a private
-    DASS_JAX_CACHE; any failing cell fails the test with its traceback (a notebook whose
-    experiments module is missing or broken fails here, it is never skipped);
+    DASS_JAX_NOTEBOOK_SMOKE=1, cwd = the repository root, JAX on CPU, a private DASS_JAX_CACHE
+    and HF_HUB_OFFLINE=1 (CI has no network); any failing cell fails the test with its traceback
+    (a notebook whose experiments module is missing or broken fails here, it is never skipped);
+  * the inference and parity notebooks default to the published DASS-small
+    (`published.DEFAULT_DASS`, in their settings cell) and, offline, say that they fall back to
+    the demo checkpoint and name the weights they use;
   * each executed notebook shows the figures it promises (spectrogram, top-label bars and label
     timeline; logit scatter; live training plot; NIAH plot), and prints its key numbers (the
     parity notebook's max abs difference, the training table, the NIAH table);
@@ -21,14 +24,17 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 
+from convert_torch.published import DEFAULT_DASS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLAB = REPO_ROOT / "colab"
 NOTEBOOKS = ("inference", "parity", "training", "niah")
+PUBLISHED_DEFAULT = ("inference", "parity")  # notebooks whose default weights are published
 CELL_TIMEOUT_S = 240
 # (minimum number of images, regular expression the printed text must match)
 EXPECTED = {
   "inference": (3, r"\d+ frames -> \d+ windows of \d+ frames every \d+"),
-  "parity": (1, r"max abs difference [0-9.e+-]+, relative [0-9.e+-]+"),
+  "parity": (1, r"weights: DEMO.*\n.*max abs difference [0-9.e+-]+, relative [0-9.e+-]+"),
   "training": (1, r"student_kd\s+[0-9.]+\s+[0-9.]+"),
   "niah": (1, r"dass\s+zeros\s+\d+s\s+[0-9.]+"),
 }
@@ -71,6 +77,7 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   monkeypatch.setenv("DASS_JAX_NOTEBOOK_SMOKE", "1")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("DASS_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   monkeypatch.setenv(
     "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
   )
@@ -87,6 +94,9 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   assert images >= min_images, f"{name}: {images} figures shown, expected {min_images}"
   assert re.search(pattern, text), f"{name}: no line matching {pattern!r} in:\n{text[-3000:]}"
   assert "smoke mode: True" in text
+  if name in PUBLISHED_DEFAULT:
+    assert f"could not use CHECKPOINT='{DEFAULT_DASS}': " in text and "HF_HUB_OFFLINE" in text
+    assert "weights: DEMO checkpoint" in text
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -102,3 +112,7 @@ def test_committed_notebook_is_clean_and_installs_only_when_needed(name):
   assert guard < first_code.index('"pip"') and guard < first_code.index('"git"')
   assert "DASS_JAX_NOTEBOOK_SMOKE" in first_code
   assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+  if name in PUBLISHED_DEFAULT:
+    assert f"`{DEFAULT_DASS}`" in nb.cells[0].source
+    settings = next(c.source for c in nb.cells if c.source.startswith("import tempfile"))
+    assert f'CHECKPOINT = "{DEFAULT_DASS}"' in settings

@@ -23,12 +23,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import wave
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dass_jax import cache
 from dass_jax import labels as labels_lib
 from dass_jax.constants import SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
@@ -267,23 +267,6 @@ def _generate(root: str, seed: int, sizes: dict[str, int], clip_seconds: float) 
     json.dump({"version": VERSION, "seed": seed, "clip_seconds": clip_seconds, **sizes}, f)
 
 
-def _remove_stale(cache_dir: str, prefix: str, max_age_s: float = 3600.0) -> None:
-  """Removes temporary folders left by runs killed over an hour ago (generating takes seconds)."""
-  now = time.time()
-  for name in os.listdir(cache_dir):
-    path = os.path.join(cache_dir, name)
-    if name.startswith(prefix) and now - os.path.getmtime(path) > max_age_s:
-      shutil.rmtree(path, ignore_errors=True)
-
-
-def default_cache_dir() -> str:
-  """$DASS_JAX_CACHE/synthetic if set, else ~/.cache/dass_jax/synthetic."""
-  base = os.environ.get("DASS_JAX_CACHE")
-  if base:
-    return os.path.join(base, "synthetic")
-  return os.path.join(os.path.expanduser("~"), ".cache", "dass_jax", "synthetic")
-
-
 def ensure_dataset(
   cache_dir: str | os.PathLike | None = None,
   *,
@@ -295,7 +278,7 @@ def ensure_dataset(
   """Returns the dataset for these arguments, generating it on first use.
 
   Args:
-    cache_dir: parent folder; defaults to `default_cache_dir()`.
+    cache_dir: parent folder; defaults to `dass_jax.cache.cache_dir("synthetic")`.
     seed: generator seed (same seed and sizes -> identical files).
     num_train: training clips.
     num_eval: evaluation clips.
@@ -310,7 +293,7 @@ def ensure_dataset(
     raise ValueError(
       f"clip_seconds must be in [0.7, 60] (longest event 1.5 s is cropped), got {clip_seconds}"
     )
-  cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
+  cache_dir = os.fspath(cache_dir if cache_dir is not None else cache.cache_dir("synthetic"))
   root = os.path.join(
     cache_dir, f"{VERSION}-seed{seed}-train{num_train}-eval{num_eval}-{clip_seconds:g}s"
   )
@@ -320,7 +303,7 @@ def ensure_dataset(
   if os.path.isdir(root):  # Not made by this module (it renames complete folders only).
     raise RuntimeError(f"{root} exists but is not a complete synthetic dataset; remove it")
   prefix = f".tmp-{os.path.basename(root)}-"
-  _remove_stale(cache_dir, prefix)
+  cache.remove_stale(cache_dir, prefix)  # left by runs killed over an hour ago
   tmp = tempfile.mkdtemp(prefix=prefix, dir=cache_dir)
   try:
     _generate(tmp, seed, {"train": num_train, "eval": num_eval}, clip_seconds)
