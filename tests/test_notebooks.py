@@ -30,8 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COLAB = REPO_ROOT / "colab"
 NOTEBOOKS = ("inference", "parity", "training", "niah")
 PUBLISHED_DEFAULT = ("inference", "parity")  # notebooks whose default weights are published
-# Generous: a cell that trains (training.ipynb) takes ~1 min on an idle 2-core CPU, several times that
-# on a loaded one; the bound only catches a hung kernel.
+# Generous: a cell that trains (training.ipynb) takes ~1 min on an idle 2-core CPU, several times
+# that on a loaded one; the bound only catches a hung kernel.
 CELL_TIMEOUT_S = 900
 # (minimum number of images, regular expression the printed text must match)
 EXPECTED = {
