@@ -20,6 +20,14 @@ clip of the batch minus 120 dB. `apply_floor(scope="batch")` does exactly that;
 `scope="clip"` takes each clip's own maximum, which is what dasheng computes for that clip alone
 (batch 1) and makes a clip's result independent of the other clips in its batch.
 
+Long recordings. Every frame depends only on its own 512 samples (the recording's two ends are
+reflect-padded), so the power spectrogram could be made block by block; the floor needs the
+maximum over the whole recording, so a streamed front end would keep the pre-floor dB frames
+(256 bytes each, 25.6 kB per second) and floor them after the last one. `dass_jax.predict`
+streams the decoding instead: the audio is decoded block by block into the whole 16 kHz waveform
+(64 kB per second) and the model takes it in one pass, so the floor is exactly the recording's
+own maximum and every frame is what the `dasheng` package computes for that recording.
+
 Layout: (batch, frames, 64) float32, time major, as the package's other features. Filters and
 window are computed in float64 and rounded once to float32; they equal librosa's
 (`librosa.filters.mel(htk=True, norm=None)`) and torchaudio's float32 arithmetic to 5.2e-6 and
