@@ -12,14 +12,25 @@ warm-up call, with `block_until_ready`. PyTorch: eval mode under `torch.inferenc
 after a warm-up call. Inputs are 10 s of noise at 16 kHz (160 000 samples, 250 tokens, one chunk);
 the dB floor is batch-global on both sides ('batch', as the package). Each entry is the median
 over `--repeats` calls divided by the batch size. Prints a markdown table.
+
+    JAX_PLATFORMS=cpu python benchmarks/bench_dasheng.py --durations 60 300 600
+
+Long inputs instead: one recording of each duration (batch 1) through each framework in a fresh
+subprocess, which reports its peak RSS (`getrusage`), the first call (Flax: with compilation) and a
+second call. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
+import resource
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -31,13 +42,8 @@ from dass_jax.models import Dasheng
 from torch_reference import dasheng_reference
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--seconds", type=float, default=10.0)
-  args = parser.parse_args()
-
+def _models():
+  """(torch reference, Flax forward, Flax params) of one random Dasheng-base classifier."""
   import torch
 
   torch.manual_seed(0)
@@ -46,7 +52,66 @@ def main() -> None:
   config = dataclasses.replace(infer_config(sd), db_floor="batch")
   params = jax.device_put(convert_state_dict(sd, config, "classifier"))
   model = Dasheng(config)
-  forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+  return reference, jax.jit(lambda p, x: model.apply({"params": p}, x)), params
+
+
+def _child(framework: str, seconds: float) -> dict:
+  """One long recording through one framework: peak RSS, first and second call."""
+  import torch
+
+  reference, forward, params = _models()
+  x = (0.1 * np.random.default_rng(0).standard_normal((1, int(seconds * 16000)))).astype(np.float32)
+  if framework == "flax":
+    run = lambda: forward(params, x).block_until_ready()
+  else:
+    del forward, params
+    xt = torch.from_numpy(x)
+    run = lambda: reference(xt)
+  times = []
+  with torch.inference_mode():
+    for _ in range(2):
+      start = time.perf_counter()
+      run()
+      times.append(time.perf_counter() - start)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+  return {"peak_gib": peak, "first_s": times[0], "second_s": times[1]}
+
+
+def long_inputs(durations: list[float]) -> None:
+  print(f"Dasheng-base, batch 1, fp32; load average {os.getloadavg()[0]:.1f}\n")
+  print("| duration (s) | tokens | framework | peak GiB | first call (s) | second call (s) |")
+  print("|---:|---:|---|---:|---:|---:|")
+  for seconds in durations:
+    for framework in ("flax", "pytorch"):
+      cmd = [sys.executable, __file__, "--child", framework, "--seconds", str(seconds)]
+      out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+      r = json.loads(out.strip().splitlines()[-1])
+      tokens = (1 + int(seconds * 16000) // 160) // 4
+      print(
+        f"| {seconds:g} | {tokens} | {framework} | {r['peak_gib']:.2f} | {r['first_s']:.1f} | "
+        f"{r['second_s']:.1f} |",
+        flush=True,
+      )
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--seconds", type=float, default=10.0)
+  parser.add_argument("--durations", type=float, nargs="*", help="long-input mode (seconds)")
+  parser.add_argument("--child", choices=("flax", "pytorch"), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(_child(args.child, args.seconds)))
+    return
+  if args.durations:
+    long_inputs(args.durations)
+    return
+
+  import torch
+
+  reference, forward, params = _models()
 
   samples = int(round(args.seconds * 16000))
   rows = []
