@@ -1,6 +1,10 @@
 """Converts Dasheng checkpoints (encoders and the AudioSet classifier) into a dass_jax checkpoint.
 
     python -m convert_torch dasheng IN OUT_DIR [--num-heads N]
+    python -m convert_torch dasheng dasheng-audioset-49.7 OUT_DIR       # a published name
+
+IN may also be an hf:// hub id, an https:// URL or a published name (`python -m convert_torch
+--list`): `convert_torch.sources` fetches it into the user's cache and verifies it first.
 
 IN is one of three layouts, recognised by their keys (read by `convert_torch.io.load_state_dict`,
 i.e. `torch.load(weights_only=True)` or safetensors):
@@ -54,7 +58,8 @@ import numpy as np
 
 from convert_torch.io import ConversionError, check_keys, load_state_dict
 from convert_torch.params import check_against_model, conv, count_params, linear
-from dass_jax.checkpoint import save_converted
+from convert_torch.sources import SourceError, resolve
+from dass_jax.checkpoint import refuse_existing, save_converted
 from dass_jax.frontends import dasheng_mel
 from dass_jax.models import DashengConfig
 from dass_jax.models.dasheng import PATCH_FRAMES
@@ -261,7 +266,11 @@ def _parser() -> argparse.ArgumentParser:
     description="Convert a Dasheng encoder (.pt), Hugging Face folder (model.safetensors) or the "
     "AudioSet classifier state dict into a dass_jax checkpoint folder.",
   )
-  parser.add_argument("input", help="weight file (.pt / .safetensors) or Hugging Face folder")
+  parser.add_argument(
+    "input",
+    help="weight file (.pt / .safetensors) or Hugging Face folder, hf://OWNER/NAME[@REVISION], "
+    "an https:// URL, or a published name (python -m convert_torch --list)",
+  )
   parser.add_argument("out_dir", help="new folder for config.json + params/")
   parser.add_argument(
     "--num-heads",
@@ -272,23 +281,37 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv: list[str]) -> int:
-  args = _parser().parse_args(argv)
-  try:
-    config, params, layout = convert(args.input, num_heads=args.num_heads)
-    out = save_converted(
-      args.out_dir,
-      config,
-      params,
-      extra={"source": str(Path(args.input).absolute()), "source_format": f"dasheng/{layout}"},
-    )
-  except (ConversionError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+def convert_to(source: str | Path, out_dir: str | Path, num_heads: int | None = None):
+  """Fetches (if remote), converts and saves a Dasheng checkpoint into the new folder `out_dir`.
+
+  Args:
+    source: see the module docstring (IN).
+    out_dir: new folder; refused, untouched, when it already holds a checkpoint.
+    num_heads: attention heads (default: see the module docstring).
+
+  Returns:
+    (the output folder, a summary of what was converted). Nothing is written on an error.
+  """
+  refuse_existing(out_dir)
+  fetched = resolve(source, "dasheng")
+  config, params, layout = convert(fetched.path, num_heads=num_heads)
+  out = save_converted(
+    out_dir, config, params, extra={"source": fetched.source, "source_format": f"dasheng/{layout}"}
+  )
   head = f"{config.num_classes} classes" if config.num_classes else "encoder only (no classifier)"
-  print(
-    f"converted {args.input} ({layout} layout) -> {out}\n"
+  return out, (
+    f"converted {fetched.source} ({layout} layout) -> {out}\n"
     f"  {count_params(params):,} params; embed {config.embed_dim}, {config.depth} blocks, "
     f"{config.num_heads} heads, mlp {config.mlp_dim}, {config.chunk_tokens}-token chunks; {head}"
   )
+
+
+def main(argv: list[str]) -> int:
+  args = _parser().parse_args(argv)
+  try:
+    _, summary = convert_to(args.input, args.out_dir, num_heads=args.num_heads)
+  except (ConversionError, SourceError, FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(summary)
   return 0
