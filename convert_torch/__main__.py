@@ -3,7 +3,7 @@
   dass     DASS checkpoint (.pth / .safetensors / Hugging Face folder)  -> convert_torch.dass
   vmamba   ImageNet VMamba checkpoint -> DASS initialisation          -> convert_torch.vmamba
   ast      AST teacher checkpoint                                      -> convert_torch.ast
-  dasheng  Dasheng encoder / AudioSet classifier (being added)         -> convert_torch.dasheng
+  dasheng  Dasheng encoder / Hugging Face folder / AudioSet classifier -> convert_torch.dasheng
   aum      Audio Mamba (AuM) checkpoint (being added)                  -> convert_torch.aum
 
 SOURCE is a local file or folder, hf://OWNER/NAME[@REVISION], an https:// URL (optionally ending

@@ -1,9 +1,9 @@
 """DASS (Distilled Audio State-Space models) in JAX/Flax (Linen), with the models it is compared
 with and distilled from.
 
-  dass_jax.models      the models (DASS, AST) and their registry
+  dass_jax.models      the models (DASS, AST, Dasheng) and their registry
   dass_jax.layers      the layers they share
-  dass_jax.frontends   audio front ends (Kaldi fbank)
+  dass_jax.frontends   audio front ends (Kaldi fbank, Dasheng log-mel)
   dass_jax.checkpoint  converted checkpoints: save_converted / load_model
 """
 

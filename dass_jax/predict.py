@@ -1,4 +1,4 @@
-"""Top-class predictions from a converted checkpoint (DASS or AST): whole recordings and timelines.
+"""Top-class predictions from a converted checkpoint (DASS, AST, Dasheng): recordings and timelines.
 
     python -m dass_jax.predict --checkpoint converted/dass_small clip.npy batch.npy song.wav \\
         [--top-k 5] [--logits-npy logits.npy] [--json] \\
@@ -7,12 +7,18 @@
 `--checkpoint` also takes a published name (`dass-small-47.2`, see `python -m convert_torch
 --list`), an hf:// hub id or an https:// URL: converted on first use into the user's cache.
 
-Each INPUT is either
-  * a `.npy` array of model input: normalised fbank, (frames, 128) or (batch, frames, 128), exactly
-    what the PyTorch `DASS.forward` takes; or
-  * an audio file of any length, turned into the normalised fbank of the whole recording by
+What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`):
+  * fbank models (DASS, AST): a `.npy` array of model input, normalised fbank (frames, 128) or
+    (batch, frames, 128), exactly what the PyTorch `DASS.forward` takes; or an audio file of any
+    length, turned into the normalised fbank of the whole recording by
     `dass_jax.frontends.kaldi_fbank.audio_features` (streamed block by block for the formats
-    soundfile reads).
+    soundfile reads);
+  * waveform models (Dasheng): a `.npy` array of 16 kHz samples, (samples,) or (batch, samples);
+    or an audio file of any length, decoded block by block (soxr's streaming resampler to 16 kHz
+    where soundfile reads the format, `dass_jax.audio.load_audio` otherwise) into the whole
+    recording's waveform, which the model takes in one pass (its front end sees the whole
+    recording, so Dasheng's dB floor is the recording's own maximum, as for that clip in the
+    `dasheng` package; its encoder works on 10.08 s chunks, so memory grows linearly).
 DASS classifies every frame of an input in one forward pass, with no cropping (it has no position
 embedding; activation memory grows linearly with the length). AST's position embeddings fix its
 input length, so audio features are padded / cropped to `max_length` frames for it, as its
@@ -21,22 +27,24 @@ dataloader does.
 Inputs run one file at a time (in chunks of --batch-size along the batch axis), never padded
 together, so every logit is what the model gives for that input alone. Scores are printed as
 logit and sigmoid probability (AudioSet is multi-label). `--logits-npy` saves the raw logits,
-(total batch, classes) float32 in input order; `--json` prints the results as JSON instead of text.
+(total batch, classes) float32 in input order; `--json` prints the results as JSON instead of text
+(each result's length is `frames` for fbank models, `samples` for waveform models).
 
 Timeline: `--timeline-window W` (seconds) also classifies each recording in windows of W seconds
 every `--timeline-hop H` seconds (default H = W; both whole multiples of the 10 ms frame shift,
-H <= W), each window on its own crop of the whole-recording features (100 frames per second),
-batched --batch-size windows at a time; `dass_jax.timeline` describes the window placement. The
-top-k of every window is printed after the input's whole-recording result (a "timeline" list in
-the JSON) and written to each `--timeline-out` file: `.json` (the settings and, per input, every
-window with its frames, times and top-k) or `.csv` (one row per input, window and rank:
+H <= W), each window on its own crop of the whole-recording input (fbank frames at 100 per second,
+or the waveform's samples in 10 ms steps of 160), batched --batch-size windows at a time;
+`dass_jax.timeline` describes the window placement. The top-k of every window is printed after
+the input's whole-recording result (a "timeline" list in the JSON) and written to each
+`--timeline-out` file: `.json` (the settings and, per input, every window with its frames, times
+and top-k) or `.csv` (one row per input, window and rank:
 input,window,start_s,end_s,rank,class,name,logit,probability). A timeline needs one recording per
 input (a .npy with batch > 1 is rejected); for AST a window may not exceed `max_length` frames and
 is padded to it.
 
-Exit status: 0 on success, 2 for a bad option, a bad checkpoint folder or a bad input (missing file,
-wrong rank, wrong number of mel bins, empty, NaN / inf, unreadable audio); the message names the
-option or file.
+Exit status: 0 on success, 2 for a bad option, a bad checkpoint folder (or one without a
+classifier head) or a bad input (missing file, wrong rank, wrong number of mel bins, empty,
+NaN / inf, unreadable audio, too short for the model); the message names the option or file.
 """
 
 from __future__ import annotations
@@ -51,10 +59,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from dass_jax import timeline
+from dass_jax import audio, models, timeline
 from dass_jax.checkpoint import is_source_name, load_model
+from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
 from dass_jax.labels import class_names
+
+# Samples per 10 ms timeline step of a waveform input.
+SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_SECOND
 
 
 class InputError(ValueError):
@@ -66,6 +78,11 @@ def is_audio(path: str | os.PathLike) -> bool:
   return Path(path).suffix.lower() != ".npy"
 
 
+def input_kind(config) -> str:
+  """What the model of `config` takes: 'fbank' or 'waveform' (its `models.MODELS` entry)."""
+  return models.spec_of(config).input_kind
+
+
 def _audio_features(path: Path) -> np.ndarray:
   try:
     return kaldi_fbank.audio_features(path)
@@ -73,24 +90,62 @@ def _audio_features(path: Path) -> np.ndarray:
     raise InputError(f"{path}: could not turn the audio into features ({e})") from e
 
 
-def load_input(path: str | os.PathLike, config) -> np.ndarray:
-  """Reads one INPUT as float32 (batch, frames, num_mel_bins), checking every property.
+def _audio_waveform(path: Path) -> np.ndarray:
+  """The whole recording at 16 kHz, decoded block by block where soundfile reads the format."""
+  try:
+    if audio.soundfile_can_read(path):
+      blocks = audio.iter_audio_blocks(path, kaldi_fbank.STREAM_BLOCK_SECONDS)
+      return np.concatenate(list(blocks))
+    return audio.load_audio(path, sample_rate=SAMPLE_RATE)
+  except Exception as e:  # any decoder error is a bad input file, reported with its name
+    raise InputError(f"{path}: could not read the audio ({e})") from e
 
-  Audio gives batch 1 and all of the recording's frames (see `model_input` for AST's length).
-  """
-  path = Path(path)
-  if not path.is_file():
-    raise InputError(f"{path}: input file not found")
-  if not is_audio(path):
-    try:
-      array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-      raise InputError(f"{path}: not a readable .npy array ({e})") from e
-  else:
-    array = _audio_features(path)
-  mel = config.num_mel_bins
+
+def _check_array(path: Path, array: np.ndarray) -> None:
   if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
     raise InputError(f"{path}: dtype {array.dtype} is not a real number type")
+
+
+def _check_values(path: Path, array: np.ndarray) -> None:
+  if array.size == 0:
+    raise InputError(f"{path}: empty input, shape {array.shape}")
+  bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+  if bad:
+    raise InputError(f"{path}: {bad} NaN / inf values")
+
+
+def _read(path: Path, from_audio) -> np.ndarray:
+  if not path.is_file():
+    raise InputError(f"{path}: input file not found")
+  if is_audio(path):
+    return from_audio(path)
+  try:
+    return np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise InputError(f"{path}: not a readable .npy array ({e})") from e
+
+
+def load_input(path: str | os.PathLike, config) -> np.ndarray:
+  """Reads one INPUT as the model's float32 input, checking every property.
+
+  fbank models: (batch, frames, num_mel_bins); audio gives batch 1 and all of the recording's
+  frames (see `model_input` for AST's length). Waveform models: (batch, samples) at 16 kHz; audio
+  gives batch 1 and the whole recording.
+  """
+  path = Path(path)
+  if input_kind(config) == "waveform":
+    array = _read(path, _audio_waveform)
+    _check_array(path, array)
+    if array.ndim not in (1, 2):
+      raise InputError(
+        f"{path}: shape {array.shape} has rank {array.ndim}; expected 16 kHz samples "
+        "(samples,) or (batch, samples)"
+      )
+    _check_values(path, array)
+    return np.asarray(array, np.float32).reshape((-1, array.shape[-1]))
+  array = _read(path, _audio_features)
+  mel = config.num_mel_bins
+  _check_array(path, array)
   if array.ndim not in (2, 3):
     raise InputError(
       f"{path}: shape {array.shape} has rank {array.ndim}; expected "
@@ -101,11 +156,7 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
       f"{path}: last axis has {array.shape[-1]} mel bins; the model takes {mel} "
       f"(expected (frames, {mel}) or (batch, frames, {mel}))"
     )
-  if array.size == 0:
-    raise InputError(f"{path}: empty input, shape {array.shape}")
-  bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-  if bad:
-    raise InputError(f"{path}: {bad} NaN / inf values")
+  _check_values(path, array)
   return np.asarray(array, np.float32).reshape((-1,) + array.shape[-2:])
 
 
@@ -152,15 +203,28 @@ def top_classes(logits: np.ndarray, k: int, names: list[str]) -> list[dict[str, 
   ]
 
 
+def timeline_steps(recording: np.ndarray, config) -> np.ndarray:
+  """One recording as (10 ms steps, values) rows for `timeline.window_logits` to crop.
+
+  fbank features are already (frames, mel); a waveform (samples,) becomes (samples // 160, 160),
+  dropping the last samples that do not fill a 10 ms step.
+  """
+  if input_kind(config) != "waveform":
+    return recording
+  steps = len(recording) // SAMPLES_PER_FRAME
+  return recording[: steps * SAMPLES_PER_FRAME].reshape(steps, SAMPLES_PER_FRAME)
+
+
 def timeline_windows(
-  apply_fn, params, features: np.ndarray, config, args: argparse.Namespace, names: list[str]
+  apply_fn, params, recording: np.ndarray, config, args: argparse.Namespace, names: list[str]
 ) -> list[dict[str, Any]]:
   """Per-window records of one recording's timeline.
 
   Args:
-    apply_fn: `apply_fn(params, x)`, (batch, frames, mel) -> (batch, classes).
+    apply_fn: `apply_fn(params, x)`, model input (batch, ...) -> (batch, classes).
     params: model params.
-    features: (frames, mel) normalised features of the whole recording.
+    recording: the whole recording's model input without the batch axis: (frames, mel)
+      normalised features, or (samples,) 16 kHz waveform.
     config: the model config (AST windows are padded to its max_length).
     args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size).
     names: class names.
@@ -169,14 +233,16 @@ def timeline_windows(
     [{"window", "start_frame", "end_frame", "start_s", "end_s", "top": top_classes(...)}], one per
     window in time order; seconds are frames / 100.
   """
-  bounds = timeline.window_bounds(
-    len(features), args.timeline_window_frames, args.timeline_hop_frames
-  )
+  steps = timeline_steps(recording, config)
+  bounds = timeline.window_bounds(len(steps), args.timeline_window_frames, args.timeline_hop_frames)
   length = fixed_length(config)
+  window_fn = apply_fn
+  if steps is not recording:  # waveform windows go back to (batch, samples)
+    window_fn = lambda p, x: apply_fn(p, x.reshape(x.shape[0], -1))
   logits = timeline.window_logits(
-    apply_fn,
+    window_fn,
     params,
-    features,
+    steps,
     bounds,
     args.batch_size,
     length=length,
@@ -199,7 +265,7 @@ def timeline_windows(
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
     prog="python -m dass_jax.predict",
-    description="Print the top classes of a converted DASS / AST checkpoint for fbank .npy "
+    description="Print the top classes of a converted DASS / AST / Dasheng checkpoint for .npy "
     "arrays or audio files of any length, optionally as a sliding-window timeline.",
   )
   parser.add_argument(
@@ -212,7 +278,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     "inputs",
     nargs="+",
     metavar="INPUT",
-    help=".npy fbank (frames, 128) / (batch, frames, 128), or an audio file",
+    help="an audio file, or a .npy of model input: fbank (frames, 128) / (batch, frames, 128) "
+    "for DASS / AST, 16 kHz samples (samples,) / (batch, samples) for Dasheng",
   )
   parser.add_argument(
     "--top-k", type=int, default=5, help="classes shown per input and per window (default 5)"
@@ -289,9 +356,15 @@ def _load_checkpoint(folder: str):
       f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
     )
   try:
-    return load_model(folder)
+    model, params, config = load_model(folder)
   except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:
     raise InputError(f"{folder}: not a usable converted checkpoint ({e})") from e
+  if config.num_classes < 1:
+    raise InputError(
+      f"{folder}: this {config.model_type} checkpoint has no classifier head (num_classes 0, an "
+      "encoder): it gives embeddings, not labels"
+    )
+  return model, params, config
 
 
 def _check_timeline_inputs(
@@ -315,7 +388,8 @@ def _check_timeline_inputs(
 
 def _print_text(results: list[dict[str, Any]]) -> None:
   for result in results:
-    print(f"{result['input']}[{result['index']}] ({result['frames']} frames)")
+    unit = "samples" if "samples" in result else "frames"
+    print(f"{result['input']}[{result['index']}] ({result[unit]} {unit})")
     for rank, top in enumerate(result["top"], 1):
       print(
         f"  {rank:2d}. {top['name']:<40s} class {top['class']:4d}  "
@@ -362,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
   names = class_names(config.num_classes)
+  length_key = "samples" if input_kind(config) == "waveform" else "frames"
   results, all_logits = [], []
   for path, features in inputs:
     batch = model_input(features, config, is_audio(path))
@@ -375,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
       result = {
         "input": str(path),
         "index": i,
-        "frames": int(batch.shape[1]),
+        length_key: int(batch.shape[1]),
         "top": top_classes(row, args.top_k, names),
       }
       if timeline_on:

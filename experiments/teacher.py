@@ -7,12 +7,21 @@ which exports its final model as such a folder (`export_wa/` when weight averagi
 with `train=False`; its params are an argument of the step, never part of the optimizer or of the
 student's checkpoints, and are reloaded from their folder at every (re)start.
 
+What the teacher sees. The batch entry named by the teacher's input kind (`dass_jax.models.MODELS`:
+"fbank" or "waveform"). An fbank teacher (AST, DASS) takes the student's own input: mixup,
+SpecAugment and noise included. A waveform teacher (Dasheng) takes the batch's "waveform", which
+`prepare_input` asks the data pipeline for: the same (mixed) audio the student's fbank was made
+from, over the span of its frames (`dass_jax.data`); SpecAugment's masks and the fbank noise act
+on the student's fbank only, so such a teacher sees the clip unmasked.
+
 Logits cache. DASS runs the teacher on the student's *augmented* input (mixup, SpecAugment,
 noise), so the teacher's logits differ every epoch. A cache holds one logits row per datafile row,
-computed on the clean clip, so it reproduces the online teacher only when the training input is not
-augmented (data.mixup == 0, freqm == 0, timem == 0, noise off); `check_cache_allowed` refuses it
-otherwise. The cache file is `<path>` (float32 (rows, classes) .npy) plus `<path>.json` naming the
-teacher, datafile and frames it was computed for; a mismatch is an error, not a silent reuse.
+computed on the clean clip, so it reproduces the online teacher only when the teacher's input is
+not augmented: for an fbank teacher data.mixup == 0, freqm == 0, timem == 0 and noise off; for a
+waveform teacher data.mixup == 0 (the other three act on the student's fbank only, so the student
+can keep them); `check_cache_allowed` refuses it otherwise. The cache file is `<path>` (float32
+(rows, classes) .npy) plus `<path>.json` naming the teacher, datafile and frames it was computed
+for; a mismatch is an error, not a silent reuse.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import dass_jax
-from dass_jax import data
-from dass_jax.checkpoint import CONFIG_FILE, is_converted
+from dass_jax import data, models
+from dass_jax.checkpoint import CONFIG_FILE, is_converted, load_config
+from dass_jax.constants import SAMPLE_RATE
 from experiments import checkpointing, sharding
 
 # A work directory's exports in order of preference: weight-averaged first.
@@ -51,6 +61,28 @@ def resolve_dir(path: str) -> str:
   )
 
 
+def input_kind(path: str) -> str:
+  """The input kind of the teacher at `path` ('fbank' or 'waveform'), which is its batch key."""
+  return models.spec_of(load_config(resolve_dir(path))).input_kind
+
+
+def prepare_input(data_cfg: ml_collections.ConfigDict, kind: str) -> None:
+  """Makes the data config yield what a teacher of input kind `kind` takes (in place).
+
+  Raises:
+    ValueError: a waveform teacher with audio at another rate than 16 kHz.
+  """
+  if kind != "waveform":
+    return
+  rate = int(data_cfg.get("sample_rate", SAMPLE_RATE))
+  if rate != SAMPLE_RATE:
+    raise ValueError(
+      f"a waveform teacher takes {SAMPLE_RATE} Hz audio, but the data config's sample_rate is "
+      f"{rate}"
+    )
+  data_cfg.waveform = True
+
+
 def load(
   path: str, mesh, rules, min_fsdp_size: int, **config_overrides
 ) -> tuple[Any, Any, Any, str]:
@@ -66,15 +98,19 @@ def load(
   return module, params, config, folder
 
 
-def check_cache_allowed(data_cfg: ml_collections.ConfigDict) -> None:
-  """Raises ValueError when the training input is augmented (see the module docstring)."""
+# The data augmentations that change what a teacher of each input kind sees.
+TEACHER_AUGMENTATIONS = {"fbank": ("mixup", "freqm", "timem", "noise"), "waveform": ("mixup",)}
+
+
+def check_cache_allowed(data_cfg: ml_collections.ConfigDict, kind: str = "fbank") -> None:
+  """Raises ValueError when the teacher's input is augmented (see the module docstring)."""
   augmented = {
-    name: data_cfg.get(name) for name in ("mixup", "freqm", "timem", "noise") if data_cfg.get(name)
+    name: data_cfg.get(name) for name in TEACHER_AUGMENTATIONS[kind] if data_cfg.get(name)
   }
   if augmented:
     raise ValueError(
       f"a teacher logits cache reproduces the online teacher only without augmentation, but "
-      f"the training input uses {augmented}; set them to 0/False or drop teacher.cache "
+      f"the {kind} teacher's input uses {augmented}; set them to 0/False or drop teacher.cache "
       "(DASS runs the teacher on the augmented input)"
     )
 
@@ -94,10 +130,12 @@ def build_cache(
   """Runs the teacher over every row of the training datafile (clean input) and writes the cache.
 
   Every process takes part (the forward pass is sharded); process 0 writes `path` and its
-  `.json` atomically.
+  `.json` atomically. The teacher reads the batch entry of its input kind (see the module doc).
   """
+  kind = models.spec_of(module.config).input_kind
   cfg = ml_collections.ConfigDict(data_cfg.to_dict())
   cfg.batch_size = batch_size // jax.process_count()
+  prepare_input(cfg, kind)
   it = data.make_eval_iterator(
     cfg, shard_index=jax.process_index(), shard_count=jax.process_count()
   )
@@ -112,7 +150,7 @@ def build_cache(
   logits = np.full((num_rows, it.num_classes), np.nan, np.float32)
   for batch in it:
     out = np.asarray(
-      forward(params, jax.make_array_from_process_local_data(batch_shard, batch["fbank"]))
+      forward(params, jax.make_array_from_process_local_data(batch_shard, batch[kind]))
     )
     index = np.asarray(gather(jax.make_array_from_process_local_data(batch_shard, batch["index"])))
     mask = np.asarray(gather(jax.make_array_from_process_local_data(batch_shard, batch["mask"])))

@@ -166,8 +166,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   train_cfg = ml_collections.ConfigDict(config.input.to_dict())
   train_cfg.batch_size = config.batch_size // num_processes
+  teacher_input = teacher_lib.input_kind(config.teacher.path) if config.teacher.path else None
   if config.teacher.path and config.teacher.cache:
-    teacher_lib.check_cache_allowed(train_cfg)
+    teacher_lib.check_cache_allowed(train_cfg, teacher_input)
+  elif teacher_input:
+    teacher_lib.prepare_input(train_cfg, teacher_input)
   train_iter = data.make_train_iterator(
     train_cfg, seed=config.seed, shard_index=jax.process_index(), shard_count=num_processes
   )
@@ -182,6 +185,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Model, optimizer, teacher.
   # ----------------------------------------------------------------------------------------------
   model_config = _model_config(config, num_classes)
+  if models.spec_of(model_config).input_kind != "fbank":
+    raise ValueError(
+      f"experiments.train trains fbank models (DASS, AST); {model_config.model_type} takes "
+      f"{models.spec_of(model_config).input_kind} and can only be a teacher (teacher.path)"
+    )
   model = dass_jax.build_model(model_config)
   tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch)
   wa_enabled = config.wa_start > 0
@@ -203,7 +211,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f"teacher {teacher_dir} has {teacher_config.num_classes} classes, the data {num_classes}"
       )
     teacher_mode = "online"
-    logging.info("teacher %s (%s)", teacher_dir, type(teacher_config).__name__)
+    logging.info(
+      "teacher %s (%s, takes %s)", teacher_dir, type(teacher_config).__name__, teacher_input
+    )
     if config.teacher.cache:
       if not os.path.isfile(config.teacher.cache):
         logging.info("building the teacher logits cache %s", config.teacher.cache)
@@ -273,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     key = jax.random.fold_in(state["rng"], state["step"])
     if teacher_mode == "online":
       teacher_logits = jax.lax.stop_gradient(
-        teacher_model.apply({"params": teacher_params}, batch["fbank"], train=False)
+        teacher_model.apply({"params": teacher_params}, batch[teacher_input], train=False)
       )
     elif teacher_mode == "cache":
       teacher_logits = batch["teacher_logits"]

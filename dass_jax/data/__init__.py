@@ -11,6 +11,10 @@ Batches are numpy dicts (b = per-host batch size, t = cfg.target_frames, c = cla
   index:  (b,) int32, datafile row of each example (-1 for eval padding), for looking up cached
           teacher logits.
   mask:   (b,) float32, eval only: 1 for real examples, 0 for padding and unreadable files.
+  waveform: (b, samples) float32, only with cfg.waveform: the audio each fbank row was made from
+          (after mixup, before SpecAugment and noise, which act on the fbank), cropped or
+          zero-padded to the samples the target_frames frames span ((t - 1) * 160 + 400 at
+          16 kHz), for a distillation teacher that takes waveforms (Dasheng).
 
 Config fields (an `ml_collections.ConfigDict` section; `default_config()` has them all; a field
 left out of the section takes its default):
@@ -28,6 +32,7 @@ left out of the section takes its default):
                   target_frames / 1024; 0 disables).
   mixup:          probability of waveform mixup per example (AST: 0.5; 0 disables).
   noise:          add AST's noise + time-roll augmentation.
+  waveform:       also return the "waveform" batch entry (above).
   weights_file:   per-example sampling weights (CSV, one per datafile row, written by
                   `python -m dass_jax.data.balanced`); empty = uniform shuffling.
   sample_rate:    audio sample rate in Hz (16000).

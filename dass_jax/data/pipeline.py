@@ -58,6 +58,7 @@ def default_config(**overrides: Any) -> ml_collections.ConfigDict:
       "timem": 192,
       "mixup": 0.5,
       "noise": False,
+      "waveform": False,
       "weights_file": "",
       "sample_rate": SAMPLE_RATE,
       "source": "datafile",
@@ -118,7 +119,8 @@ def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class _Features:
-  """Waveform -> (target_frames, 128) un-normalised fbank, and AST's normalisation."""
+  """Waveform -> (target_frames, 128) un-normalised fbank, and AST's normalisation; the waveform
+  span those frames cover, for a teacher that takes audio."""
 
   sample_rate: int
   target_frames: int
@@ -129,6 +131,19 @@ class _Features:
 
   def normalize(self, fbank: np.ndarray) -> np.ndarray:
     return np.asarray(kaldi_fbank.normalize(fbank), np.float32)
+
+  @property
+  def target_samples(self) -> int:
+    """Samples spanned by target_frames Kaldi frames: (target_frames - 1) * shift + window."""
+    window, shift, _ = kaldi_fbank.frame_geometry(self.sample_rate)
+    return (self.target_frames - 1) * shift + window
+
+  def span(self, waveform: np.ndarray) -> np.ndarray:
+    """The waveform cropped, or zero-padded at the end, to `target_samples`, float32."""
+    out = np.zeros(self.target_samples, np.float32)
+    n = min(out.size, waveform.shape[0])
+    out[:n] = waveform[:n]
+    return out
 
 
 class _EpochOrder:
@@ -174,25 +189,30 @@ class _TrainBatches:
   timem: int
   mixup: float
   noise: bool
+  waveform: bool
 
   def __call__(self, index: int, _: Any) -> dict[str, Any]:
     epoch, step = divmod(int(index), self.steps_per_epoch)
     start = step * self.batch_size
     rows = self.order.rows(epoch)[start : start + self.batch_size]
-    fbanks, labels, used, skipped = [], [], [], []
+    fbanks, labels, used, waveforms, skipped = [], [], [], [], []
     for offset, row in enumerate(rows):
       position = (start + offset) * self.order.shard_count + self.order.shard_index
       rng = np.random.default_rng([self.seed, epoch, position])
-      fbank, label, row = self._example(int(row), rng, skipped)
+      fbank, label, row, waveform = self._example(int(row), rng, skipped)
       fbanks.append(fbank)
       labels.append(label)
       used.append(row)
-    return {
+      waveforms.append(waveform)
+    batch = {
       "fbank": np.stack(fbanks),
       "labels": np.stack(labels),
       "index": np.asarray(used, np.int32),
       "skipped": tuple(skipped),
     }
+    if self.waveform:
+      batch["waveform"] = np.stack([self.features.span(w) for w in waveforms])
+    return batch
 
   def _load(self, row: int, skipped: list[str]) -> np.ndarray | None:
     try:
@@ -203,7 +223,8 @@ class _TrainBatches:
 
   def _example(
     self, row: int, rng: np.random.Generator, skipped: list[str]
-  ) -> tuple[np.ndarray, np.ndarray, int]:
+  ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(normalised augmented fbank, label, row used, the (mixed) waveform it was made from)."""
     num_rows = len(self.source)
     waveform = self._load(row, skipped)
     for _ in range(_MAX_TRIES - 1):
@@ -227,7 +248,7 @@ class _TrainBatches:
     fbank = self.features.normalize(fbank)
     if self.noise:
       fbank = augment.add_noise(fbank, rng)
-    return fbank.astype(np.float32), label, row
+    return fbank.astype(np.float32), label, row, waveform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,11 +259,12 @@ class _EvalBatches:
   rows: np.ndarray
   features: _Features
   batch_size: int
+  waveform: bool
 
   def __call__(self, step: int) -> dict[str, Any]:
     rows = self.rows[step * self.batch_size : (step + 1) * self.batch_size]
     shape = (self.features.target_frames, NUM_MEL_BINS)
-    fbanks, labels, mask, skipped = [], [], [], []
+    fbanks, labels, mask, waveforms, skipped = [], [], [], [], []
     for row in rows.tolist():
       waveform = None
       if row >= 0:
@@ -257,13 +279,17 @@ class _EvalBatches:
         fbanks.append(self.features.normalize(self.features(waveform)))
         labels.append(self.source.labels(row))
       mask.append(waveform is not None)
-    return {
+      waveforms.append(np.zeros(0, np.float32) if waveform is None else waveform)
+    batch = {
       "fbank": np.stack(fbanks),
       "labels": np.stack(labels),
       "index": rows.astype(np.int32),
       "mask": np.asarray(mask, np.float32),
       "skipped": tuple(skipped),
     }
+    if self.waveform:
+      batch["waveform"] = np.stack([self.features.span(w) for w in waveforms])
+    return batch
 
 
 class DataIterator(grain.DatasetIterator):
@@ -365,7 +391,8 @@ def make_train_iterator(
 
   Returns:
     A `DataIterator` over {"fbank": (b, t, 128) float32, "labels": (b, c) float32,
-    "index": (b,) int32}; full batches only; ends after `num_epochs` (never if None).
+    "index": (b,) int32} (plus "waveform" (b, samples) float32 with cfg.waveform); full batches
+    only; ends after `num_epochs` (never if None).
   """
   c = _resolve(cfg)
   shard_index, shard_count = _shard(shard_index, shard_count)
@@ -389,6 +416,7 @@ def make_train_iterator(
     timem=augment.scaled_time_mask(int(c.timem), int(c.target_frames)),
     mixup=float(c.mixup),
     noise=bool(c.noise),
+    waveform=bool(c.waveform),
   )
   ds = grain.MapDataset.range(steps).repeat(c.num_epochs).map_with_index(batches)
   return DataIterator(
@@ -410,7 +438,8 @@ def make_eval_iterator(
 
   Returns:
     A `DataIterator` over {"fbank": (b, t, 128) float32, "labels": (b, c) float32,
-    "index": (b,) int32, "mask": (b,) float32}.
+    "index": (b,) int32, "mask": (b,) float32} (plus "waveform" (b, samples) float32 with
+    cfg.waveform; zeros for padding and unreadable rows).
   """
   c = _resolve(cfg)
   shard_index, shard_count = _shard(shard_index, shard_count)
@@ -419,9 +448,8 @@ def make_eval_iterator(
   steps = math.ceil(math.ceil(len(src) / shard_count) / c.batch_size)
   padded = np.full(steps * c.batch_size, -1, np.int64)
   padded[: rows.size] = rows
-  batches = _EvalBatches(
-    src, padded, _Features(int(c.sample_rate), int(c.target_frames)), int(c.batch_size)
-  )
+  features = _Features(int(c.sample_rate), int(c.target_frames))
+  batches = _EvalBatches(src, padded, features, int(c.batch_size), bool(c.waveform))
   ds = grain.MapDataset.range(steps).map(batches)
   return DataIterator(
     ds,

@@ -6,7 +6,7 @@ its `ModelSpec`. What a model eats is part of the spec, so that prediction, trai
 study feed each model the right input:
 
   "fbank"     normalised Kaldi fbank, (batch, frames, 128) float32 (AST, DASS)
-  "waveform"  16 kHz mono samples, (batch, samples) float32
+  "waveform"  16 kHz mono samples, (batch, samples) float32 (Dasheng)
 
     from dass_jax import models
     model = models.build_model(models.DassConfig.small())
@@ -20,6 +20,7 @@ from typing import Any
 
 from dass_jax.models.ast import AST, AstConfig
 from dass_jax.models.base import ModelConfig
+from dass_jax.models.dasheng import Dasheng, DashengConfig
 from dass_jax.models.dass import DASS, DassConfig
 
 INPUT_KINDS = ("fbank", "waveform")
@@ -37,6 +38,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
   "dass": ModelSpec(DassConfig, DASS, "fbank"),
   "ast": ModelSpec(AstConfig, AST, "fbank"),
+  "dasheng": ModelSpec(DashengConfig, Dasheng, "waveform"),
 }
 
 
@@ -67,6 +69,8 @@ __all__ = [
   "INPUT_KINDS",
   "MODELS",
   "AstConfig",
+  "Dasheng",
+  "DashengConfig",
   "DassConfig",
   "ModelConfig",
   "ModelSpec",
