@@ -21,15 +21,17 @@ line, white noise is drawn per needle from (seed, needle index), and babble tile
 made from the babble pool, written to the work directory).
 
 Models: `config.models` maps a name to a converted checkpoint folder or an `experiments.train` work
-directory (`load_for_eval`); the model kind comes from the checkpoint's config. Models whose
-position embeddings fix the input length (registered in `LENGTH_ADAPTERS` by model type, e.g. a
-`learned`-position AST) are extended to each length by `config.length_extension`:
-'interpolate' (bilinear resize of the learned embeddings, `dass_jax.models.ast.with_max_length`),
-or 'refuse' (run only at the trained length). Other models (DASS) run any length as they are.
-There is no length cap beyond memory; attention models materialise (heads, tokens, tokens)
-scores, quadratic in duration.
-`compute_dtype` ('float32', or 'bfloat16' as a half-precision stand-in for the original's fp16
-autocast) replaces each model's compute dtype.
+directory (`load_for_eval`); the model kind comes from the checkpoint's config, and models that
+take waveforms are refused (the inputs are fbank). Model types whose position embeddings may fix
+the input length register a length adapter in `LENGTH_ADAPTERS` (AST: `dass_jax.models.ast.
+for_length`); `config.length_extension` tells it what to do with fixed embeddings: 'sine'
+(replace them by the authors' sinusoid at every length, as their study does to every AST),
+'interpolate' (bilinear resize to each length) or 'refuse' (run the trained length only). An AST
+trained with `pos_embed_type="sine"` computes its positions for any length whatever the
+extension; DASS has no position embedding. There is no length cap beyond memory: attention models
+materialise (heads, tokens, tokens) scores, quadratic in duration. `compute_dtype` ('float32', or
+'bfloat16' as the half-precision stand-in for the original's fp16 autocast) replaces every
+model's compute dtype.
 
 Work directory outputs: niah.csv (model, protocol, haystack, snr, duration_s, frames, position,
 mAP, retained; snr is empty for the zeros haystack), niah.png (mAP averaged over positions vs
@@ -61,8 +63,8 @@ from dass_jax.audio import load_audio
 from dass_jax.constants import FRAMES_PER_SECOND, NUM_MEL_BINS, SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import synthetic
-from dass_jax.models import build_model
-from dass_jax.models.ast import with_max_length
+from dass_jax.models import ast as ast_lib
+from dass_jax.models import build_model, spec_of
 from experiments import haystack as haystack_lib
 from experiments import metrics as metrics_lib
 from experiments import teacher as teacher_lib
@@ -80,7 +82,7 @@ CSV_FIELDS = (
   "mAP",
   "retained",
 )
-EXTENSIONS = ("interpolate", "refuse")
+EXTENSIONS = ast_lib.LENGTH_EXTENSIONS
 
 
 def load_for_eval(path: str, **config_overrides) -> tuple[Any, Any, Any]:
@@ -142,18 +144,7 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
 # that run `frames` frames, or None where the extension refuses that length. Model types without
 # an adapter run any length unchanged.
 LengthAdapter = Callable[[Any, Any, int, str], tuple[Any, Any] | None]
-
-
-def _ast_for_length(params, config, frames: int, extension: str):
-  grid = dataclasses.replace(config, max_length=frames).grid
-  if grid == config.grid:
-    return params, config
-  if extension == "interpolate":
-    return with_max_length(params, config, frames)
-  return None
-
-
-LENGTH_ADAPTERS: dict[str, LengthAdapter] = {"ast": _ast_for_length}
+LENGTH_ADAPTERS: dict[str, LengthAdapter] = {"ast": ast_lib.for_length}
 
 
 class Classifier:
@@ -210,6 +201,11 @@ def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
     if not path:
       continue
     module, params, model_config = load_for_eval(path, dtype=config.compute_dtype)
+    if spec_of(model_config).input_kind != "fbank":
+      raise ValueError(
+        f"model {name!r} ({model_config.model_type}) takes {spec_of(model_config).input_kind} "
+        "input; the length study builds fbank inputs only"
+      )
     out.append(Classifier(name, module, params, model_config, config.length_extension))
   if not out:
     raise ValueError("config.models names no checkpoint; set e.g. --config.models.dass=PATH")

@@ -34,6 +34,16 @@ def checkpoints(tmp_path_factory):
     "ast": AstConfig(
       num_classes=13, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=48
     ),
+    # The authors' sinusoidal positions: runs every length without an extension.
+    "ast_sine": AstConfig(
+      num_classes=13,
+      hidden_size=16,
+      num_layers=1,
+      num_heads=2,
+      mlp_dim=32,
+      max_length=48,
+      pos_embed_type="sine",
+    ),
   }
   rng = np.random.default_rng(0)
   for name, cfg in configs.items():
@@ -55,6 +65,8 @@ def _config(protocol: str, checkpoints, synthetic_dir):
   config = niah_config.get_config("runlocal" if protocol == "paper" else "runlocal,streamed")
   config.data.synthetic.cache_dir = synthetic_dir
   config.models.dass, config.models.ast = checkpoints["dass"], checkpoints["ast"]
+  if protocol == "paper":
+    config.models.ast_sine = checkpoints["ast_sine"]
   return config
 
 
@@ -111,7 +123,8 @@ def test_study_csv_rows_follow_the_config(study):
   }
   want = {
     (model, k, s, d, frames[d], float(p))
-    for model in ("dass", "ast")
+    for model, path in config.models.items()
+    if path
     for k, s in conditions
     for d in frames
     for p in config.positions
@@ -212,6 +225,7 @@ def test_length_extension_refuse_runs_only_the_trained_grid(checkpoints):
   assert refuse.supports(46) and refuse.supports(55) and not refuse.supports(56)
   assert not refuse.supports(300)
   assert niah.Classifier("ast", module, params, cfg, "interpolate").supports(300)
+  assert niah.Classifier("ast", module, params, cfg, "sine").supports(300)
   with pytest.raises(ValueError, match="length_extension"):
     niah.Classifier("ast", module, params, cfg, "stretch")
 

@@ -36,9 +36,14 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.workdir = ""
   c.seed = 0  # white noise (paper: needle i draws from (seed, i)) and babble offsets
-  # name -> converted checkpoint folder or experiments.train work directory ('' = skip).
+  # name -> converted checkpoint folder or experiments.train work directory ('' = skip); the model
+  # kind comes from the checkpoint. `ast_sine`: a slot for an AST with pos_embed_type='sine'.
   c.models = ml_collections.ConfigDict(
-    {"dass": "work_dirs/quickstart/student_kd", "ast": "work_dirs/quickstart/teacher"}
+    {
+      "dass": "work_dirs/quickstart/student_kd",
+      "ast": "work_dirs/quickstart/teacher",
+      "ast_sine": "",
+    }
   )
   c.data = ml_collections.ConfigDict(
     {
@@ -69,7 +74,8 @@ def get_config(arg=None):
   # first = reference; paper: L = round(100 d) frames (1.98 s = the 198-frame needle alone).
   c.durations_s = (1.98, 10.0, 30.0, 60.0, 120.0)
   c.positions = (0.0, 0.25, 0.5)
-  # Models whose position embeddings fix the length (AST 'learned'): 'interpolate' or 'refuse'.
+  # Fixed position embeddings (a 'learned' AST) at other lengths: 'sine' (the paper's substitution,
+  # at every length), 'interpolate' or 'refuse'. A 'sine' AST runs any length whatever this says.
   c.length_extension = "interpolate"
   c.compute_dtype = "float32"  # or 'bfloat16' (half precision, as the original's fp16 autocast)
   c.batch_frames = 8192  # frames per batch (batch 1 above this length)
@@ -80,9 +86,11 @@ def get_config(arg=None):
     c.babble_pool, c.num_needles = 50, 500
     c.needle_frames = 1024
     c.durations_s = (10.24, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 9000.0)
+    c.length_extension = "sine"  # as the paper (its AST was trained with sine positions)
 
   if arg.streamed:
     c.protocol = "streamed"
+    c.length_extension = "interpolate"
     c.durations_s = (2.0, 10.0, 30.0, 60.0, 120.0)
     c.positions = (0.0, 0.5, 1.0)
     if arg.audioset:
