@@ -50,7 +50,8 @@ needle of n frames at position t starts at frame round(t * (T - n)) (t = 1: ends
 
 Both build noise block by block from random-access sources (`WhiteNoise`, `TiledRecording`,
 `BabbleNoise` give any sample range), so no haystack waveform is held whole: memory is one block
-plus the output features.
+plus the features (under `paper`, the haystack features and the assembled input: the haystack
+does not depend on the position, so the study builds it once per needle for all positions).
 """
 
 from __future__ import annotations
@@ -204,11 +205,7 @@ def paper_start_frame(position: float, total_frames: int, needle_frames: int) ->
       past a longer input (int(total_frames * position) + needle_frames > total_frames), where the
       original's `run_NIAH.py` assigns a float index and crashes.
   """
-  if total_frames < needle_frames:
-    raise ValueError(
-      f"total_frames {total_frames} is shorter than the {needle_frames}-frame needle; the paper "
-      f"protocol needs total_frames >= needle_frames"
-    )
+  _check_paper_length(total_frames, needle_frames)
   if not 0.0 <= position <= 1.0:
     raise ValueError(f"position must be in [0, 1], got {position}")
   if total_frames == needle_frames:  # no haystack: the needle alone, wherever t puts it
@@ -225,35 +222,42 @@ def paper_start_frame(position: float, total_frames: int, needle_frames: int) ->
   return start
 
 
+def _check_paper_length(total_frames: int, needle_frames: int) -> None:
+  if total_frames < needle_frames:
+    raise ValueError(
+      f"total_frames {total_frames} is shorter than the {needle_frames}-frame needle; the paper "
+      f"protocol needs total_frames >= needle_frames"
+    )
+
+
 def paper_noise_samples(needle: PaperNeedle, haystack_frames: int) -> int:
   """The original's noise waveform length: int(samples_per_frame * haystack_frames) + 1."""
   return int(needle.samples_per_frame * haystack_frames) + 1
 
 
-def paper_noise_frames(
+def paper_noise_fbank(
   needle: PaperNeedle,
   noise,
   snr_db: float,
   haystack_frames: int,
   block_samples: int = DEFAULT_BLOCK_SAMPLES,
-):
-  """Yields the normalised noise fbank of the paper protocol in blocks, `haystack_frames` in all.
+) -> np.ndarray:
+  """The paper protocol's noise haystack: (haystack_frames, 128) float32 normalised fbank.
 
   Args:
     needle: the `PaperNeedle` (its RMS and samples_per_frame set the noise).
     noise: a random-access source (`WhiteNoise`, `TiledRecording`) giving `segment(start, stop)`.
     snr_db: needle RMS over noise RMS, in dB (20 log10).
     haystack_frames: frames to produce (L - needle_frames).
-    block_samples: samples generated and transformed per step (memory bound).
-
-  Yields:
-    (frames, 128) float32 normalised blocks.
+    block_samples: samples generated and transformed per step (the noise waveform is never held
+      whole: two passes over it, one for its RMS and mean, one for its fbank).
 
   Raises:
     ValueError: the original's noise would give fewer than `haystack_frames` frames.
   """
+  out = np.empty((haystack_frames, NUM_MEL_BINS), np.float32)
   if haystack_frames <= 0:
-    return
+    return out
   total = paper_noise_samples(needle, haystack_frames)
   # Pass 1: the noise's RMS and mean over all `total` samples (the original's global statistics).
   power, level = 0.0, 0.0
@@ -266,24 +270,60 @@ def paper_noise_frames(
     raise ValueError("the noise is silent (RMS 0): it cannot be scaled to an SNR")
   gain = needle.rms / 10.0 ** (snr_db / 20.0) / noise_rms
   offset = gain * level / total
-  # Pass 2: fbank per independent 400 s chunk, stopping once enough frames are out.
-  produced = 0
+  # Pass 2: fbank per independent 400 s chunk, until the haystack is full.
+  filled = 0
   for chunk in range(0, total, PAPER_CHUNK_SAMPLES):
     stream = kaldi_fbank.FbankStream()
     chunk_stop = min(chunk + PAPER_CHUNK_SAMPLES, total)
     for start in range(chunk, chunk_stop, block_samples):
       stop = min(start + block_samples, chunk_stop)
-      frames = stream.push(gain * noise.segment(start, stop) - offset)[: haystack_frames - produced]
-      produced += frames.shape[0]
-      yield kaldi_fbank.normalize(frames).astype(np.float32)
-      if produced == haystack_frames:
-        return
+      frames = stream.push(gain * noise.segment(start, stop) - offset)[: haystack_frames - filled]
+      out[filled : filled + frames.shape[0]] = kaldi_fbank.normalize(frames)
+      filled += frames.shape[0]
+      if filled == haystack_frames:
+        return out
   raise ValueError(
     f"the original's noise for this needle ({total} samples = int({needle.samples_per_frame:.4f}"
-    f" x {haystack_frames}) + 1, in 400 s chunks) gives only {produced} frames, fewer than the "
+    f" x {haystack_frames}) + 1, in 400 s chunks) gives only {filled} frames, fewer than the "
     f"{haystack_frames} haystack frames: its input would be shorter than the requested length; "
     f"choose a longer total_frames"
   )
+
+
+def paper_haystack(
+  needle: PaperNeedle,
+  haystack: str,
+  total_frames: int,
+  snr_db: float | None = None,
+  noise=None,
+  block_samples: int = DEFAULT_BLOCK_SAMPLES,
+) -> np.ndarray:
+  """The (total_frames - needle.frames, 128) normalised haystack: zeros, or `paper_noise_fbank`.
+
+  It does not depend on the position, so one haystack serves every position of a needle.
+  """
+  _check_haystack(haystack, snr_db, noise)
+  _check_paper_length(total_frames, needle.frames)
+  frames = total_frames - needle.frames
+  if haystack == "zeros":
+    return np.zeros((frames, NUM_MEL_BINS), np.float32)
+  return paper_noise_fbank(needle, noise, snr_db, frames, block_samples)
+
+
+def paper_assemble(needle: PaperNeedle, haystack: np.ndarray, position: float) -> np.ndarray:
+  """cat(haystack[:ind], needle, haystack[ind:]), ind = int(L * position) (`paper_start_frame`).
+
+  Args:
+    needle: from `paper_needle`.
+    haystack: (L - needle.frames, 128) from `paper_haystack`.
+    position: t in [0, 1].
+
+  Returns:
+    (L, 128) float32 normalised features.
+  """
+  total = haystack.shape[0] + needle.frames
+  start = paper_start_frame(position, total, needle.frames)
+  return np.concatenate([haystack[:start], needle.features, haystack[start:]])
 
 
 def paper_input(
@@ -309,27 +349,9 @@ def paper_input(
   Returns:
     (total_frames, 128) float32 normalised features.
   """
-  _check_haystack(haystack, snr_db, noise)
-  start = paper_start_frame(position, total_frames, needle.frames)
-  out = np.zeros((total_frames, needle.features.shape[1]), np.float32)
-  out[start : start + needle.frames] = needle.features
-  if haystack == "zeros":
-    return out
-  filled = 0  # haystack frames written: frame h goes to h before the needle, h + n after it
-  for frames in paper_noise_frames(
-    needle, noise, snr_db, total_frames - needle.frames, block_samples
-  ):
-    _place(out, frames, filled, start, needle.frames)
-    filled += frames.shape[0]
-  return out
-
-
-def _place(out: np.ndarray, frames: np.ndarray, first: int, start: int, skip: int) -> None:
-  """Writes haystack frames first.. into `out`, jumping over the needle's `skip` frames."""
-  before = max(0, min(frames.shape[0], start - first))
-  out[first : first + before] = frames[:before]
-  after = first + before + skip
-  out[after : after + frames.shape[0] - before] = frames[before:]
+  paper_start_frame(position, total_frames, needle.frames)  # refuse before building any noise
+  hay = paper_haystack(needle, haystack, total_frames, snr_db, noise, block_samples)
+  return paper_assemble(needle, hay, position)
 
 
 def _check_haystack(haystack: str, snr_db, noise) -> None:

@@ -28,8 +28,9 @@ for_length`); `config.length_extension` tells it what to do with fixed embedding
 (replace them by the authors' sinusoid at every length, as their study does to every AST),
 'interpolate' (bilinear resize to each length) or 'refuse' (run the trained length only). An AST
 trained with `pos_embed_type="sine"` computes its positions for any length whatever the
-extension; DASS has no position embedding. There is no length cap beyond memory: attention models
-materialise (heads, tokens, tokens) scores, quadratic in duration. `compute_dtype` ('float32', or
+extension; DASS has no position embedding. There is no built-in length cap: attention models
+materialise (heads, tokens, tokens) scores, quadratic in duration, so memory (or the time the
+user gives it, `max_duration_s` per model) is the limit. `compute_dtype` ('float32', or
 'bfloat16' as the half-precision stand-in for the original's fp16 autocast) replaces every
 model's compute dtype.
 
@@ -153,12 +154,15 @@ class Classifier:
   `scores(x)` maps (batch, frames, 128) normalised fbank to (batch, classes) float32 sigmoid
   scores, the sigmoid taken in the model's compute dtype. Each frame count gets its own jitted
   function (and, where a length adapter applies, its own params), kept for the other haystacks.
+  `max_frames` (None: no limit) is a budget the user sets, e.g. for attention on a CPU.
   """
 
-  def __init__(self, name: str, module, params, model_config, extension: str):
+  def __init__(
+    self, name: str, module, params, model_config, extension: str, max_frames: int | None = None
+  ):
     if extension not in EXTENSIONS:
       raise ValueError(f"length_extension must be one of {EXTENSIONS}, got {extension!r}")
-    self.name, self.extension = name, extension
+    self.name, self.extension, self.max_frames = name, extension, max_frames
     self._module, self._params, self._config = module, params, model_config
     self._adapter = LENGTH_ADAPTERS.get(model_config.model_type)
     self._dtype = jnp.dtype(getattr(model_config, "dtype", "float32"))
@@ -184,6 +188,8 @@ class Classifier:
     return self._by_frames[frames]
 
   def supports(self, frames: int) -> bool:
+    if self.max_frames is not None and frames > self.max_frames:
+      return False
     return self._compiled(frames) is not None
 
   def scores(self, fbank: np.ndarray) -> np.ndarray:
@@ -195,18 +201,21 @@ class Classifier:
 
 
 def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
-  """One `Classifier` per `config.models` entry with a path, in `config.compute_dtype`."""
+  """One `Classifier` per `config.models` entry with a path, in `config.compute_dtype`, limited
+  to `config.max_duration_s[name]` seconds where that is set (> 0)."""
   out = []
   for name, path in config.models.items():
     if not path:
       continue
+    budget = config.max_duration_s.get(name, 0.0)
+    max_frames = frames_for_duration(config.protocol, budget) if budget > 0 else None
     module, params, model_config = load_for_eval(path, dtype=config.compute_dtype)
     if spec_of(model_config).input_kind != "fbank":
       raise ValueError(
         f"model {name!r} ({model_config.model_type}) takes {spec_of(model_config).input_kind} "
         "input; the length study builds fbank inputs only"
       )
-    out.append(Classifier(name, module, params, model_config, config.length_extension))
+    out.append(Classifier(name, module, params, model_config, config.length_extension, max_frames))
   if not out:
     raise ValueError("config.models names no checkpoint; set e.g. --config.models.dass=PATH")
   return out
@@ -267,20 +276,37 @@ class Inputs:
       return str(e)
     return None
 
-  def build(
-    self, i: int, kind: str, snr_db: float | None, frames: int, position: float
-  ) -> np.ndarray:
-    """(frames, 128) float32 normalised input of needle i."""
-    config = self.config
+  def haystack(self, i: int, kind: str, snr_db: float | None, frames: int) -> np.ndarray | None:
+    """What needle i's inputs at every position share: the paper haystack (None: streamed)."""
+    if self.protocol != "paper":
+      return None
     noise = None
+    if kind == "white":
+      noise = haystack_lib.WhiteNoise((self.config.seed, i))
+    elif kind == "babble":
+      noise = self._babble
+    needle = self.paper_needles[i]
+    return haystack_lib.paper_haystack(
+      needle, kind, frames, snr_db, noise, self.config.block_samples
+    )
+
+  def build(
+    self,
+    i: int,
+    kind: str,
+    snr_db: float | None,
+    frames: int,
+    position: float,
+    haystack: np.ndarray | None = None,
+  ) -> np.ndarray:
+    """(frames, 128) float32 normalised input of needle i (paper: from its `haystack`, built
+    here when not given)."""
+    config = self.config
     if self.protocol == "paper":
-      if kind == "white":
-        noise = haystack_lib.WhiteNoise((config.seed, i))
-      elif kind == "babble":
-        noise = self._babble
-      return haystack_lib.paper_input(
-        self.paper_needles[i], kind, frames, position, snr_db, noise, config.block_samples
-      )
+      if haystack is None:
+        haystack = self.haystack(i, kind, snr_db, frames)
+      return haystack_lib.paper_assemble(self.paper_needles[i], haystack, position)
+    noise = None
     if kind == "white":
       noise = haystack_lib.WhiteNoise(config.seed)
     elif kind == "babble":
@@ -328,24 +354,30 @@ def evaluate_condition(
   kind: str,
   snr_db: float | None,
   frames: int,
-  position: float,
+  positions: list[float],
   batch_frames: int,
-) -> dict[str, float]:
-  """mAP of every classifier that runs this frame count, over all needles: {name: mAP}."""
+) -> dict[float, dict[str, float]]:
+  """mAP of every classifier that runs this frame count, over all needles, at each position:
+  {position: {name: mAP}}. Each needle's haystack is built once for all positions."""
   active = [c for c in classifiers if c.supports(frames)]
-  if not active:
+  if not active or not positions:
     return {}
   count = targets.shape[0]
   batch = max(1, min(count, batch_frames // frames))
-  scores = {c.name: np.zeros(targets.shape, np.float32) for c in active}
+  scores = {p: {c.name: np.zeros(targets.shape, np.float32) for c in active} for p in positions}
   for first in range(0, count, batch):
     rows = range(first, min(first + batch, count))
-    x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
-    for j, i in enumerate(rows):
-      x[j] = inputs.build(i, kind, snr_db, frames, position)
-    for c in active:
-      scores[c.name][first : first + len(rows)] = c.scores(x)[: len(rows)]
-  return {name: metrics_lib.compute_metrics(s, targets)["mAP"] for name, s in scores.items()}
+    haystacks = [inputs.haystack(i, kind, snr_db, frames) for i in rows]
+    for position in positions:
+      x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
+      for j, i in enumerate(rows):
+        x[j] = inputs.build(i, kind, snr_db, frames, position, haystacks[j])
+      for c in active:
+        scores[position][c.name][first : first + len(rows)] = c.scores(x)[: len(rows)]
+  return {
+    p: {name: metrics_lib.compute_metrics(s, targets)["mAP"] for name, s in by_model.items()}
+    for p, by_model in scores.items()
+  }
 
 
 def with_retained(rows: list[dict]) -> list[dict]:
@@ -428,15 +460,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   for kind, snr in _conditions(config):
     for duration in [float(d) for d in config.durations_s]:
       frames = frames_for_duration(config.protocol, duration)
+      positions = []
       for position in config.positions:
         reason = inputs.check(frames, position)
         if reason:
           logging.info("not run: %s %.4g s position %.2f: %s", kind, duration, position, reason)
-          continue
-        start = time.perf_counter()
-        maps = evaluate_condition(
-          classifiers, inputs, clips.targets, kind, snr, frames, position, config.batch_frames
-        )
+        else:
+          positions.append(float(position))
+      start = time.perf_counter()
+      by_position = evaluate_condition(
+        classifiers, inputs, clips.targets, kind, snr, frames, positions, config.batch_frames
+      )
+      for position, maps in by_position.items():
         for name, value in maps.items():
           rows.append(
             {
@@ -446,20 +481,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
               "snr": snr,
               "duration_s": duration,
               "frames": frames,
-              "position": float(position),
+              "position": position,
               "mAP": value,
             }
           )
         logging.info(
-          "%s snr=%s %.4g s (%d frames) pos %.2f: %s (%.1f s)",
+          "%s snr=%s %.4g s (%d frames) pos %.2f: %s",
           kind,
           snr,
           duration,
           frames,
           position,
           {k: round(v, 4) for k, v in maps.items()},
-          time.perf_counter() - start,
         )
+      logging.info("%s snr=%s %.4g s: %.1f s", kind, snr, duration, time.perf_counter() - start)
   rows = with_retained(rows)
   write_csv(rows, os.path.join(workdir, CSV_FILE))
   plot(rows, os.path.join(workdir, PLOT_FILE))

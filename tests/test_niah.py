@@ -219,13 +219,15 @@ def test_paper_study_inputs_are_the_cli_inputs(paper_study, tmp_path):
     np.testing.assert_array_equal(np.load(out), inputs.build(3, kind, config.snrs_db[0], 300, 0.25))
 
 
-def test_length_extension_refuse_runs_only_the_trained_grid(checkpoints):
+def test_length_extension_and_budget(checkpoints):
   module, params, cfg = niah.load_for_eval(checkpoints["ast"])
   refuse = niah.Classifier("ast", module, params, cfg, "refuse")
   assert refuse.supports(46) and refuse.supports(55) and not refuse.supports(56)
   assert not refuse.supports(300)
   assert niah.Classifier("ast", module, params, cfg, "interpolate").supports(300)
   assert niah.Classifier("ast", module, params, cfg, "sine").supports(300)
+  budget = niah.Classifier("ast", module, params, cfg, "interpolate", max_frames=200)
+  assert budget.supports(200) and not budget.supports(201)
   with pytest.raises(ValueError, match="length_extension"):
     niah.Classifier("ast", module, params, cfg, "stretch")
 

@@ -21,9 +21,10 @@ which measures something else: see `experiments/haystack.py`), `runlocal` (a few
 short durations: a seconds-long check; the tests use it with tiny random-init checkpoints). Any
 field can be overridden with `--config.field=value` (tuples as `--config.durations_s="(10,60)"`).
 
-There is no length cap: attention models run as far as memory allows (AST's scores are (heads, N,
-N) for N = 12 (frames - 6) / 10 tokens; AST-base at 60 s holds ~2.5 GB per score tensor); every
-model runs with batch 1 once a batch of `batch_frames` frames holds a single input.
+There is no built-in length cap: attention models run as far as memory allows (AST's scores are
+(heads, N, N) for N = 12 (frames - 6) / 10 tokens; AST-base at 60 s holds ~2.5 GB per score
+tensor), or as far as `--config.max_duration_s.NAME=SECONDS` lets a model go; every model runs
+with batch 1 once a batch of `batch_frames` frames holds a single input.
 """
 
 import ml_collections
@@ -73,10 +74,13 @@ def get_config(arg=None):
   c.needle_seconds = 10.0
   # first = reference; paper: L = round(100 d) frames (1.98 s = the 198-frame needle alone).
   c.durations_s = (1.98, 10.0, 30.0, 60.0, 120.0)
-  c.positions = (0.0, 0.25, 0.5)
+  c.positions = (0.0, 0.5)
   # Fixed position embeddings (a 'learned' AST) at other lengths: 'sine' (the paper's substitution,
   # at every length), 'interpolate' or 'refuse'. A 'sine' AST runs any length whatever this says.
   c.length_extension = "interpolate"
+  # Per-model time budget: the longest duration run, in s (0 = no limit). AST's attention time
+  # grows with the square of the length; on a 2-core CPU the quickstart's AST is given 30 s.
+  c.max_duration_s = ml_collections.ConfigDict({"dass": 0.0, "ast": 30.0, "ast_sine": 30.0})
   c.compute_dtype = "float32"  # or 'bfloat16' (half precision, as the original's fp16 autocast)
   c.batch_frames = 8192  # frames per batch (batch 1 above this length)
   c.block_samples = 60 * 16000  # waveform samples per streamed fbank block
@@ -87,6 +91,8 @@ def get_config(arg=None):
     c.needle_frames = 1024
     c.durations_s = (10.24, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 9000.0)
     c.length_extension = "sine"  # as the paper (its AST was trained with sine positions)
+    c.positions = (0.0, 0.25, 0.5)
+    c.max_duration_s = ml_collections.ConfigDict(dict.fromkeys(c.models, 0.0))
 
   if arg.streamed:
     c.protocol = "streamed"
@@ -106,4 +112,5 @@ def get_config(arg=None):
     c.positions = (0.0, 1.0) if arg.streamed else (0.0, 0.25)
     c.batch_frames = 256
     c.block_samples = 7000  # several blocks per haystack, not a multiple of the hop
+    c.max_duration_s = ml_collections.ConfigDict(dict.fromkeys(c.models, 0.0))
   return c
