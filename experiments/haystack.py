@@ -310,20 +310,23 @@ def paper_haystack(
   return paper_noise_fbank(needle, noise, snr_db, frames, block_samples)
 
 
-def paper_assemble(needle: PaperNeedle, haystack: np.ndarray, position: float) -> np.ndarray:
+def paper_assemble(
+  needle: PaperNeedle, haystack: np.ndarray, position: float, out: np.ndarray | None = None
+) -> np.ndarray:
   """cat(haystack[:ind], needle, haystack[ind:]), ind = int(L * position) (`paper_start_frame`).
 
   Args:
     needle: from `paper_needle`.
     haystack: (L - needle.frames, 128) from `paper_haystack`.
     position: t in [0, 1].
+    out: optional (L, 128) float32 array to write into (e.g. a row of a batch).
 
   Returns:
-    (L, 128) float32 normalised features.
+    (L, 128) float32 normalised features (`out` when given).
   """
   total = haystack.shape[0] + needle.frames
   start = paper_start_frame(position, total, needle.frames)
-  return np.concatenate([haystack[:start], needle.features, haystack[start:]])
+  return np.concatenate([haystack[:start], needle.features, haystack[start:]], out=out)
 
 
 def paper_input(

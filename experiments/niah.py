@@ -298,22 +298,27 @@ class Inputs:
     frames: int,
     position: float,
     haystack: np.ndarray | None = None,
+    out: np.ndarray | None = None,
   ) -> np.ndarray:
-    """(frames, 128) float32 normalised input of needle i (paper: from its `haystack`, built
-    here when not given)."""
+    """(frames, 128) float32 normalised input of needle i, written into `out` when given (paper:
+    assembled from its `haystack`, which is built here when not given)."""
     config = self.config
     if self.protocol == "paper":
       if haystack is None:
         haystack = self.haystack(i, kind, snr_db, frames)
-      return haystack_lib.paper_assemble(self.paper_needles[i], haystack, position)
+      return haystack_lib.paper_assemble(self.paper_needles[i], haystack, position, out)
     noise = None
     if kind == "white":
       noise = haystack_lib.WhiteNoise(config.seed)
     elif kind == "babble":
       noise = self._babble
-    return haystack_lib.streamed_input(
+    x = haystack_lib.streamed_input(
       self.cropped[i], kind, frames, position, snr_db, noise, config.block_samples
     )
+    if out is None:
+      return x
+    out[...] = x
+    return out
 
 
 def _conditions(config: ml_collections.ConfigDict):
@@ -371,7 +376,7 @@ def evaluate_condition(
     for position in positions:
       x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
       for j, i in enumerate(rows):
-        x[j] = inputs.build(i, kind, snr_db, frames, position, haystacks[j])
+        inputs.build(i, kind, snr_db, frames, position, haystacks[j], out=x[j])
       for c in active:
         scores[position][c.name][first : first + len(rows)] = c.scores(x)[: len(rows)]
   return {
