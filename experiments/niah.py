@@ -114,7 +114,8 @@ class Clips:
 
 def load_clips(config: ml_collections.ConfigDict) -> Clips:
   """Reads the eval datafile: the first `babble_pool` rows feed babble, the next `num_needles`
-  rows are the needles (synthetic dataset of `config.data.synthetic` when no datafile is set)."""
+  rows (0: all the others) are the needles (synthetic dataset of `config.data.synthetic` when no
+  datafile is set)."""
   cfg = config.data
   datafile, label_csv = cfg.datafile, cfg.label_csv
   if not datafile:
@@ -125,8 +126,8 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
     datafile, label_csv = ds.eval_datafile, ds.label_csv
   labels = data.read_label_csv(label_csv)
   entries = data.read_datafile(datafile)
-  pool, count = config.babble_pool, config.num_needles
-  if pool + count > len(entries):
+  pool, count = config.babble_pool, config.num_needles or len(entries) - config.babble_pool
+  if count < 1 or pool + count > len(entries):
     raise ValueError(
       f"{datafile} has {len(entries)} rows; babble_pool + num_needles = {pool + count}"
     )
@@ -252,6 +253,11 @@ class Inputs:
       return haystack_lib.BabbleNoise(pool, config.babble_talkers, config.seed)
     if config.babble_wav:
       return haystack_lib.TiledRecording(load_audio(config.babble_wav))
+    if not pool:
+      raise ValueError(
+        "the babble haystack needs babble_wav (the paper's is the authors' babble_all.wav) or "
+        "babble_pool > 0 eval clips to make a recording from"
+      )
     samples = int(round(config.babble_seconds * SAMPLE_RATE))
     noise = haystack_lib.BabbleNoise(pool, config.babble_talkers, config.seed)
     recording = (0.1 * noise.segment(0, samples)).astype(np.float32)

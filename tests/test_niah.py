@@ -259,3 +259,15 @@ def test_durations_must_increase_and_fit_the_needle(checkpoints, synthetic_dir):
   config.durations_s = (0.97, 3.0)
   with pytest.raises(ValueError, match="shorter than the 98-frame needle"):
     niah._check_durations(config, clips)
+
+
+def test_all_rows_as_needles_and_babble_needs_a_source(checkpoints, synthetic_dir, tmp_path):
+  """The AudioSet paper config: every eval row a needle, babble from a recording (babble_wav)."""
+  config = _config("paper", checkpoints, synthetic_dir)
+  config.babble_pool, config.num_needles = 0, 0
+  clips = niah.load_clips(config)
+  assert len(clips.needles) == config.data.synthetic.num_eval == clips.targets.shape[0]
+  with pytest.raises(ValueError, match="needs babble_wav"):
+    niah.Inputs(config, clips, str(tmp_path))
+  config.haystacks = ("zeros", "white")
+  niah.Inputs(config, clips, str(tmp_path))

@@ -7,8 +7,9 @@ length), under the paper's protocol (`experiments.haystack`):
         --workdir work_dirs/quickstart
     python -m experiments.niah --config experiments/configs/niah.py --workdir work_dirs/niah
 
-AudioSet (converted checkpoints; the needle fbank padded/cropped to 1024 frames, so the reference
-is 10.24 s = the plain clip; up to 2.5 h; babble tiles the authors' `babble_all.wav`):
+AudioSet (converted checkpoints; every eval clip is a needle, its fbank padded/cropped to 1024
+frames, so the reference is 10.24 s = the plain clip; up to 2.5 h; babble tiles the authors'
+`babble_all.wav`):
 
     python -m experiments.niah --config experiments/configs/niah.py:audioset \
         --workdir work_dirs/niah_audioset \
@@ -61,7 +62,7 @@ def get_config(arg=None):
   )
   c.protocol = "paper"  # 'paper' (the authors' construction) or 'streamed' (ours, earlier)
   c.babble_pool = 20  # first eval rows: babble material, never needles
-  c.num_needles = 40  # next eval rows: the needles
+  c.num_needles = 40  # next eval rows: the needles (0 = all the rows after the pool)
   c.babble_talkers = 4  # tracks summed into babble made from the pool
   c.haystacks = ("zeros", "white", "babble")
   c.snrs_db = (10.0,)  # needle-to-noise ratio of the noise haystacks
@@ -87,7 +88,8 @@ def get_config(arg=None):
 
   if arg.audioset:
     c.models.dass, c.models.ast = "", ""
-    c.babble_pool, c.num_needles = 50, 500
+    # The paper scores every eval clip; its babble is a recording (babble_wav), not eval clips.
+    c.babble_pool, c.num_needles = 0, 0
     c.needle_frames = 1024
     c.durations_s = (10.24, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 9000.0)
     c.length_extension = "sine"  # as the paper (its AST was trained with sine positions)
@@ -101,6 +103,7 @@ def get_config(arg=None):
     c.positions = (0.0, 0.5, 1.0)
     if arg.audioset:
       c.durations_s = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 9000.0)
+      c.babble_pool, c.num_needles = 50, 500
 
   if arg.runlocal:
     c.babble_pool, c.num_needles, c.babble_talkers = 2, 6, 2
