@@ -39,6 +39,12 @@ Block i, `blocks_i/` in Flax; prefixes `T layers.i.` (transformers), `T encoder.
 | mlp/fc1   | mlp.fc1                | intermediate.dense                    | mlp.fc1   |
 | mlp/fc2   | mlp.fc2                | output.dense                          | mlp.fc2   |
 
+Position embeddings: a (1, N, D) `pos_embed` converts to the learned `pos_embed` param. The
+original code's `pos_emb_type='sine'` stores `v.pos_embed` as a fixed (N, D) `get_sin_pos` table
+(2-D): such a checkpoint converts to `pos_embed_type="sine"`, which has no param (the sinusoid is
+recomputed for each input), after checking that the table is that sinusoid (within the float32
+rounding of `dass_jax.models.ast.sinusoid_error_bound`, doubled for the two implementations).
+
 Transforms: conv weight OIHW -> HWIO; Linear weight (out, in) -> kernel (in, out); LayerNorm
 weight -> scale; separate q, k, v are stacked along the output axis into one (D, 3D) kernel
 [q | k | v], which is exactly the layout of timm's fused qkv; tokens and embeddings copy.
@@ -66,6 +72,7 @@ from convert_torch.params import count_params
 from convert_torch.sources import SourceError, resolve
 from dass_jax.checkpoint import refuse_existing, save_converted
 from dass_jax.models import AstConfig
+from dass_jax.models.ast import sinusoid_error_bound, sinusoid_positions
 
 TRANSFORMERS, LEGACY, ORIGINAL = "transformers", "transformers_legacy", "original"
 LAYOUTS = (TRANSFORMERS, LEGACY, ORIGINAL)
@@ -182,7 +189,12 @@ def expected_shapes(config: AstConfig, layout: str) -> dict[str, tuple[int, ...]
   shapes[top["patch"] + ".bias"] = (d,)
   shapes[top["cls"]] = (1, 1, d)
   shapes[top["dist"]] = (1, 1, d)
-  shapes[top["pos"]] = (1, config.num_patches + 2, d)
+  if config.pos_embed_type == "sine":
+    if layout != ORIGINAL:
+      raise ConversionError(f"the {layout} layout has learned positions only, not 'sine'")
+    shapes[top["pos"]] = (config.num_patches + 2, d)
+  else:
+    shapes[top["pos"]] = (1, config.num_patches + 2, d)
   for i in range(config.num_layers):
     key = lambda name, i=i: _module_key(layout, name, i)
     layer_norm(key("norm1"))
@@ -232,11 +244,14 @@ def convert_state_dict(
     },
     "cls_token": f32(top["cls"]),
     "dist_token": f32(top["dist"]),
-    "pos_embed": f32(top["pos"]),
     "norm": layer_norm(top["norm"]),
     "head_norm": layer_norm(top["head_norm"]),
     "head": dense(top["head"]),
   }
+  if config.pos_embed_type == "sine":
+    _check_sinusoid(f32(top["pos"]), top["pos"])
+  else:
+    params["pos_embed"] = f32(top["pos"])
   for i in range(config.num_layers):
     key = lambda name, i=i: _module_key(layout, name, i)
     if layout == ORIGINAL:
@@ -251,6 +266,20 @@ def convert_state_dict(
       "mlp": {"fc1": dense(key("fc1")), "fc2": dense(key("fc2"))},
     }
   return params
+
+
+def _check_sinusoid(table: np.ndarray, key: str) -> None:
+  """Raises ConversionError unless the (N, D) `table` is the sine positions' sinusoid."""
+  n, d = table.shape
+  ours = np.asarray(sinusoid_positions(n, d), np.float64)
+  excess = np.abs(table - ours) - 2 * sinusoid_error_bound(n, d)
+  if excess.max() > 0:
+    row, col = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    raise ConversionError(
+      f"{key} is a fixed (N, D) table, as the original's pos_emb_type='sine' stores it, but not "
+      f"its sinusoid: entry ({row}, {col}) is {table[row, col]:.6g}, the sinusoid "
+      f"{ours[row, col]:.6g}"
+    )
 
 
 def config_from_transformers(hf: dict) -> AstConfig:
@@ -323,7 +352,9 @@ def infer_config(
       )
     num_heads = dim // DEFAULT_HEAD_DIM
   freq = (num_mel_bins - patch) // frequency_stride + 1
-  num_patches = shape(top["pos"])[1] - 2
+  pos_shape = shape(top["pos"])
+  pos_embed_type = "sine" if len(pos_shape) == 2 and layout == ORIGINAL else "learned"
+  num_patches = pos_shape[0 if pos_embed_type == "sine" else 1] - 2
   if freq < 1 or num_patches % freq:
     raise ConversionError(
       f"{top['pos']} holds {num_patches} patches, not a multiple of the {freq} frequency "
@@ -348,6 +379,7 @@ def infer_config(
     num_mel_bins=num_mel_bins,
     max_length=max_length,
     qkv_bias=qkv_bias,
+    pos_embed_type=pos_embed_type,
   )
   if config.grid != (freq, time):
     raise ConversionError(

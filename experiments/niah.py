@@ -1,26 +1,42 @@
-r"""Audio needle in a haystack (NIAH): classification mAP of DASS and AST versus input duration.
+r"""Audio needle in a haystack (NIAH): classification mAP of each model versus input duration.
 
     python -m experiments.niah --config experiments/configs/niah.py --workdir work_dirs/niah
 
-Each evaluation clip (the needle, cropped to `needle_seconds`) is placed at each relative position
-inside a haystack of each duration (zeros, white noise or babble at each SNR; see
-`experiments.haystack`), the whole input is normalised as in training and classified in one pass,
-and the mAP over the needles is computed against the needle's labels. `retained` is that mAP over
-the mAP at the first (shortest, normally 10 s) duration for the same model, haystack, SNR and
-position.
+Each evaluation clip (the needle) is placed at each relative position inside a haystack of each
+duration (zeros, white noise or babble at each SNR), the model input is built by the configured
+protocol (`experiments.haystack`: `paper`, the DASS authors' construction, or `streamed`, this
+repository's earlier one; the two measure different things), every model classifies it in one
+pass, and the mAP over the needles is computed against the needle's labels from sigmoid scores
+taken in the compute dtype (as the original scores its fp16 autocast outputs). `retained` is that
+mAP over the reference: the mAP at the first duration for the same model, haystack and SNR,
+averaged over the positions evaluated there (at the first duration, normally the needle's own
+length, every position gives the same input).
+
+Durations become input frames by protocol: `paper` takes L = round(100 d) frames (the original
+gives L directly; the needle is `needle_frames` long, so d = 10.24 s is the plain 10 s clip) and
+`streamed` the frames of a d-second waveform (100 d - 2). Under `paper`, (duration, position)
+pairs the original could not run (the needle would end past the input) are skipped with a log
+line, white noise is drawn per needle from (seed, needle index), and babble tiles `babble_wav`
+(the paper's is `babble_all.wav` from the authors' repository; '' = a `babble_seconds` recording
+made from the babble pool, written to the work directory).
 
 Models: `config.models` maps a name to a converted checkpoint folder or an `experiments.train` work
-directory (`load_for_eval`). DASS takes any length. AST's position embeddings are resized to the
-input's time-patch count with `dass_jax.models.ast.with_max_length` (bilinear over the (frequency,
-time) patch grid, half-pixel centres, i.e. torch `F.interpolate(mode="bilinear",
-align_corners=False)`; the frequency axis keeps its size, so only the time axis is stretched). AST
-attention materialises (heads, tokens, tokens) scores, quadratic in duration, so AST runs only up to
-`ast_max_duration_s`; DASS memory is linear in duration (batch 1 once a batch of `batch_frames`
-frames holds a single input).
+directory (`load_for_eval`); the model kind comes from the checkpoint's config, and models that
+take waveforms are refused (the inputs are fbank). Model types whose position embeddings may fix
+the input length register a length adapter in `LENGTH_ADAPTERS` (AST: `dass_jax.models.ast.
+for_length`); `config.length_extension` tells it what to do with fixed embeddings: 'sine'
+(replace them by the authors' sinusoid at every length, as their study does to every AST),
+'interpolate' (bilinear resize to each length) or 'refuse' (run the trained length only). An AST
+trained with `pos_embed_type="sine"` computes its positions for any length whatever the
+extension; DASS has no position embedding. There is no built-in length cap: attention models
+materialise (heads, tokens, tokens) scores, quadratic in duration, so memory (or the time the
+user gives it, `max_duration_s` per model) is the limit. `compute_dtype` ('float32', or
+'bfloat16' as the half-precision stand-in for the original's fp16 autocast) replaces every
+model's compute dtype.
 
-Work directory outputs: niah.csv (model, haystack, snr, duration_s, position, mAP, retained; snr
-is empty for the zeros haystack), niah.png (mAP averaged over positions vs duration, log x, one
-line per model and haystack/SNR) and niah_config.json.
+Work directory outputs: niah.csv (model, protocol, haystack, snr, duration_s, frames, position,
+mAP, retained; snr is empty for the zeros haystack), niah.png (mAP averaged over positions vs
+duration, log x, one line per model and haystack/SNR) and niah_config.json.
 """
 
 from __future__ import annotations
@@ -35,35 +51,49 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import soundfile as sf
 from absl import app, flags
 from ml_collections import config_flags
 
 import dass_jax
 from dass_jax import data
 from dass_jax.audio import load_audio
-from dass_jax.constants import NUM_MEL_BINS, SAMPLE_RATE
+from dass_jax.constants import FRAMES_PER_SECOND, NUM_MEL_BINS, SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import synthetic
-from dass_jax.frontends import kaldi_fbank
-from dass_jax.models import AstConfig, build_model
-from dass_jax.models.ast import with_max_length
+from dass_jax.models import ast as ast_lib
+from dass_jax.models import build_model, spec_of
 from experiments import haystack as haystack_lib
 from experiments import metrics as metrics_lib
 from experiments import teacher as teacher_lib
 
 CSV_FILE, PLOT_FILE, STUDY_CONFIG_FILE = "niah.csv", "niah.png", "niah_config.json"
-CSV_FIELDS = ("model", "haystack", "snr", "duration_s", "position", "mAP", "retained")
+BABBLE_FILE = "babble_pool.wav"
+CSV_FIELDS = (
+  "model",
+  "protocol",
+  "haystack",
+  "snr",
+  "duration_s",
+  "frames",
+  "position",
+  "mAP",
+  "retained",
+)
+EXTENSIONS = ast_lib.LENGTH_EXTENSIONS
 
 
-def load_for_eval(path: str) -> tuple[Any, Any, Any]:
+def load_for_eval(path: str, **config_overrides) -> tuple[Any, Any, Any]:
   """(module, params, model config) from a converted checkpoint folder or a train work directory.
 
   A work directory resolves to its `export_wa/` (weight-averaged) or else `export/` folder, as the
-  distillation teacher does (`experiments.teacher.resolve_dir`).
+  distillation teacher does (`experiments.teacher.resolve_dir`). `config_overrides` replace config
+  fields that leave the params unchanged (e.g. dtype).
   """
-  return dass_jax.load_model(teacher_lib.resolve_dir(path))
+  return dass_jax.load_model(teacher_lib.resolve_dir(path), **config_overrides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +101,10 @@ class Clips:
   """Needle waveforms with their labels, and the clips reserved for babble.
 
   Attributes:
-    needles: (samples,) float32 waveforms at 16 kHz, each at most needle_seconds long.
+    needles: (samples,) float32 whole clips at 16 kHz (the streamed protocol crops them to
+      needle_seconds; the paper protocol pads/crops their fbank to needle_frames).
     targets: (needles, classes) float32 multi-hot labels.
-    babble_pool: (samples,) float32 waveforms mixed into babble haystacks (never needles).
+    babble_pool: (samples,) float32 waveforms for babble (never needles).
   """
 
   needles: list[np.ndarray]
@@ -83,7 +114,8 @@ class Clips:
 
 def load_clips(config: ml_collections.ConfigDict) -> Clips:
   """Reads the eval datafile: the first `babble_pool` rows feed babble, the next `num_needles`
-  rows are the needles (synthetic dataset of `config.data.synthetic` when no datafile is set)."""
+  rows (0: all the others) are the needles (synthetic dataset of `config.data.synthetic` when no
+  datafile is set)."""
   cfg = config.data
   datafile, label_csv = cfg.datafile, cfg.label_csv
   if not datafile:
@@ -94,93 +126,205 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
     datafile, label_csv = ds.eval_datafile, ds.label_csv
   labels = data.read_label_csv(label_csv)
   entries = data.read_datafile(datafile)
-  pool, count = config.babble_pool, config.num_needles
-  if pool + count > len(entries):
+  pool, count = config.babble_pool, config.num_needles or len(entries) - config.babble_pool
+  if count < 1 or pool + count > len(entries):
     raise ValueError(
       f"{datafile} has {len(entries)} rows; babble_pool + num_needles = {pool + count}"
     )
-  max_samples = int(round(config.needle_seconds * SAMPLE_RATE))
   needle_rows = entries[pool : pool + count]
   targets = np.zeros((count, len(labels)), np.float32)
   for i, classes in enumerate(datafile_lib.label_indices(needle_rows, labels, datafile)):
     targets[i, list(classes)] = 1.0
   return Clips(
-    needles=[load_audio(e.wav)[:max_samples] for e in needle_rows],
+    needles=[load_audio(e.wav) for e in needle_rows],
     targets=targets,
     babble_pool=[load_audio(e.wav) for e in entries[:pool]],
   )
 
 
-class Classifier:
-  """A loaded model applied to normalised fbank of any frame count it supports.
+# A length adapter takes (params, model config, frames, extension) and returns the (params, config)
+# that run `frames` frames, or None where the extension refuses that length. Model types without
+# an adapter run any length unchanged.
+LengthAdapter = Callable[[Any, Any, int, str], tuple[Any, Any] | None]
+LENGTH_ADAPTERS: dict[str, LengthAdapter] = {"ast": ast_lib.for_length}
 
-  `__call__` maps (batch, frames, 128) normalised fbank to (batch, classes) float32 logits. Each
-  frame count gets its own jitted function (and, for AST, its own interpolated position
-  embeddings), kept for the other haystacks.
+
+class Classifier:
+  """A loaded model applied to normalised fbank of the frame counts it supports.
+
+  `scores(x)` maps (batch, frames, 128) normalised fbank to (batch, classes) float32 sigmoid
+  scores, the sigmoid taken in the model's compute dtype. Each frame count gets its own jitted
+  function (and, where a length adapter applies, its own params), kept for the other haystacks.
+  `max_frames` (None: no limit) is a budget the user sets, e.g. for attention on a CPU.
   """
 
-  def __init__(self, name: str, module, params, model_config, max_frames: int | None):
-    self.name, self.max_frames = name, max_frames
+  def __init__(
+    self, name: str, module, params, model_config, extension: str, max_frames: int | None = None
+  ):
+    if extension not in EXTENSIONS:
+      raise ValueError(f"length_extension must be one of {EXTENSIONS}, got {extension!r}")
+    self.name, self.extension, self.max_frames = name, extension, max_frames
     self._module, self._params, self._config = module, params, model_config
-    self._is_ast = isinstance(model_config, AstConfig)
-    self._by_frames: dict[int, tuple[Callable, Any]] = {}
+    self._adapter = LENGTH_ADAPTERS.get(model_config.model_type)
+    self._dtype = jnp.dtype(getattr(model_config, "dtype", "float32"))
+    self._by_frames: dict[int, tuple[Callable, Any] | None] = {}
 
-  def supports(self, frames: int) -> bool:
-    return self.max_frames is None or frames <= self.max_frames
-
-  def _compiled(self, frames: int) -> tuple[Callable, Any]:
+  def _compiled(self, frames: int) -> tuple[Callable, Any] | None:
     if frames not in self._by_frames:
       module, params = self._module, self._params
-      if self._is_ast:
-        params, cfg = with_max_length(params, self._config, frames)
+      if self._adapter is not None:
+        adapted = self._adapter(params, self._config, frames, self.extension)
+        if adapted is None:
+          self._by_frames[frames] = None
+          return None
+        params, cfg = adapted
         module = build_model(cfg)
-      forward = jax.jit(lambda p, x, m=module: m.apply({"params": p}, x, train=False))
-      self._by_frames[frames] = (forward, params)
+
+      def forward(p, x, m=module):
+        logits = m.apply({"params": p}, x, train=False)
+        # Returned in the compute dtype: cast inside the jit, XLA may skip the rounding.
+        return jax.nn.sigmoid(logits.astype(self._dtype))
+
+      self._by_frames[frames] = (jax.jit(forward), params)
     return self._by_frames[frames]
 
-  def __call__(self, fbank: np.ndarray) -> np.ndarray:
-    forward, params = self._compiled(fbank.shape[1])
+  def supports(self, frames: int) -> bool:
+    if self.max_frames is not None and frames > self.max_frames:
+      return False
+    return self._compiled(frames) is not None
+
+  def scores(self, fbank: np.ndarray) -> np.ndarray:
+    compiled = self._compiled(fbank.shape[1])
+    if compiled is None:
+      raise ValueError(f"{self.name} does not run {fbank.shape[1]} frames ({self.extension})")
+    forward, params = compiled
     return np.asarray(forward(params, fbank), np.float32)
 
 
 def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
-  """One `Classifier` per `config.models` entry with a path; AST capped at ast_max_duration_s."""
+  """One `Classifier` per `config.models` entry with a path, in `config.compute_dtype`, limited
+  to `config.max_duration_s[name]` seconds where that is set (> 0)."""
   out = []
-  ast_cap = haystack_lib.num_frames(int(round(config.ast_max_duration_s * SAMPLE_RATE)))
   for name, path in config.models.items():
     if not path:
       continue
-    module, params, model_config = load_for_eval(path)
-    cap = ast_cap if isinstance(model_config, AstConfig) else None
-    out.append(Classifier(name, module, params, model_config, cap))
+    budget = config.max_duration_s.get(name, 0.0)
+    max_frames = frames_for_duration(config.protocol, budget) if budget > 0 else None
+    module, params, model_config = load_for_eval(path, dtype=config.compute_dtype)
+    if spec_of(model_config).input_kind != "fbank":
+      raise ValueError(
+        f"model {name!r} ({model_config.model_type}) takes {spec_of(model_config).input_kind} "
+        "input; the length study builds fbank inputs only"
+      )
+    out.append(Classifier(name, module, params, model_config, config.length_extension, max_frames))
   if not out:
     raise ValueError("config.models names no checkpoint; set e.g. --config.models.dass=PATH")
   return out
 
 
-def haystack_features(
-  kind: str,
-  needle: np.ndarray,
-  noise,
-  snr_db: float | None,
-  total_samples: int,
-  position: float,
-  block_samples: int,
-) -> np.ndarray:
-  """(frames, 128) unnormalised fbank of one needle waveform in one haystack."""
-  if kind == "zeros":
-    return haystack_lib.zeros_haystack(
-      kaldi_fbank.fbank(needle), haystack_lib.num_frames(total_samples), position
+def frames_for_duration(protocol: str, duration_s: float) -> int:
+  """Input frames of a duration: round(100 d) (paper) or the frames of d seconds (streamed)."""
+  if protocol == "paper":
+    return int(round(duration_s * FRAMES_PER_SECOND))
+  return haystack_lib.num_frames(int(round(duration_s * SAMPLE_RATE)))
+
+
+class Inputs:
+  """Builds the model input of needle i for a condition under the configured protocol."""
+
+  def __init__(self, config: ml_collections.ConfigDict, clips: Clips, workdir: str):
+    self.protocol, self.config, self.clips = config.protocol, config, clips
+    if self.protocol not in haystack_lib.PROTOCOLS:
+      raise ValueError(f"unknown protocol {self.protocol!r}; choose from {haystack_lib.PROTOCOLS}")
+    if self.protocol == "paper":
+      self.paper_needles = [
+        haystack_lib.paper_needle(n, config.needle_frames) for n in clips.needles
+      ]
+    else:
+      crop = int(round(config.needle_seconds * SAMPLE_RATE))
+      self.cropped = [n[:crop] for n in clips.needles]
+    self._babble = None
+    if "babble" in config.haystacks:
+      self._babble = self._babble_source(workdir)
+
+  def _babble_source(self, workdir: str):
+    config, pool = self.config, self.clips.babble_pool
+    if self.protocol == "streamed":
+      return haystack_lib.BabbleNoise(pool, config.babble_talkers, config.seed)
+    if config.babble_wav:
+      return haystack_lib.TiledRecording(load_audio(config.babble_wav))
+    if not pool:
+      raise ValueError(
+        "the babble haystack needs babble_wav (the paper's is the authors' babble_all.wav) or "
+        "babble_pool > 0 eval clips to make a recording from"
+      )
+    samples = int(round(config.babble_seconds * SAMPLE_RATE))
+    noise = haystack_lib.BabbleNoise(pool, config.babble_talkers, config.seed)
+    recording = (0.1 * noise.segment(0, samples)).astype(np.float32)
+    path = os.path.join(workdir, BABBLE_FILE)
+    sf.write(path, recording, SAMPLE_RATE, subtype="FLOAT")
+    logging.warning(
+      "paper protocol without babble_wav: babble tiles %s (%g s made from %d pool clips), not the "
+      "paper's babble_all.wav",
+      path,
+      config.babble_seconds,
+      len(pool),
     )
-  return haystack_lib.noisy_haystack(needle, noise, snr_db, total_samples, position, block_samples)
+    return haystack_lib.TiledRecording(recording)
 
+  def check(self, frames: int, position: float) -> str | None:
+    """Why the protocol cannot build this (frames, position) pair, or None."""
+    if self.protocol != "paper":
+      return None
+    try:
+      haystack_lib.paper_start_frame(position, frames, self.config.needle_frames)
+    except ValueError as e:
+      return str(e)
+    return None
 
-def _noise(kind: str, clips: Clips, config: ml_collections.ConfigDict):
-  if kind == "white":
-    return haystack_lib.WhiteNoise(config.seed)
-  if kind == "babble":
-    return haystack_lib.BabbleNoise(clips.babble_pool, config.babble_talkers, config.seed)
-  return None
+  def haystack(self, i: int, kind: str, snr_db: float | None, frames: int) -> np.ndarray | None:
+    """What needle i's inputs at every position share: the paper haystack (None: streamed)."""
+    if self.protocol != "paper":
+      return None
+    noise = None
+    if kind == "white":
+      noise = haystack_lib.WhiteNoise((self.config.seed, i))
+    elif kind == "babble":
+      noise = self._babble
+    needle = self.paper_needles[i]
+    return haystack_lib.paper_haystack(
+      needle, kind, frames, snr_db, noise, self.config.block_samples
+    )
+
+  def build(
+    self,
+    i: int,
+    kind: str,
+    snr_db: float | None,
+    frames: int,
+    position: float,
+    haystack: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+  ) -> np.ndarray:
+    """(frames, 128) float32 normalised input of needle i, written into `out` when given (paper:
+    assembled from its `haystack`, which is built here when not given)."""
+    config = self.config
+    if self.protocol == "paper":
+      if haystack is None:
+        haystack = self.haystack(i, kind, snr_db, frames)
+      return haystack_lib.paper_assemble(self.paper_needles[i], haystack, position, out)
+    noise = None
+    if kind == "white":
+      noise = haystack_lib.WhiteNoise(config.seed)
+    elif kind == "babble":
+      noise = self._babble
+    x = haystack_lib.streamed_input(
+      self.cropped[i], kind, frames, position, snr_db, noise, config.block_samples
+    )
+    if out is None:
+      return x
+    out[...] = x
+    return out
 
 
 def _conditions(config: ml_collections.ConfigDict):
@@ -192,13 +336,22 @@ def _conditions(config: ml_collections.ConfigDict):
       yield kind, snr
 
 
-def _check_durations(durations, clips: Clips) -> None:
-  if list(durations) != sorted(durations) or len(set(durations)) != len(durations):
+def _check_durations(config: ml_collections.ConfigDict, clips: Clips) -> None:
+  durations = [float(d) for d in config.durations_s]
+  if durations != sorted(durations) or len(set(durations)) != len(durations):
     raise ValueError(
       f"durations_s must be strictly increasing (the first is the reference), "
       f"got {tuple(durations)}"
     )
-  longest = max(n.size for n in clips.needles) / SAMPLE_RATE
+  first = frames_for_duration(config.protocol, durations[0])
+  if config.protocol == "paper":
+    if first < config.needle_frames:
+      raise ValueError(
+        f"the shortest duration {durations[0]} s ({first} frames) is shorter than the "
+        f"{config.needle_frames}-frame needle (needle_frames)"
+      )
+    return
+  longest = min(config.needle_seconds, max(n.size for n in clips.needles) / SAMPLE_RATE)
   if durations[0] < longest:
     raise ValueError(
       f"the shortest duration {durations[0]} s is shorter than the longest needle ({longest:.2f} s)"
@@ -207,50 +360,52 @@ def _check_durations(durations, clips: Clips) -> None:
 
 def evaluate_condition(
   classifiers: list[Classifier],
-  clips: Clips,
+  inputs: Inputs,
+  targets: np.ndarray,
   kind: str,
-  noise,
   snr_db: float | None,
-  duration_s: float,
-  position: float,
-  config: ml_collections.ConfigDict,
-) -> dict[str, float]:
-  """mAP of every classifier that supports this duration, over all needles: {name: mAP}."""
-  total_samples = int(round(duration_s * SAMPLE_RATE))
-  frames = haystack_lib.num_frames(total_samples)
+  frames: int,
+  positions: list[float],
+  batch_frames: int,
+) -> dict[float, dict[str, float]]:
+  """mAP of every classifier that runs this frame count, over all needles, at each position:
+  {position: {name: mAP}}. Each needle's haystack is built once for all positions."""
   active = [c for c in classifiers if c.supports(frames)]
-  if not active:
+  if not active or not positions:
     return {}
-  count = len(clips.needles)
-  batch = max(1, min(count, config.batch_frames // frames))
-  scores = {c.name: np.zeros((count, clips.targets.shape[1]), np.float32) for c in active}
+  count = targets.shape[0]
+  batch = max(1, min(count, batch_frames // frames))
+  scores = {p: {c.name: np.zeros(targets.shape, np.float32) for c in active} for p in positions}
   for first in range(0, count, batch):
     rows = range(first, min(first + batch, count))
-    x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
-    for j, i in enumerate(rows):
-      x[j] = kaldi_fbank.normalize(
-        haystack_features(
-          kind, clips.needles[i], noise, snr_db, total_samples, position, config.block_samples
-        )
-      )
-    for c in active:
-      scores[c.name][first : first + len(rows)] = c(x)[: len(rows)]
-  return {name: metrics_lib.compute_metrics(s, clips.targets)["mAP"] for name, s in scores.items()}
+    haystacks = [inputs.haystack(i, kind, snr_db, frames) for i in rows]
+    for position in positions:
+      x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
+      for j, i in enumerate(rows):
+        inputs.build(i, kind, snr_db, frames, position, haystacks[j], out=x[j])
+      for c in active:
+        scores[position][c.name][first : first + len(rows)] = c.scores(x)[: len(rows)]
+  return {
+    p: {name: metrics_lib.compute_metrics(s, targets)["mAP"] for name, s in by_model.items()}
+    for p, by_model in scores.items()
+  }
 
 
 def with_retained(rows: list[dict]) -> list[dict]:
-  """Adds `retained`: mAP over the shortest duration's mAP (same model/haystack/snr/position)."""
-  reference = {}
-  for row in sorted(rows, key=lambda r: r["duration_s"]):
-    reference.setdefault((row["model"], row["haystack"], row["snr"], row["position"]), row["mAP"])
-  return [
-    {
-      **row,
-      "retained": row["mAP"]
-      / reference[(row["model"], row["haystack"], row["snr"], row["position"])],
-    }
-    for row in rows
-  ]
+  """Adds `retained`: mAP over the first duration's mAP (same model/haystack/snr), the latter
+  averaged over the positions evaluated at that duration."""
+
+  def key(row):
+    return row["model"], row["haystack"], row["snr"]
+
+  first: dict[tuple, float] = {}
+  for row in rows:
+    first[key(row)] = min(first.get(key(row), row["duration_s"]), row["duration_s"])
+  reference: dict[tuple, list[float]] = {}
+  for row in rows:
+    if row["duration_s"] == first[key(row)]:
+      reference.setdefault(key(row), []).append(row["mAP"])
+  return [{**row, "retained": row["mAP"] / float(np.mean(reference[key(row)]))} for row in rows]
 
 
 def write_csv(rows: list[dict], path: str) -> None:
@@ -287,12 +442,13 @@ def plot(rows: list[dict], path: str) -> None:
       linestyle=styles[kind],
       label=f"{model} / {condition}",
     )
+  protocol = rows[0]["protocol"] if rows else ""
   ax.set_xscale("log")
   ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel("input duration (s)")
   ax.set_ylabel("mAP (mean over needle positions)")
-  ax.set_title("Audio needle in a haystack")
+  ax.set_title(f"Audio needle in a haystack ({protocol} protocol)")
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -308,36 +464,48 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   with open(os.path.join(workdir, STUDY_CONFIG_FILE), "w", encoding="utf-8") as f:
     f.write(config.to_json(indent=2) + "\n")
   clips = load_clips(config)
-  durations = [float(d) for d in config.durations_s]
-  _check_durations(durations, clips)
+  _check_durations(config, clips)
+  inputs = Inputs(config, clips, workdir)
   classifiers = build_classifiers(config)
   rows = []
   for kind, snr in _conditions(config):
-    noise = _noise(kind, clips, config)
-    for duration in durations:
+    for duration in [float(d) for d in config.durations_s]:
+      frames = frames_for_duration(config.protocol, duration)
+      positions = []
       for position in config.positions:
-        start = time.perf_counter()
-        maps = evaluate_condition(classifiers, clips, kind, noise, snr, duration, position, config)
+        reason = inputs.check(frames, position)
+        if reason:
+          logging.info("not run: %s %.4g s position %.2f: %s", kind, duration, position, reason)
+        else:
+          positions.append(float(position))
+      start = time.perf_counter()
+      by_position = evaluate_condition(
+        classifiers, inputs, clips.targets, kind, snr, frames, positions, config.batch_frames
+      )
+      for position, maps in by_position.items():
         for name, value in maps.items():
           rows.append(
             {
               "model": name,
+              "protocol": config.protocol,
               "haystack": kind,
               "snr": snr,
               "duration_s": duration,
-              "position": float(position),
+              "frames": frames,
+              "position": position,
               "mAP": value,
             }
           )
         logging.info(
-          "%s snr=%s %.0f s pos %.2f: %s (%.1f s)",
+          "%s snr=%s %.4g s (%d frames) pos %.2f: %s",
           kind,
           snr,
           duration,
+          frames,
           position,
           {k: round(v, 4) for k, v in maps.items()},
-          time.perf_counter() - start,
         )
+      logging.info("%s snr=%s %.4g s: %.1f s", kind, snr, duration, time.perf_counter() - start)
   rows = with_retained(rows)
   write_csv(rows, os.path.join(workdir, CSV_FILE))
   plot(rows, os.path.join(workdir, PLOT_FILE))
@@ -352,7 +520,7 @@ def main(argv: list[str], config: ml_collections.ConfigDict, workdir: str | None
   logging.getLogger().setLevel(logging.INFO)
   workdir = workdir or config.workdir
   rows = run(config, workdir)
-  print(f"{len(rows)} rows -> {os.path.join(workdir, CSV_FILE)}")
+  print(f"{len(rows)} rows ({config.protocol} protocol) -> {os.path.join(workdir, CSV_FILE)}")
   for row in rows:
     snr = "" if row["snr"] is None else f"{row['snr']:g} dB"
     print(

@@ -1,5 +1,6 @@
 """AST conversion: transformers (in-memory, saved) and original-repo checkpoints match PyTorch."""
 
+import dataclasses
 import functools
 import json
 
@@ -27,6 +28,7 @@ from convert_torch.ast import (
 from convert_torch.params import count_params
 from dass_jax import load_model
 from dass_jax.models import AST, AstConfig
+from torch_reference.ast_sine import get_sin_pos
 
 # (max_length, frequency_stride, time_stride, num_layers, qkv_bias)
 HF_CASES = [(100, 10, 10, 2, True), (300, 16, 16, 2, True), (200, 12, 8, 3, False)]
@@ -34,11 +36,12 @@ RTOL = 1e-5
 
 
 def _perturb(module, seed, scale=0.1):
-  """Moves every parameter off its default (LayerNorm 1/0, zero tokens) reproducibly."""
+  """Moves every trainable parameter off its default (LayerNorm 1/0, zero tokens) reproducibly."""
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for _, p in sorted(module.named_parameters()):
-      p.add_(scale * torch.randn(p.shape, generator=gen))
+      if p.requires_grad:
+        p.add_(scale * torch.randn(p.shape, generator=gen))
   return module.eval()
 
 
@@ -187,7 +190,16 @@ class _OriginalAST(torch.nn.Module):
   """`ASTModel` layout: `v` (DeiT-distilled ViT with an audio patch conv) and `mlp_head`."""
 
   def __init__(
-    self, dim=64, depth=2, heads=4, hidden=96, classes=5, fstride=10, tstride=10, tdim=100
+    self,
+    dim=64,
+    depth=2,
+    heads=4,
+    hidden=96,
+    classes=5,
+    fstride=10,
+    tstride=10,
+    tdim=100,
+    pos_emb_type="learned",
   ):
     super().__init__()
     self.v = torch.nn.Module()
@@ -197,7 +209,11 @@ class _OriginalAST(torch.nn.Module):
     tdim_out = (tdim - 16) // tstride + 1
     self.v.cls_token = torch.nn.Parameter(torch.zeros(1, 1, dim))
     self.v.dist_token = torch.nn.Parameter(torch.zeros(1, 1, dim))
-    self.v.pos_embed = torch.nn.Parameter(torch.zeros(1, fdim_out * tdim_out + 2, dim))
+    if pos_emb_type == "sine":  # the original's fixed (N, D) table, saved in the state dict
+      table = get_sin_pos(fdim_out * tdim_out + 2, dim)
+      self.v.pos_embed = torch.nn.Parameter(table, requires_grad=False)
+    else:
+      self.v.pos_embed = torch.nn.Parameter(torch.zeros(1, fdim_out * tdim_out + 2, dim))
     self.v.blocks = torch.nn.ModuleList(_Block(dim, heads, hidden) for _ in range(depth))
     self.v.norm = torch.nn.LayerNorm(dim, eps=1e-6)
     self.v.head = torch.nn.Linear(dim, 1000)  # timm's ImageNet heads, unused by AST
@@ -249,6 +265,32 @@ def test_original_checkpoint_matches(tmp_path, strides, tdim):
   )
   logits, _ = _run(config, params, x)
   assert max_rel_err(logits, ref) <= RTOL
+
+
+def test_original_sine_checkpoint_converts_to_sine_positions(tmp_path):
+  """pos_emb_type='sine' stores a fixed (N, D) table: it becomes pos_embed_type='sine', no param,
+  and the converted model runs other lengths as the original's length study does."""
+  torch.manual_seed(6)
+  twin = _perturb(_OriginalAST(tdim=100, pos_emb_type="sine"), seed=6)
+  path = tmp_path / "ast_sine.pth"
+  torch.save({f"module.{k}": v for k, v in twin.state_dict().items()}, path)
+  assert main([str(path), str(tmp_path / "out"), "--num-heads", "4"]) == 0
+  _, params, config = load_model(tmp_path / "out")
+  assert config.pos_embed_type == "sine" and config.grid == (12, 9)
+  assert "pos_embed" not in params
+  for frames in (100, 260):
+    x = _fbank(frames)
+    with torch.no_grad():  # the original's length study: a new table for the new grid
+      twin.v.pos_embed = torch.nn.Parameter(get_sin_pos(12 * ((frames - 16) // 10 + 1) + 2, 64))
+      ref = twin(torch.from_numpy(x)).numpy()
+    logits, _ = _run(config, params, x)
+    assert max_rel_err(logits, ref) <= RTOL
+  sd = _numpy_sd(twin)
+  sd["v.pos_embed"] = sd["v.pos_embed"] + 1e-3
+  with pytest.raises(ConversionError, match="not its sinusoid"):
+    convert_state_dict(sd, infer_config(sd, "original", num_heads=4), "original")
+  with pytest.raises(ConversionError, match="learned positions only"):
+    expected_shapes(dataclasses.replace(config, pos_embed_type="sine"), "transformers")
 
 
 def test_audioset_config_parameter_count():

@@ -1,4 +1,5 @@
-"""The audio needle-in-a-haystack study: haystacks, streamed fbank, the study outputs."""
+"""The audio needle-in-a-haystack study (experiments.niah) under both protocols, with tiny
+random-init checkpoints; the inputs themselves are tested in tests/test_haystack.py."""
 
 import csv
 
@@ -7,120 +8,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dass_jax.checkpoint import build_model, save_converted
+from dass_jax.checkpoint import save_converted
+from dass_jax.constants import SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
-from dass_jax.models import AstConfig, DassConfig
+from dass_jax.models import AstConfig, DassConfig, build_model
 from experiments import haystack as H
 from experiments import niah
 from experiments.configs import niah as niah_config
 from experiments.metrics import compute_metrics
 
-SR = H.SAMPLE_RATE
-
-
-def _needle(seconds: float, seed: int = 0) -> np.ndarray:
-  """A tone burst with a DC offset (mean removal matters for the needle power)."""
-  t = np.arange(int(seconds * SR)) / SR
-  rng = np.random.default_rng(seed)
-  return 0.3 * np.sin(2 * np.pi * 700 * t) + 0.05 * rng.standard_normal(t.size) + 0.1
-
-
-@pytest.mark.parametrize("position", [0.0, 0.37, 1.0])
-def test_zeros_haystack_places_needle_frames(position):
-  needle = np.random.default_rng(1).standard_normal((57, 128)).astype(np.float32)
-  total = 400
-  out = H.zeros_haystack(needle, total, position)
-  start = {0.0: 0, 0.37: round(0.37 * 343), 1.0: 343}[position]
-  assert out.shape == (total, 128)
-  np.testing.assert_array_equal(out[start : start + 57], needle)
-  rest = np.delete(out, np.arange(start, start + 57), axis=0)
-  assert not rest.any()
-
-
-def test_needle_longer_than_haystack_and_bad_position_raise():
-  with pytest.raises(ValueError, match="longer than the haystack"):
-    H.needle_start_frame(0.5, 10, 11)
-  with pytest.raises(ValueError, match="position"):
-    H.needle_start_frame(1.5, 10, 5)
-
-
-def test_noisy_haystack_needle_only_changes_its_frames():
-  needle = _needle(0.5)
-  total_samples, position = 3 * SR + 77, 0.6
-  noise = H.WhiteNoise(seed=3, block_samples=5000)
-  out = H.noisy_haystack(needle, noise, 5.0, total_samples, position, block_samples=9000)
-  scale = H.noise_scale(needle, 5.0)
-  noise_only = kaldi_fbank.fbank(scale * noise.segment(0, total_samples))
-  n = H.num_frames(needle.size)
-  start = H.needle_start_frame(position, H.num_frames(total_samples), n)
-  assert out.shape == noise_only.shape == (H.num_frames(total_samples), 128)
-  # Frames whose 400-sample window misses the needle samples [160 start, 160 start + size).
-  first_touched = start - (H.WINDOW - 1) // H.HOP
-  last_touched = (start * H.HOP + needle.size - 1) // H.HOP
-  np.testing.assert_allclose(out[:first_touched], noise_only[:first_touched], atol=1e-4)
-  np.testing.assert_allclose(out[last_touched + 1 :], noise_only[last_touched + 1 :], atol=1e-4)
-  inside = slice(start, start + n)
-  assert np.all(np.abs(out[inside] - noise_only[inside]).max(axis=1) > 0.5)
-
-
-def _measured_snr(noise, snr_db: float, total: int) -> float:
-  needle = _needle(1.0)
-  scale = H.noise_scale(needle, snr_db)
-  mixture = H.mixture_segment(noise, scale, needle, 1234, 0, total)
-  added = mixture.copy()
-  added[1234 : 1234 + needle.size] -= needle
-  centred = needle - needle.mean()
-  return 10 * np.log10(np.mean(centred**2) / np.mean(added**2))
-
-
-def test_white_noise_snr():
-  assert abs(_measured_snr(H.WhiteNoise(seed=0), 5.0, 20 * SR) - 5.0) < 0.05
-  assert abs(_measured_snr(H.WhiteNoise(seed=1), -3.0, 20 * SR) + 3.0) < 0.05
-
-
-def test_babble_snr_exact_over_its_period():
-  rng = np.random.default_rng(0)
-  clips = [rng.standard_normal(12000) * g + 0.2 for g in (0.1, 1.0, 3.0)]
-  babble = H.BabbleNoise(clips, talkers=3, seed=0)
-  assert abs(_measured_snr(babble, 2.0, 36000) - 2.0) < 1e-9
-  assert np.mean(babble.segment(0, 36000) ** 2) == pytest.approx(1.0)
-  # Periodic and seekable: a window far out equals the same phase of the first period.
-  np.testing.assert_allclose(babble.segment(108_000, 109_000), babble.segment(0, 1000))
-
-
-def test_white_noise_random_access_matches_one_pass():
-  noise = H.WhiteNoise(seed=7, block_samples=1000)
-  whole = noise.segment(0, 5000)
-  np.testing.assert_array_equal(noise.segment(1234, 3456), whole[1234:3456])
-  assert abs(np.std(whole) - 1.0) < 0.05
-
-
-def test_streamed_fbank_equals_one_shot():
-  rng = np.random.default_rng(0)
-  waveform = 0.1 * rng.standard_normal(2 * SR + 123) + 0.03
-  waveform[SR : SR + 4000] += _needle(0.25)
-  stream, pieces, start = kaldi_fbank.FbankStream(), [], 0
-  for size in [100, 299, 401, 160, 7000, 1, 5555, 10**6]:
-    pieces.append(stream.push(waveform[start : start + size]))
-    start += size
-  streamed = np.concatenate(pieces)
-  one_shot = kaldi_fbank.fbank(waveform)
-  assert streamed.shape == one_shot.shape
-  np.testing.assert_allclose(streamed, one_shot, rtol=0, atol=1e-4)
-
-
-def test_noisy_haystack_equals_one_shot_fbank_of_the_mixture():
-  needle = _needle(0.4)
-  total, babble = 2 * SR + 5, H.BabbleNoise([_needle(0.3, s) for s in range(3)], 2, seed=1)
-  out = H.noisy_haystack(needle, babble, 0.0, total, 0.25, block_samples=3333)
-  start = H.HOP * H.needle_start_frame(0.25, H.num_frames(total), H.num_frames(needle.size))
-  mixture = H.mixture_segment(babble, H.noise_scale(needle, 0.0), needle, start, 0, total)
-  np.testing.assert_allclose(out, kaldi_fbank.fbank(mixture), rtol=0, atol=1e-4)
+SR = SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-  """Tiny random-init DASS and AST (13 classes) saved as converted checkpoints.
+  """Tiny random DASS and AST (13 classes) saved as converted checkpoints.
 
   The two-stage DASS with the sequential scan compiles in a fraction of the time of four stages
   with the associative scan; both run any input length.
@@ -132,21 +34,72 @@ def checkpoints(tmp_path_factory):
     "ast": AstConfig(
       num_classes=13, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=48
     ),
+    # The authors' sinusoidal positions: runs every length without an extension.
+    "ast_sine": AstConfig(
+      num_classes=13,
+      hidden_size=16,
+      num_layers=1,
+      num_heads=2,
+      mlp_dim=32,
+      max_length=48,
+      pos_embed_type="sine",
+    ),
   }
+  rng = np.random.default_rng(0)
   for name, cfg in configs.items():
-    params = build_model(cfg).init(jax.random.key(0), jnp.zeros((1, 48, 128)))["params"]
+    # Values drawn from the param shapes: nothing is compiled for an init.
+    shapes = jax.eval_shape(build_model(cfg).init, jax.random.key(0), jnp.zeros((1, 48, 128)))
+    params = jax.tree.map(
+      lambda s: 0.3 * rng.standard_normal(s.shape).astype(np.float32), shapes["params"]
+    )
     save_converted(root / name, cfg, params)
   return {name: str(root / name) for name in configs}
 
 
 @pytest.fixture(scope="module")
-def study(checkpoints, tmp_path_factory):
-  config = niah_config.get_config("runlocal")
-  config.data.synthetic.cache_dir = str(tmp_path_factory.mktemp("synthetic"))
+def synthetic_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def _config(protocol: str, checkpoints, synthetic_dir):
+  config = niah_config.get_config("runlocal" if protocol == "paper" else "runlocal,streamed")
+  config.data.synthetic.cache_dir = synthetic_dir
   config.models.dass, config.models.ast = checkpoints["dass"], checkpoints["ast"]
-  workdir = tmp_path_factory.mktemp("niah")
-  rows = niah.run(config, str(workdir))
-  return config, workdir, rows
+  if protocol == "paper":
+    config.models.ast_sine = checkpoints["ast_sine"]
+  return config
+
+
+def _run_study(protocol, checkpoints, synthetic_dir, tmp_path_factory):
+  config = _config(protocol, checkpoints, synthetic_dir)
+  workdir = tmp_path_factory.mktemp(f"niah_{protocol}")
+  return config, workdir, niah.run(config, str(workdir))
+
+
+@pytest.fixture(scope="module")
+def paper_study(checkpoints, synthetic_dir, tmp_path_factory):
+  return _run_study("paper", checkpoints, synthetic_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def streamed_study(checkpoints, synthetic_dir, tmp_path_factory):
+  return _run_study("streamed", checkpoints, synthetic_dir, tmp_path_factory)
+
+
+@pytest.fixture(params=["paper", "streamed"])
+def study(request):
+  return request.getfixturevalue(f"{request.param}_study")
+
+
+def _runs(config, frames: int, position: float) -> bool:
+  """Whether the protocol builds this pair (paper: not where the original crashes)."""
+  if config.protocol == "streamed":
+    return True
+  try:
+    H.paper_start_frame(position, frames, config.needle_frames)
+  except ValueError:
+    return False
+  return True
 
 
 def test_study_csv_rows_follow_the_config(study):
@@ -156,37 +109,51 @@ def test_study_csv_rows_follow_the_config(study):
   assert tuple(table[0]) == niah.CSV_FIELDS
   assert len(table) == len(rows)
   conditions = [("zeros", "")] + [(k, str(s)) for k in ("white", "babble") for s in config.snrs_db]
-  durations = [float(d) for d in config.durations_s]
+  frames = {float(d): niah.frames_for_duration(config.protocol, d) for d in config.durations_s}
   got = {
-    (r["model"], r["haystack"], r["snr"], float(r["duration_s"]), float(r["position"]))
+    (
+      r["model"],
+      r["haystack"],
+      r["snr"],
+      float(r["duration_s"]),
+      int(r["frames"]),
+      float(r["position"]),
+    )
     for r in table
   }
   want = {
-    ("dass", k, s, d, float(p)) for k, s in conditions for d in durations for p in config.positions
-  }
-  want |= {
-    ("ast", k, s, d, float(p))
+    (model, k, s, d, frames[d], float(p))
+    for model, path in config.models.items()
+    if path
     for k, s in conditions
-    for d in durations
+    for d in frames
     for p in config.positions
-    if d <= config.ast_max_duration_s
+    if _runs(config, frames[d], p)
   }
   assert got == want
   assert len(got) == len(table)
-  assert max(float(r["duration_s"]) for r in table if r["model"] == "ast") == 1.0
+  assert {r["protocol"] for r in table} == {config.protocol}
+  first = float(config.durations_s[0])
   for r in table:
     assert 0.0 < float(r["mAP"]) <= 1.0
-    if float(r["duration_s"]) == durations[0]:
-      assert float(r["retained"]) == 1.0
-    else:
-      ref = next(
+    reference = np.mean(
+      [
         float(x["mAP"])
         for x in table
-        if float(x["duration_s"]) == durations[0]
-        and (x["model"], x["haystack"], x["snr"], x["position"])
-        == (r["model"], r["haystack"], r["snr"], r["position"])
-      )
-      assert float(r["retained"]) == pytest.approx(float(r["mAP"]) / ref)
+        if float(x["duration_s"]) == first
+        and (x["model"], x["haystack"], x["snr"]) == (r["model"], r["haystack"], r["snr"])
+      ]
+    )
+    assert float(r["retained"]) == pytest.approx(float(r["mAP"]) / reference)
+
+
+def test_paper_durations_are_frames_and_skip_what_the_original_cannot_run(
+  checkpoints, synthetic_dir
+):
+  config = _config("paper", checkpoints, synthetic_dir)
+  assert [niah.frames_for_duration("paper", d) for d in config.durations_s] == [98, 300]
+  assert niah.frames_for_duration("streamed", 3.0) == 298
+  assert not _runs(config, 300, 0.9) and _runs(config, 300, 0.25) and _runs(config, 98, 0.25)
 
 
 def test_study_writes_plot_and_config(study):
@@ -197,34 +164,110 @@ def test_study_writes_plot_and_config(study):
 
 
 def test_zeros_reference_equals_plain_padded_input(study, checkpoints):
-  """Zeros haystack, position 0: the model input is the clip padded with zeros (AST/DASS eval)."""
+  """Zeros haystack, position 0: the input is the clip padded as AST/DASS evaluate it (paper:
+  normalised fbank padded to needle_frames; streamed: raw zeros, normalised after), scored by
+  sigmoid."""
   config, _, rows = study
   clips = niah.load_clips(config)
   module, params, _ = niah.load_for_eval(checkpoints["dass"])
-  frames = H.num_frames(int(config.durations_s[-1] * SR))
+  duration = config.durations_s[0 if config.protocol == "paper" else -1]
+  frames = niah.frames_for_duration(config.protocol, duration)
+  crop = int(config.needle_seconds * SR)
   x = np.stack(
     [
-      kaldi_fbank.normalize(kaldi_fbank.pad_or_crop(kaldi_fbank.fbank(n), frames))
+      kaldi_fbank.normalize(kaldi_fbank.pad_or_crop(kaldi_fbank.fbank(n[:crop]), frames))
       for n in clips.needles
     ]
   ).astype(np.float32)
-  logits = np.asarray(jax.jit(module.apply)({"params": params}, x))
-  expected = compute_metrics(logits, clips.targets)["mAP"]
+  scores = jax.nn.sigmoid(jax.jit(module.apply)({"params": params}, x))
+  expected = compute_metrics(np.asarray(scores), clips.targets)["mAP"]
   got = next(
     r["mAP"]
     for r in rows
     if r["model"] == "dass"
     and r["haystack"] == "zeros"
-    and r["duration_s"] == config.durations_s[-1]
+    and r["duration_s"] == duration
     and r["position"] == 0.0
   )
   assert got == pytest.approx(expected, abs=1e-6)
 
 
-def test_durations_must_increase_and_fit_the_needle():
+def test_paper_study_inputs_are_the_cli_inputs(paper_study, tmp_path):
+  """The study's paper inputs for needle i equal `python -m experiments.haystack` with
+  --seed SEED --needle-index i (white) and the written pool recording (babble)."""
+  config, workdir, _ = paper_study
+  clips = niah.load_clips(config)
+  inputs = niah.Inputs(config, clips, str(tmp_path))
+  datafile = niah.synthetic.ensure_dataset(
+    config.data.synthetic.cache_dir,
+    **{k: v for k, v in config.data.synthetic.to_dict().items() if k != "cache_dir"},
+  ).eval_datafile
+  wav = niah.data.read_datafile(datafile)[config.babble_pool + 3].wav
+  for kind, extra in (("white", []), ("babble", ["--babble-wav", workdir / niah.BABBLE_FILE])):
+    out = tmp_path / f"{kind}.npy"
+    code = H.main(
+      [
+        str(a)
+        for a in (
+          "--needle", wav, "--total-frames", 300, "--position", 0.25, "--haystack", kind,
+          "--snr-db", config.snrs_db[0], "--seed", config.seed, "--needle-index", 3,
+          "--needle-frames", config.needle_frames, "--out", out, *extra,
+        )
+      ]
+    )  # fmt: skip
+    assert code == 0
+    np.testing.assert_array_equal(np.load(out), inputs.build(3, kind, config.snrs_db[0], 300, 0.25))
+
+
+def test_length_extension_and_budget(checkpoints):
+  module, params, cfg = niah.load_for_eval(checkpoints["ast"])
+  refuse = niah.Classifier("ast", module, params, cfg, "refuse")
+  assert refuse.supports(46) and refuse.supports(55) and not refuse.supports(56)
+  assert not refuse.supports(300)
+  assert niah.Classifier("ast", module, params, cfg, "interpolate").supports(300)
+  assert niah.Classifier("ast", module, params, cfg, "sine").supports(300)
+  budget = niah.Classifier("ast", module, params, cfg, "interpolate", max_frames=200)
+  assert budget.supports(200) and not budget.supports(201)
+  with pytest.raises(ValueError, match="length_extension"):
+    niah.Classifier("ast", module, params, cfg, "stretch")
+
+
+def test_half_precision_scores(checkpoints):
+  x = np.random.default_rng(0).standard_normal((2, 300, 128)).astype(np.float32)
+  scores = {}
+  for dtype in ("float32", "bfloat16"):
+    module, params, cfg = niah.load_for_eval(checkpoints["dass"], dtype=dtype)
+    scores[dtype] = niah.Classifier("dass", module, params, cfg, "refuse").scores(x)
+  half = scores["bfloat16"]
+  np.testing.assert_array_equal(half, half.astype(jnp.bfloat16).astype(np.float32))
+  np.testing.assert_allclose(half, scores["float32"], atol=2e-2)
+  assert not np.array_equal(half, scores["float32"])
+
+
+def test_durations_must_increase_and_fit_the_needle(checkpoints, synthetic_dir):
   clips = niah.Clips(needles=[np.zeros(2 * SR)], targets=np.ones((1, 1)), babble_pool=[])
+  config = _config("streamed", checkpoints, synthetic_dir)
+  config.durations_s = (10.0, 2.0)
   with pytest.raises(ValueError, match="strictly increasing"):
-    niah._check_durations([10.0, 2.0], clips)
+    niah._check_durations(config, clips)
+  config.durations_s = (1.0, 10.0)
   with pytest.raises(ValueError, match="shorter than the longest needle"):
-    niah._check_durations([1.0, 10.0], clips)
-  niah._check_durations([2.0, 10.0], clips)
+    niah._check_durations(config, clips)
+  config.durations_s = (2.0, 10.0)
+  niah._check_durations(config, clips)
+  config = _config("paper", checkpoints, synthetic_dir)
+  config.durations_s = (0.97, 3.0)
+  with pytest.raises(ValueError, match="shorter than the 98-frame needle"):
+    niah._check_durations(config, clips)
+
+
+def test_all_rows_as_needles_and_babble_needs_a_source(checkpoints, synthetic_dir, tmp_path):
+  """The AudioSet paper config: every eval row a needle, babble from a recording (babble_wav)."""
+  config = _config("paper", checkpoints, synthetic_dir)
+  config.babble_pool, config.num_needles = 0, 0
+  clips = niah.load_clips(config)
+  assert len(clips.needles) == config.data.synthetic.num_eval == clips.targets.shape[0]
+  with pytest.raises(ValueError, match="needs babble_wav"):
+    niah.Inputs(config, clips, str(tmp_path))
+  config.haystacks = ("zeros", "white")
+  niah.Inputs(config, clips, str(tmp_path))
