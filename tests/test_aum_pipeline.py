@@ -20,7 +20,7 @@ from dass_jax.frontends.kaldi_fbank import audio_features
 from dass_jax.predict import main as predict_main
 from dass_jax.predict import pad_value
 from experiments import train
-from experiments.configs import common, quickstart_aum
+from experiments.configs import common, quickstart, quickstart_aum
 from torch_reference.aum_torch import AudioMambaTwin
 
 FRAMES = 64  # the checkpoint's max_length: 8 x 4 patches
@@ -103,3 +103,4 @@ def test_quickstart_aum_config_builds_a_student_for_its_clips(arg):
   assert isinstance(config, models.AumConfig)
   assert models.fixed_length(config) == c.input.target_frames == c.evals.input.target_frames
   assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+  assert c.workdir != quickstart.get_config(arg).workdir  # never resumes the DASS quickstart
