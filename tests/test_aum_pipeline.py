@@ -1,5 +1,6 @@
 """AuM everywhere a model goes: `dass_jax.predict` (audio padded / cropped to its fixed length),
-training as a student from a converted checkpoint of another length, and the quickstart config."""
+training as a student from a converted checkpoint of another length, the quickstart config, and
+the length study's adapter (position embeddings resampled to each input length)."""
 
 import json
 
@@ -17,9 +18,10 @@ from dass_jax import load_model, models
 from dass_jax.checkpoint import save_converted
 from dass_jax.data import synthetic
 from dass_jax.frontends.kaldi_fbank import audio_features
+from dass_jax.models.aum import with_max_length
 from dass_jax.predict import main as predict_main
 from dass_jax.predict import pad_value
-from experiments import train
+from experiments import niah, train
 from experiments.configs import common, quickstart, quickstart_aum
 from torch_reference.aum_torch import AudioMambaTwin
 
@@ -104,3 +106,24 @@ def test_quickstart_aum_config_builds_a_student_for_its_clips(arg):
   assert models.fixed_length(config) == c.input.target_frames == c.evals.input.target_frames
   assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
   assert c.workdir != quickstart.get_config(arg).workdir  # never resumes the DASS quickstart
+
+
+def test_length_study_resamples_or_refuses_other_lengths(twin_and_checkpoint):
+  twin, folder = twin_and_checkpoint
+  module, params, config = niah.load_for_eval(str(folder))
+  x = np.random.default_rng(1).standard_normal((1, 100, 128), dtype=np.float32)
+  resampled = niah.Classifier("aum", module, params, config, "interpolate")
+  scores = resampled.scores(x)  # 100 frames: 6 time patches instead of 4
+  adapted, adapted_config = with_max_length(params, config, 100)
+  twin_long = AudioMambaTwin(
+    num_classes=5, embed_dim=16, depth=1, bimamba_type="v2", spectrogram_size=(128, 100)
+  )
+  state = {k: torch.from_numpy(np.asarray(v)) for k, v in twin.state_dict().items()}
+  state["pos_embed.pos_embed"] = torch.from_numpy(np.asarray(adapted["pos_embed"]))
+  twin_long.load_state_dict(state)
+  ref = torch.sigmoid(twin_long(torch.from_numpy(x))).detach().numpy()
+  assert adapted_config.grid == (8, 6)
+  assert_close(scores, ref, name="resampled AuM scores vs twin with the same embeddings")
+  assert niah.Classifier("aum", module, params, config, "sine").supports(100)
+  refusing = niah.Classifier("aum", module, params, config, "refuse")
+  assert refusing.supports(FRAMES + 15) and not refusing.supports(100)

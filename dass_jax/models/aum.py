@@ -80,6 +80,7 @@ from dass_jax.layers import (
   trunc_normal_init,
   uniform_init,
 )
+from dass_jax.models.ast import LENGTH_EXTENSIONS
 from dass_jax.models.base import ModelConfig, check_choice
 from pallas_kernels import ScanImpl, selective_scan
 
@@ -432,3 +433,23 @@ def with_max_length(params: Any, config: AumConfig, max_length: int) -> tuple[di
   new_params = dict(params)
   new_params["pos_embed"] = resample_pos_embed(params["pos_embed"], config.grid, new_config.grid)
   return new_params, new_config
+
+
+def for_length(
+  params: Any, config: AumConfig, frames: int, extension: str
+) -> tuple[dict, AumConfig] | None:
+  """(params, config) that run inputs of `frames` frames, or None where `extension` refuses.
+
+  The length study's adapter (the vocabulary of `dass_jax.models.ast.LENGTH_EXTENSIONS`). AuM has
+  learned embeddings only: 'refuse' keeps its own grid (None for inputs of another time-patch
+  count); 'interpolate' and 'sine' resample the embeddings to the input's grid with
+  `with_max_length`, as the AuM loader does. ('sine' is the DASS authors' substitution for AST's
+  embeddings; AuM has no sinusoidal form, so it is resampled under that setting too.)
+  """
+  check_choice(extension, LENGTH_EXTENSIONS, "length extension")
+  new_config = dataclasses.replace(config, max_length=frames)
+  if new_config.grid == config.grid:
+    return params, config
+  if extension == "refuse":
+    return None
+  return with_max_length(params, config, frames)
