@@ -1,13 +1,16 @@
 """Audio Mamba (AuM) PyTorch checkpoints -> (AumConfig, Flax params), `python -m convert_torch aum`.
 
     python -m convert_torch aum aum_small_audioset.pth converted/aum_small
+    python -m convert_torch aum aum-small-audioset-39.7 converted/aum_small   # fetched by name
     model, params, config = dass_jax.load_model("converted/aum_small")
 
 Accepted: the released AuM checkpoints, plain fp32 `AudioMamba.state_dict()`s written by
 `torch.save` (`.pth`/`.pt`/`.bin`, read with torch.load(weights_only=True), or `.safetensors`),
 with or without the `module.` prefix of DataParallel / accelerate. Every key is consumed; any
 missing, unexpected or mis-shaped tensor is a ConversionError that lists them all (the AuM loader
-itself loads with strict=False, so a converter must be stricter).
+itself loads with strict=False, so a converter must be stricter). SOURCE may also be an https://
+URL or a published name, fetched by `convert_torch.sources` (the authors' Google Drive may answer
+with a page instead of the file; then download it in a browser and pass the local file).
 
 Architecture from the keys and shapes: embed_dim and patch size from `patch_embed.proj.weight`
 (D, 1, P, P); depth from the `layers.i` indices; bimamba_type 'v2' (Bi-Bi) when the mixers have
@@ -52,6 +55,7 @@ import numpy as np
 
 from convert_torch.io import ConversionError, check_keys, load_state_dict
 from convert_torch.params import check_against_model, conv, copy, count_params, linear
+from convert_torch.sources import SourceError, resolve
 from dass_jax.checkpoint import refuse_existing, save_converted
 from dass_jax.constants import NUM_MEL_BINS
 from dass_jax.models import AumConfig
@@ -216,37 +220,48 @@ def convert_to(
   num_mel_bins: int | None = None,
   max_length: int | None = None,
 ) -> tuple[Path, str]:
-  """Converts the AuM checkpoint file `source` and saves it into the new folder `out_dir`.
+  """Fetches (if remote), converts and saves an AuM checkpoint into the new folder `out_dir`.
+
+  Args:
+    source: a local state-dict file, an https:// URL or a published name (`aum-small-audioset-39.7`,
+      `aum-base-audioset-32.7`; `convert_torch.sources`).
+    out_dir: new folder; refused (FileExistsError), untouched, when it already holds a checkpoint.
+    num_mel_bins, max_length: `infer_config`'s hints.
 
   Returns:
-    (the output folder, a one-line summary). Nothing is written on an error; an `out_dir` that
-    already holds a checkpoint is refused (FileExistsError) before anything is read.
+    (the output folder, a one-line summary). Nothing is written on an error.
   """
   refuse_existing(out_dir)
-  state_dict = load_state_dict(source)
+  fetched = resolve(source, "aum")
+  state_dict = load_state_dict(fetched.path)
   config, params = torch_to_flax(state_dict, num_mel_bins, max_length)
   out = save_converted(
     out_dir,
     config,
     params,
-    extra={"source": str(Path(source).absolute()), "source_format": f"aum/{config.bimamba_type}"},
+    extra={"source": fetched.source, "source_format": f"aum/{config.bimamba_type}"},
   )
   freq, time = config.grid
   return out, (
-    f"converted {source}: AuM {config.bimamba_type} D={config.embed_dim} depth={config.depth} "
-    f"classes={config.num_classes}, {freq} x {time} patches for {config.num_mel_bins} mel x "
+    f"converted {fetched.source}: AuM {config.bimamba_type} D={config.embed_dim} "
+    f"depth={config.depth} classes={config.num_classes}, {freq} x {time} patches for "
+    f"{config.num_mel_bins} mel x "
     f"{config.max_length} frames, {count_params(params):,} parameters -> {out}"
   )
 
 
 def main(argv: list[str] | None = None) -> int:
-  """`python -m convert_torch aum IN OUT_DIR`; returns the exit status."""
+  """`python -m convert_torch aum SOURCE OUT_DIR`; returns the exit status."""
   parser = argparse.ArgumentParser(
     prog="python -m convert_torch aum",
     description="Convert an Audio Mamba (AuM) PyTorch checkpoint into a dass_jax checkpoint "
     "folder (orbax params + config.json).",
   )
-  parser.add_argument("input", help="AuM state dict (.pth / .pt / .safetensors)")
+  parser.add_argument(
+    "input",
+    help="AuM state dict (.pth / .pt / .safetensors), an https:// URL, or a published name "
+    "(python -m convert_torch --list)",
+  )
   parser.add_argument("output_dir", help="new folder for the converted checkpoint")
   parser.add_argument(
     "--num-mel-bins",
@@ -263,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     _, summary = convert_to(args.input, args.output_dir, args.num_mel_bins, args.max_length)
-  except (ConversionError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+  except (
+    ConversionError,
+    SourceError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+  ) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(summary)
