@@ -118,8 +118,8 @@ def test_length_study_resamples_or_refuses_other_lengths(twin_and_checkpoint):
   twin_long = AudioMambaTwin(
     num_classes=5, embed_dim=16, depth=1, bimamba_type="v2", spectrogram_size=(128, 100)
   )
-  state = {k: torch.from_numpy(np.asarray(v)) for k, v in twin.state_dict().items()}
-  state["pos_embed.pos_embed"] = torch.from_numpy(np.asarray(adapted["pos_embed"]))
+  state = dict(twin.state_dict())
+  state["pos_embed.pos_embed"] = torch.tensor(np.asarray(adapted["pos_embed"]))
   twin_long.load_state_dict(state)
   ref = torch.sigmoid(twin_long(torch.from_numpy(x))).detach().numpy()
   assert adapted_config.grid == (8, 6)
