@@ -2,7 +2,8 @@
 
 The array transforms from PyTorch layouts to Flax layouts live here too, so that every converter
 maps weights the same way:
-  conv    (O, I, H, W) -> (H, W, I, O)      `np.transpose(w, (2, 3, 1, 0))`
+  conv    (O, I, H, W) -> (H, W, I, O)      `np.transpose(w, (2, 3, 1, 0))`; conv1d
+          (O, I, K) -> (K, I, O) the same way
   linear  (out, in) -> (in, out)            `w.T`
   copy    unchanged (biases, LayerNorm weight -> scale, SSM parameters)
 """
@@ -20,8 +21,8 @@ from dass_jax import models
 
 
 def conv(w: np.ndarray) -> np.ndarray:
-  """torch Conv weight (O, I, H, W) -> Flax kernel (H, W, I, O)."""
-  return np.transpose(w, (2, 3, 1, 0))
+  """torch Conv weight (O, I, *spatial) -> Flax kernel (*spatial, I, O), e.g. OIHW -> HWIO."""
+  return np.transpose(w, (*range(2, np.ndim(w)), 1, 0))
 
 
 def linear(w: np.ndarray) -> np.ndarray:

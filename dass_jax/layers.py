@@ -4,6 +4,7 @@ Conventions, the same in every model:
   * params are float32 (`param_dtype`); `dtype` is the compute dtype named by the model config
     ('float32' or 'bfloat16', see `compute_dtype`);
   * LayerNorm computes its variance in two passes, as PyTorch does (`use_fast_variance=False`);
+    RMSNorm (Mamba's, no bias) computes its statistics in float32 whatever the compute dtype;
   * Dense kernels are torch Linear weights transposed, (in, out); GELU is the exact (erf) form
     that `torch.nn.GELU()` computes (Flax's default is the tanh approximation).
 
@@ -69,6 +70,14 @@ def layer_norm(name: str, eps: float = 1e-5, dtype: Any = jnp.float32) -> nn.Lay
   return nn.LayerNorm(
     epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, name=name
   )
+
+
+def rms_norm(name: str, eps: float = 1e-5, dtype: Any = jnp.float32) -> nn.RMSNorm:
+  """Mamba's RMSNorm over the last axis, no bias: x / sqrt(mean(x^2) + eps) * scale.
+
+  Statistics in float32, fp32 `scale` (torch `weight`), output in `dtype`.
+  """
+  return nn.RMSNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 def dense(

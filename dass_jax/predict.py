@@ -1,4 +1,4 @@
-"""Top-class predictions from a converted checkpoint (DASS, AST, Dasheng): recordings and timelines.
+"""Top-class predictions of a converted checkpoint (DASS, AST, AuM, Dasheng): recordings, timelines.
 
     python -m dass_jax.predict --checkpoint converted/dass_small clip.npy batch.npy song.wav \\
         [--top-k 5] [--logits-npy logits.npy] [--json] \\
@@ -8,7 +8,7 @@
 --list`), an hf:// hub id or an https:// URL: converted on first use into the user's cache.
 
 What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`):
-  * fbank models (DASS, AST): a `.npy` array of model input, normalised fbank (frames, 128) or
+  * fbank models (DASS, AST, AuM): a `.npy` array of model input, normalised fbank (frames, 128) or
     (batch, frames, 128), exactly what the PyTorch `DASS.forward` takes; or an audio file of any
     length, turned into the normalised fbank of the whole recording by
     `dass_jax.frontends.kaldi_fbank.audio_features` (streamed block by block for the formats
@@ -20,9 +20,10 @@ What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`)
     recording, so Dasheng's dB floor is the recording's own maximum, as for that clip in the
     `dasheng` package; its encoder works on 10.08 s chunks, so memory grows linearly).
 DASS classifies every frame of an input in one forward pass, with no cropping (it has no position
-embedding; activation memory grows linearly with the length). AST's position embeddings fix its
-input length, so audio features are padded / cropped to `max_length` frames for it, as its
-dataloader does.
+embedding; activation memory grows linearly with the length). The position embeddings of AST and
+AuM fix their input length (`dass_jax.models.fixed_length`), so audio features are padded / cropped
+to `max_length` frames for them, as their dataloaders do (for another length, resize the embeddings
+with the registry's `with_max_length` instead).
 
 Inputs run one file at a time (in chunks of --batch-size along the batch axis), never padded
 together, so every logit is what the model gives for that input alone. Scores are printed as
@@ -39,8 +40,8 @@ the input's whole-recording result (a "timeline" list in the JSON) and written t
 `--timeline-out` file: `.json` (the settings and, per input, every window with its frames, times
 and top-k) or `.csv` (one row per input, window and rank:
 input,window,start_s,end_s,rank,class,name,logit,probability). A timeline needs one recording per
-input (a .npy with batch > 1 is rejected); for AST a window may not exceed `max_length` frames and
-is padded to it.
+input (a .npy with batch > 1 is rejected); for a fixed-length model (AST, AuM) a window may not
+exceed `max_length` frames and is padded to it.
 
 Exit status: 0 on success, 2 for a bad option, a bad checkpoint folder (or one without a
 classifier head) or a bad input (missing file, wrong rank, wrong number of mel bins, empty,
@@ -129,7 +130,7 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
   """Reads one INPUT as the model's float32 input, checking every property.
 
   fbank models: (batch, frames, num_mel_bins); audio gives batch 1 and all of the recording's
-  frames (see `model_input` for AST's length). Waveform models: (batch, samples) at 16 kHz; audio
+  frames (see `model_input` for fixed lengths). Waveform models: (batch, samples) at 16 kHz; audio
   gives batch 1 and the whole recording.
   """
   path = Path(path)
@@ -160,19 +161,14 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
   return np.asarray(array, np.float32).reshape((-1,) + array.shape[-2:])
 
 
-def fixed_length(config) -> int | None:
-  """Frames a model's input must have (AST: `max_length`), or None when any length works (DASS)."""
-  return config.max_length if config.model_type == "ast" else None
-
-
 def pad_value() -> float:
   """The normalised value of the dataloader's zero padding, float32 `kaldi_fbank.normalize(0)`."""
   return float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
 
 
 def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
-  """Audio features padded / cropped to a fixed-length model's input (AST); else unchanged."""
-  length = fixed_length(config)
+  """Audio features padded / cropped to a fixed-length model's input (AST, AuM); else unchanged."""
+  length = models.fixed_length(config)
   if length is None or not from_audio or batch.shape[1] == length:
     return batch
   if batch.shape[1] > length:
@@ -225,7 +221,7 @@ def timeline_windows(
     params: model params.
     recording: the whole recording's model input without the batch axis: (frames, mel)
       normalised features, or (samples,) 16 kHz waveform.
-    config: the model config (AST windows are padded to its max_length).
+    config: the model config (fixed-length models' windows are padded to its max_length).
     args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size).
     names: class names.
 
@@ -235,7 +231,7 @@ def timeline_windows(
   """
   steps = timeline_steps(recording, config)
   bounds = timeline.window_bounds(len(steps), args.timeline_window_frames, args.timeline_hop_frames)
-  length = fixed_length(config)
+  length = models.fixed_length(config)
   window_fn = apply_fn
   if steps is not recording:  # waveform windows go back to (batch, samples)
     window_fn = lambda p, x: apply_fn(p, x.reshape(x.shape[0], -1))
@@ -265,8 +261,8 @@ def timeline_windows(
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
     prog="python -m dass_jax.predict",
-    description="Print the top classes of a converted DASS / AST / Dasheng checkpoint for .npy "
-    "arrays or audio files of any length, optionally as a sliding-window timeline.",
+    description="Print the top classes of a converted DASS / AST / AuM / Dasheng checkpoint for "
+    ".npy arrays or audio files of any length, optionally as a sliding-window timeline.",
   )
   parser.add_argument(
     "--checkpoint",
@@ -279,7 +275,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     nargs="+",
     metavar="INPUT",
     help="an audio file, or a .npy of model input: fbank (frames, 128) / (batch, frames, 128) "
-    "for DASS / AST, 16 kHz samples (samples,) / (batch, samples) for Dasheng",
+    "for DASS / AST / AuM, 16 kHz samples (samples,) / (batch, samples) for Dasheng",
   )
   parser.add_argument(
     "--top-k", type=int, default=5, help="classes shown per input and per window (default 5)"
@@ -371,11 +367,11 @@ def _check_timeline_inputs(
   args: argparse.Namespace, config, inputs: list[tuple[str, np.ndarray]]
 ) -> None:
   """Raises InputError for a window a fixed-length model cannot take or a batched input."""
-  length = fixed_length(config)
+  length = models.fixed_length(config)
   if length is not None and args.timeline_window_frames > length:
     raise InputError(
       f"--timeline-window {args.timeline_window} s is "
-      f"{args.timeline_window_frames} frames; this AST checkpoint takes at most "
+      f"{args.timeline_window_frames} frames; this {config.model_type} checkpoint takes at most "
       f"max_length={length} frames"
     )
   for path, batch in inputs:

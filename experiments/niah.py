@@ -24,15 +24,16 @@ Models: `config.models` maps a name to a converted checkpoint folder or an `expe
 directory (`load_for_eval`); the model kind comes from the checkpoint's config, and models that
 take waveforms are refused (the inputs are fbank). Model types whose position embeddings may fix
 the input length register a length adapter in `LENGTH_ADAPTERS` (AST: `dass_jax.models.ast.
-for_length`); `config.length_extension` tells it what to do with fixed embeddings: 'sine'
-(replace them by the authors' sinusoid at every length, as their study does to every AST),
-'interpolate' (bilinear resize to each length) or 'refuse' (run the trained length only). An AST
-trained with `pos_embed_type="sine"` computes its positions for any length whatever the
-extension; DASS has no position embedding. There is no built-in length cap: attention models
-materialise (heads, tokens, tokens) scores, quadratic in duration, so memory (or the time the
-user gives it, `max_duration_s` per model) is the limit. `compute_dtype` ('float32', or
-'bfloat16' as the half-precision stand-in for the original's fp16 autocast) replaces every
-model's compute dtype.
+for_length`, AuM: `dass_jax.models.aum.for_length`); `config.length_extension` tells it what to
+do with fixed embeddings: 'sine' (replace them by the authors' sinusoid at every length, as their
+study does to every AST), 'interpolate' (bilinear resize to each length) or 'refuse' (run the
+trained length only). An AST trained with `pos_embed_type="sine"` computes its positions for any
+length whatever the extension; AuM's are resampled to each length under 'sine' and 'interpolate'
+alike (antialiased bilinear, as its own loader does); DASS has no position embedding. There is
+no built-in length cap: attention models materialise (heads, tokens, tokens) scores, quadratic in
+duration, so memory (or the time the user gives it, `max_duration_s` per model) is the limit.
+`compute_dtype` ('float32', or 'bfloat16' as the half-precision stand-in for the original's fp16
+autocast) replaces every model's compute dtype.
 
 Work directory outputs: niah.csv (model, protocol, haystack, snr, duration_s, frames, position,
 mAP, retained; snr is empty for the zeros haystack), niah.png (mAP averaged over positions vs
@@ -65,6 +66,7 @@ from dass_jax.constants import FRAMES_PER_SECOND, NUM_MEL_BINS, SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import synthetic
 from dass_jax.models import ast as ast_lib
+from dass_jax.models import aum as aum_lib
 from dass_jax.models import build_model, spec_of
 from experiments import haystack as haystack_lib
 from experiments import metrics as metrics_lib
@@ -146,7 +148,7 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
 # that run `frames` frames, or None where the extension refuses that length. Model types without
 # an adapter run any length unchanged.
 LengthAdapter = Callable[[Any, Any, int, str], tuple[Any, Any] | None]
-LENGTH_ADAPTERS: dict[str, LengthAdapter] = {"ast": ast_lib.for_length}
+LENGTH_ADAPTERS: dict[str, LengthAdapter] = {"ast": ast_lib.for_length, "aum": aum_lib.for_length}
 
 
 class Classifier:

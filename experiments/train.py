@@ -1,4 +1,4 @@
-r"""Trains a DASS or AST audio classifier, optionally distilled from a frozen teacher.
+r"""Trains an audio classifier (DASS, AST, AuM, ...), optionally distilled from a frozen teacher.
 
     python -m experiments.train --config experiments/configs/quickstart.py \
         --workdir work_dirs/quickstart
@@ -86,6 +86,31 @@ def _model_config(config: ml_collections.ConfigDict, num_classes: int):
     base = dass_jax.checkpoint.load_config(config.init_from)
     return dataclasses.replace(base, **fields)
   return models.config_from_dict({"model_type": config.model_type, **fields})
+
+
+def _check_length(model_config, config: ml_collections.ConfigDict) -> None:
+  """A model whose position embeddings fix its input length must be sized for the clips."""
+  length = models.fixed_length(model_config)
+  for name, section in (("input", config.input), ("evals.input", config.evals.input)):
+    if length is not None and section.target_frames != length:
+      raise ValueError(
+        f"{model_config.model_type} takes max_length={length} frames but "
+        f"config.{name}.target_frames={section.target_frames}: set config.model.max_length="
+        f"{section.target_frames} (a checkpoint given by init_from is resampled to it)"
+      )
+
+
+def _fit_length(params: Any, loaded_config, model_config) -> Any:
+  """Params of a fixed-length model (AST, AuM) resized to the run's max_length; else unchanged."""
+  adapt = models.spec_of(model_config).with_max_length
+  if adapt is None or loaded_config.max_length == model_config.max_length:
+    return params
+  logging.info(
+    "position embeddings resized from %d to %d frames",
+    loaded_config.max_length,
+    model_config.max_length,
+  )
+  return adapt(params, loaded_config, model_config.max_length)[0]
 
 
 def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -> Any:
@@ -187,9 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model_config = _model_config(config, num_classes)
   if models.spec_of(model_config).input_kind != "fbank":
     raise ValueError(
-      f"experiments.train trains fbank models (DASS, AST); {model_config.model_type} takes "
+      f"experiments.train trains fbank models (DASS, AST, AuM); {model_config.model_type} takes "
       f"{models.spec_of(model_config).input_kind} and can only be a teacher (teacher.path)"
     )
+  _check_length(model_config, config)
   model = dass_jax.build_model(model_config)
   tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch)
   wa_enabled = config.wa_start > 0
@@ -267,7 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start_step = 0
     state = jax.jit(init, out_shardings=state_shardings)(init_key)
     if config.init_from:
-      _, loaded, _ = dass_jax.load_model(config.init_from)
+      _, loaded, loaded_config = dass_jax.load_model(config.init_from)
+      loaded = _fit_length(loaded, loaded_config, model_config)
       fresh = jax.device_get(jax.jit(lambda s: s["params"], out_shardings=replicated)(state))
       params = _merge_pretrained(fresh, loaded, config.reinit_head, config.init_from)
       state = jax.jit(make_state, out_shardings=state_shardings)(params, train_key)

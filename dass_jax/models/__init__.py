@@ -5,20 +5,29 @@ Every model is a Flax Linen module built from a frozen config dataclass (`models
 its `ModelSpec`. What a model eats is part of the spec, so that prediction, training and the length
 study feed each model the right input:
 
-  "fbank"     normalised Kaldi fbank, (batch, frames, 128) float32 (AST, DASS)
+  "fbank"     normalised Kaldi fbank, (batch, frames, 128) float32 (AST, DASS, AuM)
   "waveform"  16 kHz mono samples, (batch, samples) float32 (Dasheng)
+
+Models whose position embeddings fix the input length (AST, AuM) have a `max_length` config field
+(frames) and give `spec.with_max_length(params, config, max_length) -> (params, config)`, which
+resizes the embeddings for inputs of another length; `fixed_length(config)` is that length, or
+None for a model that takes any length (DASS).
 
     from dass_jax import models
     model = models.build_model(models.DassConfig.small())
     spec = models.spec_of(config)          # spec.input_kind, spec.config_class, spec.module_class
+    models.fixed_length(config)            # frames the model's input must have, or None
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+from dass_jax.models import ast, aum
 from dass_jax.models.ast import AST, AstConfig
+from dass_jax.models.aum import AuM, AumConfig
 from dass_jax.models.base import ModelConfig
 from dass_jax.models.dasheng import Dasheng, DashengConfig
 from dass_jax.models.dass import DASS, DassConfig
@@ -28,17 +37,20 @@ INPUT_KINDS = ("fbank", "waveform")
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """A registered model: its config class, its Linen module class and what it takes as input."""
+  """A registered model: its config class, its Linen module class, what it takes as input and,
+  for a model with a fixed input length, how to adapt its params to another length."""
 
   config_class: type[ModelConfig]
   module_class: type
   input_kind: str
+  with_max_length: Callable[[Any, ModelConfig, int], tuple[Any, ModelConfig]] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
   "dass": ModelSpec(DassConfig, DASS, "fbank"),
-  "ast": ModelSpec(AstConfig, AST, "fbank"),
+  "ast": ModelSpec(AstConfig, AST, "fbank", ast.with_max_length),
   "dasheng": ModelSpec(DashengConfig, Dasheng, "waveform"),
+  "aum": ModelSpec(AumConfig, AuM, "fbank", aum.with_max_length),
 }
 
 
@@ -48,6 +60,11 @@ def spec_of(config: ModelConfig) -> ModelSpec:
   if spec is None or not isinstance(config, spec.config_class):
     raise TypeError(f"no registered model for config type {type(config).__name__}")
   return spec
+
+
+def fixed_length(config: ModelConfig) -> int | None:
+  """Frames a model's input must have (its `max_length`), or None when any length works."""
+  return config.max_length if spec_of(config).with_max_length is not None else None
 
 
 def build_model(config: ModelConfig):
@@ -69,6 +86,8 @@ __all__ = [
   "INPUT_KINDS",
   "MODELS",
   "AstConfig",
+  "AuM",
+  "AumConfig",
   "Dasheng",
   "DashengConfig",
   "DassConfig",
@@ -76,5 +95,6 @@ __all__ = [
   "ModelSpec",
   "build_model",
   "config_from_dict",
+  "fixed_length",
   "spec_of",
 ]

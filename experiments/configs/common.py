@@ -56,8 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.total_steps = 0  # > 0: stop after this many steps (tests, smoke runs).
   c.batch_size = 12  # global, over all processes and devices.
 
-  c.model_type = "dass"  # 'dass' or 'ast'
-  c.model = ml_collections.ConfigDict({})  # fields of DassConfig / AstConfig
+  c.model_type = "dass"  # a key of dass_jax.models.MODELS: 'dass', 'ast', 'aum', ...
+  c.model = ml_collections.ConfigDict({})  # fields of its config (DassConfig, AumConfig, ...)
   c.init_from = ""  # converted checkpoint to start from (fine-tuning)
   c.reinit_head = False  # re-initialise the classifier head after init_from
 

@@ -1,4 +1,4 @@
-r"""Fine-tunes a converted DASS (or AST) checkpoint on an ESC-50-style single-label dataset.
+r"""Fine-tunes a converted DASS (or AST, AuM) checkpoint on an ESC-50-style single-label dataset.
 
     python -m experiments.train \
       --config experiments/configs/finetune_esc50.py \
@@ -14,8 +14,8 @@ head is replaced by a freshly initialised one for the new classes; loss is softm
 evaluation reports top-1 accuracy beside mAP. Hyperparameters follow AST's ESC-50 recipe
 (`egs/esc50/run_esc.sh`, AudioSet-pretrained start): lr 1e-5, batch 48, 25 epochs, lr x0.85 every
 epoch from epoch 5, freqm 24, timem 96, mixup 0; no teacher, no weight averaging.
-For AST checkpoints also pass --config.model.max_length=512 only if the position embeddings were
-resized to 512 frames (`dass_jax.models.ast.with_max_length`).
+For AST or AuM checkpoints also pass --config.model.max_length=512: their position embeddings
+are resized to 512 frames when the checkpoint is loaded (the registry's `with_max_length`).
 """
 
 from experiments.configs import common

@@ -39,12 +39,14 @@ def get_config(arg=None):
   c.workdir = ""
   c.seed = 0  # white noise (paper: needle i draws from (seed, i)) and babble offsets
   # name -> converted checkpoint folder or experiments.train work directory ('' = skip); the model
-  # kind comes from the checkpoint. `ast_sine`: a slot for an AST with pos_embed_type='sine'.
+  # kind comes from the checkpoint. `ast_sine`: a slot for an AST with pos_embed_type='sine';
+  # `aum`: e.g. work_dirs/quickstart_aum/student_kd (experiments/configs/quickstart_aum.py).
   c.models = ml_collections.ConfigDict(
     {
       "dass": "work_dirs/quickstart/student_kd",
       "ast": "work_dirs/quickstart/teacher",
       "ast_sine": "",
+      "aum": "",
     }
   )
   c.data = ml_collections.ConfigDict(
@@ -81,7 +83,9 @@ def get_config(arg=None):
   c.length_extension = "interpolate"
   # Per-model time budget: the longest duration run, in s (0 = no limit). AST's attention time
   # grows with the square of the length; on a 2-core CPU the quickstart's AST is given 30 s.
-  c.max_duration_s = ml_collections.ConfigDict({"dass": 0.0, "ast": 30.0, "ast_sine": 30.0})
+  c.max_duration_s = ml_collections.ConfigDict(
+    {"dass": 0.0, "ast": 30.0, "ast_sine": 30.0, "aum": 0.0}
+  )
   c.compute_dtype = "float32"  # or 'bfloat16' (half precision, as the original's fp16 autocast)
   c.batch_frames = 8192  # frames per batch (batch 1 above this length)
   c.block_samples = 60 * 16000  # waveform samples per streamed fbank block
