@@ -410,3 +410,12 @@ def test_dasheng_batch_floor_would_couple_the_needles(checkpoints):
     clip_module.apply({"params": params}, quiet),
     atol=1e-5,
   )
+
+
+def test_length_adapters_are_for_fbank_models(checkpoints, monkeypatch):
+  """Adapters resize position embeddings over frames; a waveform model's input is in samples."""
+  module, params, cfg = niah.load_for_eval(checkpoints["dasheng"])
+  assert niah.Classifier("dasheng", module, params, cfg, "refuse").supports(10**6)
+  monkeypatch.setitem(niah.LENGTH_ADAPTERS, "dasheng", lambda *args: None)
+  with pytest.raises(ValueError, match="length adapters resize fbank models"):
+    niah.Classifier("dasheng", module, params, cfg, "refuse")
