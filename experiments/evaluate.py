@@ -1,6 +1,9 @@
 """Evaluator: mAP, mean AUC, d-prime and top-1 accuracy of a model over an eval datafile.
 
-Every process reads its shard of the eval rows (`dass_jax.data.make_eval_iterator`); batches are
+Every process reads its shard of the eval rows (`dass_jax.data.make_eval_iterator`); the model
+reads the batch entry of its registry input kind (`dass_jax.models.MODELS`): the normalised fbank,
+or for a model that takes audio, the 16 kHz waveform over the span of the eval frames (asked of
+the pipeline only for such a model); batches are
 placed as global arrays over the mesh, scores computed by one jitted function and gathered to every
 process, padding and unreadable clips removed by the batch masks. Scores are sigmoid outputs
 (multi-label, the AudioSet recipes) or softmax outputs (single-label); both rank the examples as
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dass_jax import data
+from dass_jax import data, models
 from experiments import metrics as metrics_lib
 from experiments import sharding
 
@@ -35,7 +38,8 @@ class Evaluator:
   """Runs a Flax classifier over an eval set and computes the AST/DASS metrics.
 
   Args:
-    model: Flax module, `apply({'params': p}, fbank, train=False)` -> (b, classes) logits.
+    model: Flax module of a registered model (its `config` names its input kind),
+      `apply({'params': p}, x, train=False)` -> (b, classes) logits.
     data_cfg: eval data config section (`dass_jax.data`); its batch_size is replaced.
     mesh: device mesh; `batch_size` must be divisible by its size and by the process count.
     batch_size: global eval batch size.
@@ -56,15 +60,17 @@ class Evaluator:
         f"devices and {jax.process_count()} processes"
       )
     self.mesh = mesh
+    self.input_kind = models.spec_of(model.config).input_kind
     self.data_cfg = ml_collections.ConfigDict(data_cfg.to_dict())
     self.data_cfg.batch_size = batch_size // jax.process_count()
+    data.request_inputs(self.data_cfg, [self.input_kind])
     labels = data.read_label_csv(self.data_cfg.label_csv)
     self.class_mids, self.class_names = labels.mids, labels.names
     activation = jax.nn.softmax if single_label else jax.nn.sigmoid
     replicated = sharding.replicated(mesh)
 
-    def predict(params, fbank):
-      return activation(model.apply({"params": params}, fbank, train=False).astype(jnp.float32))
+    def predict(params, x):
+      return activation(model.apply({"params": params}, x, train=False).astype(jnp.float32))
 
     self._predict = jax.jit(predict, out_shardings=replicated)
     self._gather = jax.jit(lambda x: x, out_shardings=replicated)
@@ -76,8 +82,8 @@ class Evaluator:
     )
     all_scores, all_targets = [], []
     for batch in it:
-      fbank = _global_batch(batch["fbank"], self.mesh)
-      scores = np.asarray(self._predict(params, fbank))
+      x = _global_batch(batch[self.input_kind], self.mesh)
+      scores = np.asarray(self._predict(params, x))
       labels = np.asarray(self._gather(_global_batch(batch["labels"], self.mesh)))
       mask = np.asarray(self._gather(_global_batch(batch["mask"], self.mesh))) > 0
       all_scores.append(scores[mask])

@@ -1,10 +1,13 @@
 r"""Audio needle-in-a-haystack inputs: one labelled needle clip inside a long haystack.
 
 Every function here returns the exact model input: (frames, 128) float32 *normalised* log-mel
-((x - mean) / (2 std), AudioSet statistics), time major. Write one to disk for inspection:
+((x - mean) / (2 std), AudioSet statistics), time major, for the models that take fbank (AST,
+DASS, AuM), or with input_kind='waveform' a (samples,) float32 16 kHz waveform for the models that
+take audio (Dasheng; see "Waveform inputs" below). Write one to disk for inspection:
 
     python -m experiments.haystack --protocol paper --needle CLIP.wav --total-frames 5000 \
         --position 0.25 --haystack babble --snr-db 10 --babble-wav babble_all.wav --out x.npy
+    python -m experiments.haystack --kind waveform ...    # the same needle as a waveform model's
 
 Two protocols build it; they measure different things.
 
@@ -48,6 +51,29 @@ one seeded realisation shared by all needles; babble is the sum of `talkers` loo
 pool of clips (`BabbleNoise`); the fbank of the mixture is streamed over the whole haystack; a
 needle of n frames at position t starts at frame round(t * (T - n)) (t = 1: ends at the last frame).
 
+Waveform inputs. The durations and positions are those of the fbank inputs (L frames, t), and
+the noise is the very noise waveform the fbank path computes before its fbank (one implementation
+of each protocol's gain, mean, tiling and seeding: `paper_noise`, `noise_scale` /
+`mixture_segment`); only the step that turns audio into features is left out.
+  * `streamed`: the haystack waveform itself, samples_for_frames(L) = 160 (L - 1) + 400 samples.
+    white / babble: exactly the mixture `noisy_haystack` computes the fbank of (unit-power noise
+    at `noise_scale`, the cropped needle added at sample 160 round(t * (L - n))); zeros: the
+    needle at that sample in digital silence.
+  * `paper`: 160 L samples (L hops: d seconds for L = 100 d). The needle is the clip minus its
+    mean (the waveform the needle fbank is computed from), zero-padded or cropped at the end to
+    160 * needle_frames samples, inserted clean at sample 160 int(L t) (the same refusals as the
+    fbank input). white / babble: the haystack is the first 160 (L - needle_frames) samples of the
+    original's noise waveform (noise_len = int(r (L - needle_frames)) + 1 > 160 (L -
+    needle_frames) samples, scaled by the paper's SNR rule with the RMS and mean over all
+    noise_len samples; the 400 s fbank chunks have no waveform counterpart, the waveform is
+    continuous); zeros: digital silence.
+  Zeros have no exact waveform counterpart under either protocol: the paper's zeros are 0 in
+  *normalised* fbank units (the AudioSet mean log-mel, a level no waveform maps to in every bin
+  and frame) and the streamed zeros are 0 in raw log-mel (energy 1 per filter), while the fbank of
+  digital silence is the log floor ln(eps) = -15.9 in every bin. A waveform model's zeros
+  haystack is silence, which is what "nothing but the needle" means for audio; its numbers are
+  comparable with the fbank models' in spirit, not input for input.
+
 Both build noise block by block from random-access sources (`WhiteNoise`, `TiledRecording`,
 `BabbleNoise` give any sample range), so no haystack waveform is held whole: memory is one block
 plus the features (under `paper`, the haystack features and the assembled input: the haystack
@@ -61,12 +87,14 @@ import dataclasses
 import math
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
 from dass_jax.audio import load_audio
 from dass_jax.constants import NUM_MEL_BINS, SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
+from dass_jax.models import INPUT_KINDS
 
 WINDOW, HOP, _ = kaldi_fbank.frame_geometry(SAMPLE_RATE)
 HAYSTACKS = ("zeros", "white", "babble")
@@ -166,11 +194,15 @@ class PaperNeedle:
     samples_per_frame: clip samples / clip fbank frames (before padding), the original's
       `downsampling_ratio`, which sizes the noise waveform.
     rms: RMS of the raw clip waveform, DC included (the original's `clean_rms`).
+    waveform: (needle_frames * 160,) float32, the waveform analogue of `features` for models
+      that take audio: the clip minus its mean (what the needle fbank is computed from),
+      zero-padded or cropped at the end to the frames' span of needle_frames hops.
   """
 
   features: np.ndarray
   samples_per_frame: float
   rms: float
+  waveform: np.ndarray
 
   @property
   def frames(self) -> int:
@@ -186,12 +218,16 @@ def paper_needle(waveform: np.ndarray, needle_frames: int = PAPER_NEEDLE_FRAMES)
       f"fbank refuses shorter ones), got shape {waveform.shape}"
     )
   fbank = kaldi_fbank.fbank(waveform)
+  span = np.zeros(needle_frames * HOP, np.float32)
+  kept = min(span.size, waveform.size)
+  span[:kept] = (waveform - np.mean(waveform, dtype=np.float64))[:kept]
   return PaperNeedle(
     features=kaldi_fbank.normalize(kaldi_fbank.pad_or_crop(fbank, needle_frames)).astype(
       np.float32
     ),
     samples_per_frame=waveform.size / fbank.shape[0],
     rms=float(np.sqrt(np.mean(np.square(waveform, dtype=np.float64)))),
+    waveform=span,
   )
 
 
@@ -235,6 +271,50 @@ def paper_noise_samples(needle: PaperNeedle, haystack_frames: int) -> int:
   return int(needle.samples_per_frame * haystack_frames) + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class PaperNoise:
+  """The paper's scaled noise waveform for one needle and haystack length, with random access:
+  sample i is gain * source[i] - offset for i < samples (`paper_noise`)."""
+
+  source: Any
+  gain: float
+  offset: float
+  samples: int
+
+  def segment(self, start: int, stop: int) -> np.ndarray:
+    """Samples [start, stop) as (stop - start,) float64."""
+    return self.gain * self.source.segment(start, stop) - self.offset
+
+
+def paper_noise(
+  needle: PaperNeedle,
+  noise,
+  snr_db: float,
+  haystack_frames: int,
+  block_samples: int = DEFAULT_BLOCK_SAMPLES,
+) -> PaperNoise:
+  """The original's noise waveform for a haystack of `haystack_frames` frames (> 0).
+
+  noise_len = `paper_noise_samples` samples of `noise`, scaled by (needle RMS / 10^(snr_db / 20))
+  / (noise RMS over those samples), then its mean over them removed. The statistics take one pass
+  over the source, `block_samples` at a time (the waveform is never held whole).
+
+  Raises:
+    ValueError: the noise is silent (RMS 0).
+  """
+  total = paper_noise_samples(needle, haystack_frames)
+  power, level = 0.0, 0.0
+  for start in range(0, total, block_samples):
+    block = noise.segment(start, min(start + block_samples, total))
+    power += float(np.dot(block, block))
+    level += float(block.sum())
+  noise_rms = math.sqrt(power / total)
+  if noise_rms == 0.0:
+    raise ValueError("the noise is silent (RMS 0): it cannot be scaled to an SNR")
+  gain = needle.rms / 10.0 ** (snr_db / 20.0) / noise_rms
+  return PaperNoise(noise, gain, gain * level / total, total)
+
+
 def paper_noise_fbank(
   needle: PaperNeedle,
   noise,
@@ -250,7 +330,7 @@ def paper_noise_fbank(
     snr_db: needle RMS over noise RMS, in dB (20 log10).
     haystack_frames: frames to produce (L - needle_frames).
     block_samples: samples generated and transformed per step (the noise waveform is never held
-      whole: two passes over it, one for its RMS and mean, one for its fbank).
+      whole: two passes over it, one for its RMS and mean (`paper_noise`), one for its fbank).
 
   Raises:
     ValueError: the original's noise would give fewer than `haystack_frames` frames.
@@ -258,26 +338,16 @@ def paper_noise_fbank(
   out = np.empty((haystack_frames, NUM_MEL_BINS), np.float32)
   if haystack_frames <= 0:
     return out
-  total = paper_noise_samples(needle, haystack_frames)
-  # Pass 1: the noise's RMS and mean over all `total` samples (the original's global statistics).
-  power, level = 0.0, 0.0
-  for start in range(0, total, block_samples):
-    block = noise.segment(start, min(start + block_samples, total))
-    power += float(np.dot(block, block))
-    level += float(block.sum())
-  noise_rms = math.sqrt(power / total)
-  if noise_rms == 0.0:
-    raise ValueError("the noise is silent (RMS 0): it cannot be scaled to an SNR")
-  gain = needle.rms / 10.0 ** (snr_db / 20.0) / noise_rms
-  offset = gain * level / total
-  # Pass 2: fbank per independent 400 s chunk, until the haystack is full.
+  scaled = paper_noise(needle, noise, snr_db, haystack_frames, block_samples)
+  total = scaled.samples
+  # fbank per independent 400 s chunk, until the haystack is full.
   filled = 0
   for chunk in range(0, total, PAPER_CHUNK_SAMPLES):
     stream = kaldi_fbank.FbankStream()
     chunk_stop = min(chunk + PAPER_CHUNK_SAMPLES, total)
     for start in range(chunk, chunk_stop, block_samples):
       stop = min(start + block_samples, chunk_stop)
-      frames = stream.push(gain * noise.segment(start, stop) - offset)[: haystack_frames - filled]
+      frames = stream.push(scaled.segment(start, stop))[: haystack_frames - filled]
       out[filled : filled + frames.shape[0]] = kaldi_fbank.normalize(frames)
       filled += frames.shape[0]
       if filled == haystack_frames:
@@ -290,6 +360,29 @@ def paper_noise_fbank(
   )
 
 
+def paper_noise_waveform(
+  needle: PaperNeedle,
+  noise,
+  snr_db: float,
+  haystack_frames: int,
+  block_samples: int = DEFAULT_BLOCK_SAMPLES,
+) -> np.ndarray:
+  """The waveform analogue of `paper_noise_fbank`: (haystack_frames * 160,) float32, the first
+  haystack_frames hops of the very noise waveform (`paper_noise`) whose fbank that haystack is.
+
+  noise_len = int(r * haystack_frames) + 1 > 160 * haystack_frames always (r > 160), so the
+  span is a prefix of it; the gain and mean are those measured over all noise_len samples.
+  """
+  out = np.empty(haystack_frames * HOP, np.float32)
+  if haystack_frames <= 0:
+    return out
+  scaled = paper_noise(needle, noise, snr_db, haystack_frames, block_samples)
+  for start in range(0, out.size, block_samples):
+    stop = min(start + block_samples, out.size)
+    out[start:stop] = scaled.segment(start, stop)
+  return out
+
+
 def paper_haystack(
   needle: PaperNeedle,
   haystack: str,
@@ -297,17 +390,24 @@ def paper_haystack(
   snr_db: float | None = None,
   noise=None,
   block_samples: int = DEFAULT_BLOCK_SAMPLES,
+  input_kind: str = "fbank",
 ) -> np.ndarray:
-  """The (total_frames - needle.frames, 128) normalised haystack: zeros, or `paper_noise_fbank`.
+  """The haystack of L = total_frames: zeros, or the paper's noise, as the input kind's array.
 
-  It does not depend on the position, so one haystack serves every position of a needle.
+  fbank: (L - needle.frames, 128) normalised features, zeros = 0 in normalised units
+  (`paper_noise_fbank`). waveform: ((L - needle.frames) * 160,) samples, zeros = digital
+  silence (`paper_noise_waveform`). It does not depend on the position, so one haystack serves
+  every position of a needle.
   """
   _check_haystack(haystack, snr_db, noise)
+  _check_input_kind(input_kind)
   _check_paper_length(total_frames, needle.frames)
   frames = total_frames - needle.frames
+  build = paper_noise_fbank if input_kind == "fbank" else paper_noise_waveform
   if haystack == "zeros":
-    return np.zeros((frames, NUM_MEL_BINS), np.float32)
-  return paper_noise_fbank(needle, noise, snr_db, frames, block_samples)
+    shape = (frames, NUM_MEL_BINS) if input_kind == "fbank" else (frames * HOP,)
+    return np.zeros(shape, np.float32)
+  return build(needle, noise, snr_db, frames, block_samples)
 
 
 def paper_assemble(
@@ -317,16 +417,23 @@ def paper_assemble(
 
   Args:
     needle: from `paper_needle`.
-    haystack: (L - needle.frames, 128) from `paper_haystack`.
+    haystack: from `paper_haystack`: (L - needle.frames, 128) fbank, or ((L - needle.frames) *
+      160,) waveform, where the needle's `waveform` goes in at sample 160 ind.
     position: t in [0, 1].
-    out: optional (L, 128) float32 array to write into (e.g. a row of a batch).
+    out: optional float32 array of the input's shape to write into (e.g. a row of a batch).
 
   Returns:
-    (L, 128) float32 normalised features (`out` when given).
+    (L, 128) float32 normalised features, or (160 L,) float32 samples (`out` when given).
   """
-  total = haystack.shape[0] + needle.frames
-  start = paper_start_frame(position, total, needle.frames)
-  return np.concatenate([haystack[:start], needle.features, haystack[start:]], out=out)
+  if haystack.ndim == 1:
+    total = haystack.size // HOP + needle.frames
+    start = HOP * paper_start_frame(position, total, needle.frames)
+    inserted = needle.waveform
+  else:
+    total = haystack.shape[0] + needle.frames
+    start = paper_start_frame(position, total, needle.frames)
+    inserted = needle.features
+  return np.concatenate([haystack[:start], inserted, haystack[start:]], out=out)
 
 
 def paper_input(
@@ -337,6 +444,7 @@ def paper_input(
   snr_db: float | None = None,
   noise=None,
   block_samples: int = DEFAULT_BLOCK_SAMPLES,
+  input_kind: str = "fbank",
 ) -> np.ndarray:
   """The paper protocol's model input: cat(haystack[:ind], needle, haystack[ind:]).
 
@@ -348,12 +456,13 @@ def paper_input(
     snr_db: for white/babble, needle RMS over noise RMS in dB.
     noise: for white/babble, the noise source (`WhiteNoise` or `TiledRecording`).
     block_samples: noise samples per streamed step.
+    input_kind: 'fbank' or 'waveform' (the module docstring gives the waveform analogue).
 
   Returns:
-    (total_frames, 128) float32 normalised features.
+    (total_frames, 128) float32 normalised features, or (160 total_frames,) float32 samples.
   """
   paper_start_frame(position, total_frames, needle.frames)  # refuse before building any noise
-  hay = paper_haystack(needle, haystack, total_frames, snr_db, noise, block_samples)
+  hay = paper_haystack(needle, haystack, total_frames, snr_db, noise, block_samples, input_kind)
   return paper_assemble(needle, hay, position)
 
 
@@ -362,6 +471,20 @@ def _check_haystack(haystack: str, snr_db, noise) -> None:
     raise ValueError(f"unknown haystack {haystack!r}; choose from {HAYSTACKS}")
   if haystack != "zeros" and (snr_db is None or noise is None):
     raise ValueError(f"the {haystack} haystack needs snr_db and a noise source")
+
+
+def _check_input_kind(input_kind: str) -> None:
+  if input_kind not in INPUT_KINDS:
+    raise ValueError(f"unknown input kind {input_kind!r}; choose from {INPUT_KINDS}")
+
+
+def input_shape(protocol: str, total_frames: int, input_kind: str) -> tuple[int, ...]:
+  """Shape of one model input of L = total_frames frames: (L, 128) fbank, or the waveform's
+  (samples,): 160 L under `paper`, `samples_for_frames(L)` = 160 (L - 1) + 400 under `streamed`."""
+  _check_input_kind(input_kind)
+  if input_kind == "fbank":
+    return (total_frames, NUM_MEL_BINS)
+  return (total_frames * HOP if protocol == "paper" else samples_for_frames(total_frames),)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,11 +510,18 @@ def noise_scale(needle: np.ndarray, snr_db: float) -> float:
   return float(np.sqrt(power / 10.0 ** (snr_db / 10.0)))
 
 
+def streamed_needle_sample(needle_samples: int, total_frames: int, position: float) -> int:
+  """First sample of a needle of `needle_samples` samples in a streamed haystack of
+  `total_frames` frames: 160 times its first frame (`needle_start_frame`)."""
+  return HOP * needle_start_frame(position, total_frames, num_frames(needle_samples))
+
+
 def mixture_segment(
   noise, scale: float, needle: np.ndarray, needle_start: int, start: int, stop: int
 ) -> np.ndarray:
-  """Samples [start, stop) of scale * noise + needle (needle placed at sample `needle_start`)."""
-  out = scale * noise.segment(start, stop)
+  """Samples [start, stop) of scale * noise + needle (needle placed at sample `needle_start`);
+  noise None is digital silence (the needle alone). Needle samples past `stop` are cut."""
+  out = np.zeros(stop - start) if noise is None else scale * noise.segment(start, stop)
   lo, hi = max(start, needle_start), min(stop, needle_start + needle.size)
   if lo < hi:
     out[lo - start : hi - start] += needle[lo - needle_start : hi - needle_start]
@@ -429,7 +559,7 @@ def noisy_haystack(
   """
   needle = np.asarray(needle, np.float64)
   total = num_frames(total_samples)
-  needle_start = HOP * needle_start_frame(position, total, num_frames(needle.size))
+  needle_start = streamed_needle_sample(needle.size, total, position)
   scale = noise_scale(needle, snr_db)
   out = np.empty((total, NUM_MEL_BINS), np.float32)
   stream, filled = kaldi_fbank.FbankStream(), 0
@@ -441,7 +571,7 @@ def noisy_haystack(
   return out
 
 
-def streamed_input(
+def streamed_waveform(
   needle: np.ndarray,
   haystack: str,
   total_frames: int,
@@ -450,7 +580,39 @@ def streamed_input(
   noise=None,
   block_samples: int = DEFAULT_BLOCK_SAMPLES,
 ) -> np.ndarray:
-  """The streamed protocol's model input (normalised), `total_frames` frames.
+  """The waveform analogue of `streamed_input`: the haystack waveform itself.
+
+  (samples_for_frames(total_frames),) float32: for white/babble exactly the mixture whose fbank
+  `noisy_haystack` streams (noise at `noise_scale`, the needle added at sample
+  `streamed_needle_sample`); for zeros the needle in digital silence at that sample. Built
+  `block_samples` at a time into the output.
+  """
+  _check_haystack(haystack, snr_db, noise)
+  needle = np.asarray(needle, np.float64)
+  total = samples_for_frames(total_frames)
+  needle_start = streamed_needle_sample(needle.size, total_frames, position)
+  if haystack == "zeros":
+    noise, scale = None, 0.0
+  else:
+    scale = noise_scale(needle, snr_db)
+  out = np.empty(total, np.float32)
+  for start in range(0, total, block_samples):
+    stop = min(start + block_samples, total)
+    out[start:stop] = mixture_segment(noise, scale, needle, needle_start, start, stop)
+  return out
+
+
+def streamed_input(
+  needle: np.ndarray,
+  haystack: str,
+  total_frames: int,
+  position: float,
+  snr_db: float | None = None,
+  noise=None,
+  block_samples: int = DEFAULT_BLOCK_SAMPLES,
+  input_kind: str = "fbank",
+) -> np.ndarray:
+  """The streamed protocol's model input, `total_frames` frames.
 
   Args:
     needle: (samples,) float waveform at 16 kHz, already cropped to the needle length.
@@ -460,11 +622,16 @@ def streamed_input(
     position: t in [0, 1]; the needle starts at frame round(t * (total_frames - needle frames)).
     snr_db, noise: for white/babble, the SNR and a unit-power `WhiteNoise` / `BabbleNoise`.
     block_samples: waveform samples per streamed step.
+    input_kind: 'fbank' or 'waveform' (`streamed_waveform`).
 
   Returns:
-    (total_frames, 128) float32 normalised features.
+    (total_frames, 128) float32 normalised features, or the (samples_for_frames(total_frames),)
+    float32 waveform.
   """
   _check_haystack(haystack, snr_db, noise)
+  _check_input_kind(input_kind)
+  if input_kind == "waveform":
+    return streamed_waveform(needle, haystack, total_frames, position, snr_db, noise, block_samples)
   if haystack == "zeros":
     raw = zeros_haystack(kaldi_fbank.fbank(needle), total_frames, position)
   else:
@@ -481,10 +648,17 @@ def streamed_input(
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
     prog="python -m experiments.haystack",
-    description="Writes the exact model input (normalised fbank, float32 (L, 128)) for one "
-    "needle in a haystack.",
+    description="Writes the exact model input (normalised fbank, float32 (L, 128), or with "
+    "--kind waveform the float32 (samples,) waveform) for one needle in a haystack.",
   )
   p.add_argument("--protocol", choices=PROTOCOLS, default="paper")
+  p.add_argument(
+    "--kind",
+    choices=INPUT_KINDS,
+    default="fbank",
+    help="the input of an fbank model (AST, DASS, AuM) or of a waveform model (Dasheng): "
+    "(160 L,) samples under paper, (160 (L - 1) + 400,) under streamed",
+  )
   p.add_argument("--needle", required=True, help="needle audio file (loaded mono at 16 kHz)")
   p.add_argument("--total-frames", type=int, required=True, help="input length L in frames")
   p.add_argument("--position", type=float, required=True, help="relative position t in [0, 1]")
@@ -515,7 +689,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_from_args(args: argparse.Namespace) -> np.ndarray:
-  """The (L, 128) input the command line describes. Raises ValueError on bad inputs."""
+  """The (L, 128) input (or (samples,) with --kind waveform) the command line describes.
+  Raises ValueError on bad inputs."""
   if args.total_frames < 1:
     raise ValueError(f"--total-frames must be positive, got {args.total_frames}")
   if args.haystack == "babble" and not args.babble_wav:
@@ -530,13 +705,29 @@ def build_from_args(args: argparse.Namespace) -> np.ndarray:
     elif args.haystack == "babble":
       noise = TiledRecording(load_audio(args.babble_wav))
     needle = paper_needle(waveform, args.needle_frames)
-    return paper_input(needle, args.haystack, args.total_frames, args.position, args.snr_db, noise)
+    return paper_input(
+      needle,
+      args.haystack,
+      args.total_frames,
+      args.position,
+      args.snr_db,
+      noise,
+      input_kind=args.kind,
+    )
   if args.haystack == "white":
     noise = WhiteNoise(args.seed)
   elif args.haystack == "babble":
     noise = BabbleNoise([load_audio(args.babble_wav)], args.babble_talkers, args.seed)
   needle = waveform[: int(round(args.needle_seconds * SAMPLE_RATE))]
-  return streamed_input(needle, args.haystack, args.total_frames, args.position, args.snr_db, noise)
+  return streamed_input(
+    needle,
+    args.haystack,
+    args.total_frames,
+    args.position,
+    args.snr_db,
+    noise,
+    input_kind=args.kind,
+  )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
   tmp = f"{args.out}.partial.npy"  # written whole, then renamed: no half-written --out
   np.save(tmp, x)
   os.replace(tmp, args.out)
-  print(f"{args.out}: float32 {x.shape} normalised fbank ({args.protocol} protocol)")
+  what = "normalised fbank" if args.kind == "fbank" else "16 kHz waveform"
+  print(f"{args.out}: float32 {x.shape} {what} ({args.protocol} protocol)")
   return 0
 
 

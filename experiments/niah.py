@@ -21,8 +21,14 @@ line, white noise is drawn per needle from (seed, needle index), and babble tile
 made from the babble pool, written to the work directory).
 
 Models: `config.models` maps a name to a converted checkpoint folder or an `experiments.train` work
-directory (`load_for_eval`); the model kind comes from the checkpoint's config, and models that
-take waveforms are refused (the inputs are fbank). Model types whose position embeddings may fix
+directory (`load_for_eval`); the model kind comes from the checkpoint's config, and each model gets
+the input of its registry input kind: normalised fbank (AST, DASS, AuM) or, for a model that takes
+audio (Dasheng), the waveform analogue of the same haystack (`experiments.haystack`, "Waveform
+inputs": the same noise, SNR rule, seeds, durations and positions; zeros are digital silence).
+Both kinds are built for the same batches of needles, each only when some model takes it. A
+Dasheng runs with its per-clip dB floor (`db_floor='clip'` whatever its checkpoint says), so a
+needle's score does not depend on the other needles of its batch, and its chunking (10.08 s
+chunks, or `chunk_tokens`) runs any length. Model types whose position embeddings may fix
 the input length register a length adapter in `LENGTH_ADAPTERS` (AST: `dass_jax.models.ast.
 for_length`, AuM: `dass_jax.models.aum.for_length`); `config.length_extension` tells it what to
 do with fixed embeddings: 'sine' (replace them by the authors' sinusoid at every length, as their
@@ -36,8 +42,9 @@ duration, so memory (or the time the user gives it, `max_duration_s` per model) 
 autocast) replaces every model's compute dtype.
 
 Work directory outputs: niah.csv (model, protocol, haystack, snr, duration_s, frames, position,
-mAP, retained; snr is empty for the zeros haystack), niah.png (mAP averaged over positions vs
-duration, log x, one line per model and haystack/SNR) and niah_config.json.
+mAP, retained; snr is empty for the zeros haystack; frames is the protocol's L for every model, a
+waveform model's input having the samples of `haystack.input_shape`), niah.png (mAP averaged over
+positions vs duration, log x, one line per model and haystack/SNR) and niah_config.json.
 """
 
 from __future__ import annotations
@@ -62,7 +69,8 @@ from ml_collections import config_flags
 import dass_jax
 from dass_jax import data
 from dass_jax.audio import load_audio
-from dass_jax.constants import FRAMES_PER_SECOND, NUM_MEL_BINS, SAMPLE_RATE
+from dass_jax.checkpoint import load_config
+from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 from dass_jax.data import synthetic
 from dass_jax.models import ast as ast_lib
@@ -144,6 +152,11 @@ def load_clips(config: ml_collections.ConfigDict) -> Clips:
   )
 
 
+# Config fields replaced for the study so that each input of a batch is scored on its own
+# (Dasheng's 'batch' dB floor would floor a needle at the loudest needle of its batch).
+PER_CLIP_OVERRIDES = {"db_floor": "clip"}
+
+
 # A length adapter takes (params, model config, frames, extension) and returns the (params, config)
 # that run `frames` frames, or None where the extension refuses that length. Model types without
 # an adapter run any length unchanged.
@@ -152,12 +165,14 @@ LENGTH_ADAPTERS: dict[str, LengthAdapter] = {"ast": ast_lib.for_length, "aum": a
 
 
 class Classifier:
-  """A loaded model applied to normalised fbank of the frame counts it supports.
+  """A loaded model applied to the inputs of the frame counts it supports.
 
-  `scores(x)` maps (batch, frames, 128) normalised fbank to (batch, classes) float32 sigmoid
-  scores, the sigmoid taken in the model's compute dtype. Each frame count gets its own jitted
-  function (and, where a length adapter applies, its own params), kept for the other haystacks.
-  `max_frames` (None: no limit) is a budget the user sets, e.g. for attention on a CPU.
+  `scores(x)` maps a batch of inputs of the model's `input_kind` ((batch, frames, 128) normalised
+  fbank, or (batch, samples) 16 kHz waveforms) to (batch, classes) float32 sigmoid scores, the
+  sigmoid taken in the model's compute dtype. Each input length gets its own jitted function
+  (and, where a length adapter applies, its own params), kept for the other haystacks.
+  `max_frames` (None: no limit) is a budget the user sets in the protocol's frames, e.g. for
+  attention on a CPU.
   """
 
   def __init__(
@@ -167,17 +182,21 @@ class Classifier:
       raise ValueError(f"length_extension must be one of {EXTENSIONS}, got {extension!r}")
     self.name, self.extension, self.max_frames = name, extension, max_frames
     self._module, self._params, self._config = module, params, model_config
+    self.input_kind = spec_of(model_config).input_kind
     self._adapter = LENGTH_ADAPTERS.get(model_config.model_type)
+    if self._adapter is not None and self.input_kind != "fbank":
+      raise ValueError(f"length adapters resize fbank models; {name!r} takes {self.input_kind}")
     self._dtype = jnp.dtype(getattr(model_config, "dtype", "float32"))
-    self._by_frames: dict[int, tuple[Callable, Any] | None] = {}
+    self._by_length: dict[int, tuple[Callable, Any] | None] = {}
 
-  def _compiled(self, frames: int) -> tuple[Callable, Any] | None:
-    if frames not in self._by_frames:
+  def _compiled(self, length: int) -> tuple[Callable, Any] | None:
+    """The jitted forward and params for inputs of `length` (frames, or samples)."""
+    if length not in self._by_length:
       module, params = self._module, self._params
       if self._adapter is not None:
-        adapted = self._adapter(params, self._config, frames, self.extension)
+        adapted = self._adapter(params, self._config, length, self.extension)
         if adapted is None:
-          self._by_frames[frames] = None
+          self._by_length[length] = None
           return None
         params, cfg = adapted
         module = build_model(cfg)
@@ -187,37 +206,37 @@ class Classifier:
         # Returned in the compute dtype: cast inside the jit, XLA may skip the rounding.
         return jax.nn.sigmoid(logits.astype(self._dtype))
 
-      self._by_frames[frames] = (jax.jit(forward), params)
-    return self._by_frames[frames]
+      self._by_length[length] = (jax.jit(forward), params)
+    return self._by_length[length]
 
   def supports(self, frames: int) -> bool:
+    """Whether the model runs inputs of `frames` protocol frames (budget, length extension)."""
     if self.max_frames is not None and frames > self.max_frames:
       return False
-    return self._compiled(frames) is not None
+    return self._adapter is None or self._compiled(frames) is not None
 
-  def scores(self, fbank: np.ndarray) -> np.ndarray:
-    compiled = self._compiled(fbank.shape[1])
+  def scores(self, x: np.ndarray) -> np.ndarray:
+    """(batch, classes) float32 sigmoid scores of a batch of inputs of the model's kind."""
+    compiled = self._compiled(x.shape[1])
     if compiled is None:
-      raise ValueError(f"{self.name} does not run {fbank.shape[1]} frames ({self.extension})")
+      raise ValueError(f"{self.name} does not run {x.shape[1]} frames ({self.extension})")
     forward, params = compiled
-    return np.asarray(forward(params, fbank), np.float32)
+    return np.asarray(forward(params, x), np.float32)
 
 
 def build_classifiers(config: ml_collections.ConfigDict) -> list[Classifier]:
-  """One `Classifier` per `config.models` entry with a path, in `config.compute_dtype`, limited
-  to `config.max_duration_s[name]` seconds where that is set (> 0)."""
+  """One `Classifier` per `config.models` entry with a path, in `config.compute_dtype` (and
+  `PER_CLIP_OVERRIDES` where the model has those fields), limited to
+  `config.max_duration_s[name]` seconds where that is set (> 0)."""
   out = []
   for name, path in config.models.items():
     if not path:
       continue
     budget = config.max_duration_s.get(name, 0.0)
     max_frames = frames_for_duration(config.protocol, budget) if budget > 0 else None
-    module, params, model_config = load_for_eval(path, dtype=config.compute_dtype)
-    if spec_of(model_config).input_kind != "fbank":
-      raise ValueError(
-        f"model {name!r} ({model_config.model_type}) takes {spec_of(model_config).input_kind} "
-        "input; the length study builds fbank inputs only"
-      )
+    fields = {f.name for f in dataclasses.fields(load_config(teacher_lib.resolve_dir(path)))}
+    overrides = {k: v for k, v in PER_CLIP_OVERRIDES.items() if k in fields}
+    module, params, model_config = load_for_eval(path, dtype=config.compute_dtype, **overrides)
     out.append(Classifier(name, module, params, model_config, config.length_extension, max_frames))
   if not out:
     raise ValueError("config.models names no checkpoint; set e.g. --config.models.dass=PATH")
@@ -232,7 +251,8 @@ def frames_for_duration(protocol: str, duration_s: float) -> int:
 
 
 class Inputs:
-  """Builds the model input of needle i for a condition under the configured protocol."""
+  """Builds the model input of needle i for a condition under the configured protocol, as
+  normalised fbank or as a waveform (`input_kind`, `experiments.haystack`)."""
 
   def __init__(self, config: ml_collections.ConfigDict, clips: Clips, workdir: str):
     self.protocol, self.config, self.clips = config.protocol, config, clips
@@ -284,7 +304,13 @@ class Inputs:
       return str(e)
     return None
 
-  def haystack(self, i: int, kind: str, snr_db: float | None, frames: int) -> np.ndarray | None:
+  def shape(self, frames: int, input_kind: str = "fbank") -> tuple[int, ...]:
+    """Shape of one input of `frames` frames: (frames, 128), or (samples,) for a waveform."""
+    return haystack_lib.input_shape(self.protocol, frames, input_kind)
+
+  def haystack(
+    self, i: int, kind: str, snr_db: float | None, frames: int, input_kind: str = "fbank"
+  ) -> np.ndarray | None:
     """What needle i's inputs at every position share: the paper haystack (None: streamed)."""
     if self.protocol != "paper":
       return None
@@ -295,7 +321,7 @@ class Inputs:
       noise = self._babble
     needle = self.paper_needles[i]
     return haystack_lib.paper_haystack(
-      needle, kind, frames, snr_db, noise, self.config.block_samples
+      needle, kind, frames, snr_db, noise, self.config.block_samples, input_kind
     )
 
   def build(
@@ -307,13 +333,14 @@ class Inputs:
     position: float,
     haystack: np.ndarray | None = None,
     out: np.ndarray | None = None,
+    input_kind: str = "fbank",
   ) -> np.ndarray:
-    """(frames, 128) float32 normalised input of needle i, written into `out` when given (paper:
-    assembled from its `haystack`, which is built here when not given)."""
+    """Float32 input of needle i of `shape(frames, input_kind)`, written into `out` when given
+    (paper: assembled from its `haystack` of that kind, which is built here when not given)."""
     config = self.config
     if self.protocol == "paper":
       if haystack is None:
-        haystack = self.haystack(i, kind, snr_db, frames)
+        haystack = self.haystack(i, kind, snr_db, frames, input_kind)
       return haystack_lib.paper_assemble(self.paper_needles[i], haystack, position, out)
     noise = None
     if kind == "white":
@@ -321,7 +348,7 @@ class Inputs:
     elif kind == "babble":
       noise = self._babble
     x = haystack_lib.streamed_input(
-      self.cropped[i], kind, frames, position, snr_db, noise, config.block_samples
+      self.cropped[i], kind, frames, position, snr_db, noise, config.block_samples, input_kind
     )
     if out is None:
       return x
@@ -371,22 +398,28 @@ def evaluate_condition(
   batch_frames: int,
 ) -> dict[float, dict[str, float]]:
   """mAP of every classifier that runs this frame count, over all needles, at each position:
-  {position: {name: mAP}}. Each needle's haystack is built once for all positions."""
+  {position: {name: mAP}}. Each needle's haystack is built once for all positions, in each input
+  kind some classifier takes; a batch holds batch_frames // frames needles (at least one)."""
   active = [c for c in classifiers if c.supports(frames)]
   if not active or not positions:
     return {}
+  input_kinds = sorted({c.input_kind for c in active})
   count = targets.shape[0]
   batch = max(1, min(count, batch_frames // frames))
   scores = {p: {c.name: np.zeros(targets.shape, np.float32) for c in active} for p in positions}
   for first in range(0, count, batch):
     rows = range(first, min(first + batch, count))
-    haystacks = [inputs.haystack(i, kind, snr_db, frames) for i in rows]
+    haystacks = {
+      k: [inputs.haystack(i, kind, snr_db, frames, k) for i in rows] for k in input_kinds
+    }
     for position in positions:
-      x = np.zeros((batch, frames, NUM_MEL_BINS), np.float32)
-      for j, i in enumerate(rows):
-        inputs.build(i, kind, snr_db, frames, position, haystacks[j], out=x[j])
+      x = {k: np.zeros((batch, *inputs.shape(frames, k)), np.float32) for k in input_kinds}
+      for k, hay in haystacks.items():
+        for j, i in enumerate(rows):
+          inputs.build(i, kind, snr_db, frames, position, hay[j], out=x[k][j], input_kind=k)
       for c in active:
-        scores[position][c.name][first : first + len(rows)] = c.scores(x)[: len(rows)]
+        got = c.scores(x[c.input_kind])
+        scores[position][c.name][first : first + len(rows)] = got[: len(rows)]
   return {
     p: {name: metrics_lib.compute_metrics(s, targets)["mAP"] for name, s in by_model.items()}
     for p, by_model in scores.items()

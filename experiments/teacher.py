@@ -8,11 +8,13 @@ with `train=False`; its params are an argument of the step, never part of the op
 student's checkpoints, and are reloaded from their folder at every (re)start.
 
 What the teacher sees. The batch entry named by the teacher's input kind (`dass_jax.models.MODELS`:
-"fbank" or "waveform"). An fbank teacher (AST, DASS) takes the student's own input: mixup,
-SpecAugment and noise included. A waveform teacher (Dasheng) takes the batch's "waveform", which
-`prepare_input` asks the data pipeline for: the same (mixed) audio the student's fbank was made
-from, over the span of its frames (`dass_jax.data`); SpecAugment's masks and the fbank noise act
-on the student's fbank only, so such a teacher sees the clip unmasked.
+"fbank" or "waveform"; `dass_jax.data.request_inputs` asks the pipeline for the entries the
+student and an online teacher read). An fbank teacher (AST, DASS) takes the batch's fbank: mixup,
+SpecAugment and noise included, i.e. an fbank student's own input. A waveform teacher (Dasheng)
+takes the batch's "waveform": the same (mixed) audio the fbank was made from, over the span of its
+frames (`dass_jax.data`); SpecAugment's masks and the fbank noise act on the fbank only, so such
+a teacher sees the clip unmasked. A waveform student (`experiments.train`) also reads the
+unmasked waveform, so with an fbank teacher only the teacher sees SpecAugment and noise.
 
 Logits cache. DASS runs the teacher on the student's *augmented* input (mixup, SpecAugment,
 noise), so the teacher's logits differ every epoch. A cache holds one logits row per datafile row,
@@ -40,7 +42,6 @@ from jax.experimental import multihost_utils
 import dass_jax
 from dass_jax import data, models
 from dass_jax.checkpoint import CONFIG_FILE, is_converted, load_config
-from dass_jax.constants import SAMPLE_RATE
 from experiments import checkpointing, sharding
 
 # A work directory's exports in order of preference: weight-averaged first.
@@ -64,23 +65,6 @@ def resolve_dir(path: str) -> str:
 def input_kind(path: str) -> str:
   """The input kind of the teacher at `path` ('fbank' or 'waveform'), which is its batch key."""
   return models.spec_of(load_config(resolve_dir(path))).input_kind
-
-
-def prepare_input(data_cfg: ml_collections.ConfigDict, kind: str) -> None:
-  """Makes the data config yield what a teacher of input kind `kind` takes (in place).
-
-  Raises:
-    ValueError: a waveform teacher with audio at another rate than 16 kHz.
-  """
-  if kind != "waveform":
-    return
-  rate = int(data_cfg.get("sample_rate", SAMPLE_RATE))
-  if rate != SAMPLE_RATE:
-    raise ValueError(
-      f"a waveform teacher takes {SAMPLE_RATE} Hz audio, but the data config's sample_rate is "
-      f"{rate}"
-    )
-  data_cfg.waveform = True
 
 
 def load(
@@ -135,7 +119,7 @@ def build_cache(
   kind = models.spec_of(module.config).input_kind
   cfg = ml_collections.ConfigDict(data_cfg.to_dict())
   cfg.batch_size = batch_size // jax.process_count()
-  prepare_input(cfg, kind)
+  data.request_inputs(cfg, [kind])
   it = data.make_eval_iterator(
     cfg, shard_index=jax.process_index(), shard_count=jax.process_count()
   )

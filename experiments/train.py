@@ -88,6 +88,17 @@ def _model_config(config: ml_collections.ConfigDict, num_classes: int):
   return models.config_from_dict({"model_type": config.model_type, **fields})
 
 
+def _student_input(config: ml_collections.ConfigDict) -> str:
+  """The input kind of the model the run trains (init_from's model type, else config.model_type)."""
+  if config.init_from:
+    return models.spec_of(dass_jax.checkpoint.load_config(config.init_from)).input_kind
+  if config.model_type not in models.MODELS:
+    raise ValueError(
+      f"config.model_type must be one of {sorted(models.MODELS)}, got {config.model_type!r}"
+    )
+  return models.MODELS[config.model_type].input_kind
+
+
 def _check_length(model_config, config: ml_collections.ConfigDict) -> None:
   """A model whose position embeddings fix its input length must be sized for the clips."""
   length = models.fixed_length(model_config)
@@ -111,6 +122,20 @@ def _fit_length(params: Any, loaded_config, model_config) -> Any:
     model_config.max_length,
   )
   return adapt(params, loaded_config, model_config.max_length)[0]
+
+
+def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):
+  """`tx` for every param but those at the '/'-joined paths `frozen` (`ModelSpec.frozen`), which
+  get zero updates (weight decay and Adam included)."""
+  if not frozen:
+    return tx
+
+  def labels(params):
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+    marks = {k: "frozen" if k in frozen else "train" for k in flat}
+    return flax.traverse_util.unflatten_dict(marks, sep="/")
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -> Any:
@@ -191,11 +216,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   train_cfg = ml_collections.ConfigDict(config.input.to_dict())
   train_cfg.batch_size = config.batch_size // num_processes
+  # What the step reads: the student's input kind and an online teacher's ("fbank" /
+  # "waveform"); a waveform student gets the (mixed) audio, never SpecAugment or fbank noise.
+  student_input = _student_input(config)
   teacher_input = teacher_lib.input_kind(config.teacher.path) if config.teacher.path else None
-  if config.teacher.path and config.teacher.cache:
+  cached_teacher = bool(config.teacher.path and config.teacher.cache)
+  step_inputs = {student_input}
+  if cached_teacher:
     teacher_lib.check_cache_allowed(train_cfg, teacher_input)
   elif teacher_input:
-    teacher_lib.prepare_input(train_cfg, teacher_input)
+    step_inputs.add(teacher_input)
+  data.request_inputs(train_cfg, step_inputs)
+  fbank_augment = {k: train_cfg.get(k) for k in ("freqm", "timem", "noise") if train_cfg.get(k)}
+  if "fbank" not in step_inputs and fbank_augment:
+    logging.warning("%s act on the fbank, which no model of this run reads", fbank_augment)
+  batch_keys = ["labels", *sorted(step_inputs)] + (["teacher_logits"] if cached_teacher else [])
   train_iter = data.make_train_iterator(
     train_cfg, seed=config.seed, shard_index=jax.process_index(), shard_count=num_processes
   )
@@ -210,14 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Model, optimizer, teacher.
   # ----------------------------------------------------------------------------------------------
   model_config = _model_config(config, num_classes)
-  if models.spec_of(model_config).input_kind != "fbank":
-    raise ValueError(
-      f"experiments.train trains fbank models (DASS, AST, AuM); {model_config.model_type} takes "
-      f"{models.spec_of(model_config).input_kind} and can only be a teacher (teacher.path)"
-    )
+  spec = models.spec_of(model_config)
   _check_length(model_config, config)
   model = dass_jax.build_model(model_config)
   tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch)
+  tx = _freeze(tx, spec.frozen)
   wa_enabled = config.wa_start > 0
   if wa_enabled and not 1 <= config.wa_start <= config.wa_end:
     raise ValueError(
@@ -260,7 +292,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   # Train state, created directly with its shardings.
   # ----------------------------------------------------------------------------------------------
-  dummy = jnp.zeros((1, int(train_cfg.target_frames), model_config.num_mel_bins), jnp.float32)
+  if student_input == "fbank":
+    dummy_shape = (1, int(train_cfg.target_frames), model_config.num_mel_bins)
+  else:  # a waveform model's params do not depend on the input length
+    dummy_shape = model_config.example_input_shape()
+  dummy = jnp.zeros(dummy_shape, jnp.float32)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
 
   def make_state(params, key):
@@ -299,8 +335,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       params = _merge_pretrained(fresh, loaded, config.reinit_head, config.init_from)
       state = jax.jit(make_state, out_shardings=state_shardings)(params, train_key)
       logging.info("initialised from %s", config.init_from)
+    elif spec.init_statistics is not None:
+      # Statistics params (Dasheng's input BatchNorm) from the first batch; the iterator rewinds.
+      position = train_iter.get_state()
+      first = put_batch({student_input: next(train_iter)[student_input]})[student_input]
+      train_iter.set_state(position)
+      params = jax.jit(
+        lambda s, x: spec.init_statistics(s["params"], model_config, x), out_shardings=replicated
+      )(state, first)
+      state = jax.jit(make_state, out_shardings=state_shardings)(params, train_key)
+      logging.info("%s from the first batch", ", ".join(spec.frozen))
   num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract["params"]))
-  logging.info("%s with %.2fM params", type(model_config).__name__, num_params / 1e6)
+  logging.info(
+    "%s with %.2fM params, takes %s", type(model_config).__name__, num_params / 1e6, student_input
+  )
 
   # ----------------------------------------------------------------------------------------------
   # Update step.
@@ -318,7 +366,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       teacher_logits = None
 
     def loss_fn(params):
-      logits = model.apply({"params": params}, batch["fbank"], train=True, rngs={"dropout": key})
+      logits = model.apply(
+        {"params": params}, batch[student_input], train=True, rngs={"dropout": key}
+      )
       return losses.combined_loss(
         logits,
         batch["labels"],
@@ -385,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       local = next(train_iter)
       if teacher_mode == "cache":
         local["teacher_logits"] = teacher_cache[local["index"]]
-      local.pop("index")
+      local = {k: local[k] for k in batch_keys}
       state, metrics = update(state, put_batch(local), teacher_params)
       metrics = jax.device_get(metrics)
       if not metrics.pop("finite"):

@@ -379,3 +379,115 @@ def test_noisy_haystack_equals_one_shot_fbank_of_the_mixture():
   start = H.HOP * H.needle_start_frame(0.25, H.num_frames(total), H.num_frames(needle.size))
   mixture = H.mixture_segment(babble, H.noise_scale(needle, 0.0), needle, start, 0, total)
   np.testing.assert_allclose(out, kaldi_fbank.fbank(mixture), rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# waveform inputs (models that take audio): rebuilt here from the documented construction
+
+
+def _paper_waveform_by_hand(needle, kind, total, position, snr, seed, babble, needle_frames):
+  """The paper waveform input from its definition, independently of `H.paper_*`."""
+  needle = needle.astype(np.float64)
+  span = np.zeros(needle_frames * 160)
+  kept = min(span.size, needle.size)
+  span[:kept] = (needle - needle.mean())[:kept]
+  hay_samples = (total - needle_frames) * 160
+  if kind == "zeros":
+    hay = np.zeros(hay_samples)
+  else:
+    ratio = needle.size / (1 + (needle.size - 400) // 160)
+    noise_len = int(ratio * (total - needle_frames)) + 1
+    if kind == "white":
+      noise = H.WhiteNoise(seed).segment(0, noise_len)
+    else:
+      noise = np.resize(babble.astype(np.float64), noise_len)  # tiled from the first sample
+    gain = np.sqrt(np.mean(needle**2)) / 10 ** (snr / 20) / np.sqrt(np.mean(noise**2))
+    hay = (gain * noise - gain * noise.mean())[:hay_samples]
+  ind = 160 * int(total * position)
+  return np.concatenate([hay[:ind], span, hay[ind:]])
+
+
+@pytest.mark.parametrize("kind", ["zeros", "white", "babble"])
+@pytest.mark.parametrize(
+  ("seconds", "total", "position", "needle_frames"),
+  [(3.0, 1900, 0.25, 1024), (12.5, 3000, 0.5, 1024), (1.0, 98, 0.0, 98), (1.0, 300, 0.6, 98)],
+)
+def test_paper_waveform_is_the_documented_construction(
+  kind, seconds, total, position, needle_frames
+):
+  """Clip minus its mean padded/cropped to 160 needle_frames samples, at sample 160 int(L t), in
+  the first 160 (L - needle_frames) samples of the paper's scaled noise; zeros: silence."""
+  needle, babble = _needle(seconds, 2) + 0.15, _babble(1.3)
+  noise = {"zeros": None, "white": H.WhiteNoise((5, 2)), "babble": H.TiledRecording(babble)}[kind]
+  pn = H.paper_needle(needle, needle_frames)
+  got = H.paper_input(pn, kind, total, position, 4.0, noise, 7001, input_kind="waveform")
+  want = _paper_waveform_by_hand(needle, kind, total, position, 4.0, (5, 2), babble, needle_frames)
+  assert got.dtype == np.float32 and got.shape == (160 * total,)
+  assert got.shape == H.input_shape("paper", total, "waveform")
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_paper_waveform_haystack_is_the_noise_of_the_fbank_haystack():
+  """One noise implementation: the fbank of the waveform haystack is the fbank haystack."""
+  needle = _needle(10.0)
+  pn = H.paper_needle(needle)
+  for noise in (H.WhiteNoise((1, 4)), H.TiledRecording(_babble())):
+    wave = H.paper_haystack(pn, "white", 3000, 2.0, noise, 9000, input_kind="waveform")
+    feats = H.paper_haystack(pn, "white", 3000, 2.0, noise, 9000)
+    again = kaldi_fbank.normalize(kaldi_fbank.fbank(wave))
+    assert again.shape[0] == feats.shape[0] - 2  # 160 H samples make H - 2 snip-edges frames
+    assert_logmel_close(_raw(again), _raw(feats[: again.shape[0]]))
+
+
+@pytest.mark.parametrize("kind", ["zeros", "white", "babble"])
+@pytest.mark.parametrize("position", [0.0, 0.37, 1.0])
+def test_streamed_waveform_is_the_mixture_the_fbank_is_made_from(kind, position):
+  """160 (L - 1) + 400 samples: noise * noise_scale + the needle at 160 round(t (L - n)); zeros:
+  the needle in silence; and for the noise haystacks, its fbank is the fbank input."""
+  needle = _needle(0.5, 3)
+  total = 400
+  pool = [_needle(0.3, s) for s in range(3)]
+  noise = {
+    "zeros": None,
+    "white": H.WhiteNoise(6, block_samples=4000),
+    "babble": H.BabbleNoise(pool, 2, seed=1),
+  }[kind]
+  got = H.streamed_input(needle, kind, total, position, 3.0, noise, 5000, input_kind="waveform")
+  samples = 160 * (total - 1) + 400
+  start = 160 * round(position * (total - (1 + (needle.size - 400) // 160)))
+  want = np.zeros(samples)
+  if kind != "zeros":
+    centred = needle - needle.astype(np.float64).mean()
+    want += np.sqrt(np.mean(centred**2) / 10**0.3) * noise.segment(0, samples)
+  placed = needle[: samples - start]
+  want[start : start + placed.size] += placed
+  assert got.dtype == np.float32 and got.shape == (samples,)
+  assert got.shape == H.input_shape("streamed", total, "waveform")
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+  if kind != "zeros":
+    feats = H.streamed_input(needle, kind, total, position, 3.0, noise, 5000)
+    assert_logmel_close(_raw(kaldi_fbank.normalize(kaldi_fbank.fbank(got))), _raw(feats))
+
+
+def test_cli_writes_waveform_inputs(tmp_path, wavs):
+  waveform = sf.read(wavs["needle"], dtype="float32")[0]
+  recording = sf.read(wavs["babble"], dtype="float32")[0]
+  for protocol, samples in (("paper", 160 * 3000), ("streamed", 160 * 2999 + 400)):
+    out = tmp_path / f"{protocol}.npy"
+    code, err = _cli(
+      tmp_path, "--protocol", protocol, "--kind", "waveform", "--needle", wavs["needle"],
+      "--total-frames", 3000, "--position", 0.25, "--haystack", "babble", "--snr-db", 0,
+      "--babble-wav", wavs["babble"], "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    x = np.load(out)
+    assert x.dtype == np.float32 and x.shape == (samples,)
+    if protocol == "paper":
+      want = _paper_waveform_by_hand(waveform, "babble", 3000, 0.25, 0.0, None, recording, 1024)
+      np.testing.assert_allclose(x, want, rtol=0, atol=1e-6)
+  code, err = _cli(
+    tmp_path, "--kind", "waveform", "--needle", wavs["needle"], "--total-frames", 3000,
+    "--position", 0.9, "--haystack", "zeros", "--out", tmp_path / "refused.npy",
+  )  # fmt: skip
+  assert code == 2 and "the original crashes there" in err
+  assert not (tmp_path / "refused.npy").exists()

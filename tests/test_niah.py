@@ -1,5 +1,6 @@
 """The audio needle-in-a-haystack study (experiments.niah) under both protocols, with tiny
-random-init checkpoints; the inputs themselves are tested in tests/test_haystack.py."""
+random-init checkpoints, Dasheng (a waveform model) among them; the inputs themselves are tested
+in tests/test_haystack.py, and here the waveforms the study hands Dasheng are rebuilt by hand."""
 
 import csv
 
@@ -11,7 +12,7 @@ import pytest
 from dass_jax.checkpoint import save_converted
 from dass_jax.constants import SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
-from dass_jax.models import AstConfig, DassConfig, build_model
+from dass_jax.models import AstConfig, DashengConfig, DassConfig, build_model
 from experiments import haystack as H
 from experiments import niah
 from experiments.configs import niah as niah_config
@@ -22,10 +23,12 @@ SR = SAMPLE_RATE
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-  """Tiny random DASS and AST (13 classes) saved as converted checkpoints.
+  """Tiny random DASS, AST and Dasheng (13 classes) saved as converted checkpoints.
 
   The two-stage DASS with the sequential scan compiles in a fraction of the time of four stages
-  with the associative scan; both run any input length.
+  with the associative scan; both run any input length. The Dasheng has 8-token chunks (several
+  per input, the last partial) and the batch-wide dB floor, which the study must replace by the
+  per-clip one.
   """
   root = tmp_path_factory.mktemp("ckpt")
   configs = {
@@ -44,14 +47,28 @@ def checkpoints(tmp_path_factory):
       max_length=48,
       pos_embed_type="sine",
     ),
+    "dasheng": DashengConfig(
+      num_classes=13,
+      embed_dim=16,
+      depth=1,
+      num_heads=2,
+      mlp_dim=32,
+      chunk_tokens=8,
+      db_floor="batch",
+    ),
   }
   rng = np.random.default_rng(0)
   for name, cfg in configs.items():
     # Values drawn from the param shapes: nothing is compiled for an init.
-    shapes = jax.eval_shape(build_model(cfg).init, jax.random.key(0), jnp.zeros((1, 48, 128)))
+    shapes = jax.eval_shape(
+      build_model(cfg).init, jax.random.key(0), jnp.zeros(cfg.example_input_shape())
+    )
     params = jax.tree.map(
       lambda s: 0.3 * rng.standard_normal(s.shape).astype(np.float32), shapes["params"]
     )
+    if name == "dasheng":  # dB statistics of a plausible scale (a variance must be positive)
+      params["init_bn"]["mean"] = np.full(64, -40.0, np.float32)
+      params["init_bn"]["var"] = np.full(64, 400.0, np.float32)
     save_converted(root / name, cfg, params)
   return {name: str(root / name) for name in configs}
 
@@ -65,6 +82,7 @@ def _config(protocol: str, checkpoints, synthetic_dir):
   config = niah_config.get_config("runlocal" if protocol == "paper" else "runlocal,streamed")
   config.data.synthetic.cache_dir = synthetic_dir
   config.models.dass, config.models.ast = checkpoints["dass"], checkpoints["ast"]
+  config.models.dasheng = checkpoints["dasheng"]
   if protocol == "paper":
     config.models.ast_sine = checkpoints["ast_sine"]
   return config
@@ -271,3 +289,133 @@ def test_all_rows_as_needles_and_babble_needs_a_source(checkpoints, synthetic_di
     niah.Inputs(config, clips, str(tmp_path))
   config.haystacks = ("zeros", "white")
   niah.Inputs(config, clips, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dasheng: the waveform analogue of each input, rebuilt by hand from experiments/haystack.py's
+# documented construction (only the noise sources, WhiteNoise and TiledRecording, are shared).
+
+
+def _paper_waveform(config, clip, i, kind, frames, position, babble=None):
+  """Paper: the clip minus its mean padded/cropped to 160 needle_frames samples, inserted at
+  sample 160 int(L t) into the first 160 (L - needle_frames) samples of the paper's noise."""
+  clip = clip.astype(np.float64)
+  n = config.needle_frames
+  needle = np.zeros(160 * n)
+  kept = min(needle.size, clip.size)
+  needle[:kept] = (clip - clip.mean())[:kept]
+  hay = np.zeros(160 * (frames - n))
+  if kind != "zeros":
+    ratio = clip.size / (1 + (clip.size - 400) // 160)
+    noise_len = int(ratio * (frames - n)) + 1
+    if kind == "white":
+      noise = H.WhiteNoise((config.seed, i)).segment(0, noise_len)
+    else:
+      noise = H.TiledRecording(babble).segment(0, noise_len)
+    rms = np.sqrt(np.mean(clip**2))
+    gain = rms / 10 ** (config.snrs_db[0] / 20) / np.sqrt(np.mean(noise**2))
+    hay = (gain * noise - gain * noise.mean())[: hay.size]
+  ind = 160 * int(frames * position)
+  return np.concatenate([hay[:ind], needle, hay[ind:]])
+
+
+def _streamed_waveform(config, clip, kind, frames, position):
+  """Streamed: (L - 1) 160 + 400 samples; the cropped needle at sample 160 round(t (L - n))
+  added to unit-power noise scaled to the SNR over the mean-removed needle (silence: zeros)."""
+  needle = clip[: int(round(config.needle_seconds * SR))].astype(np.float64)
+  out = np.zeros(160 * (frames - 1) + 400)
+  if kind == "white":
+    centred = needle - needle.mean()
+    scale = np.sqrt(np.mean(centred**2) / 10 ** (config.snrs_db[0] / 10))
+    out += scale * H.WhiteNoise(config.seed).segment(0, out.size)
+  start = 160 * round(position * (frames - (1 + (needle.size - 400) // 160)))
+  placed = needle[: out.size - start]
+  out[start : start + placed.size] += placed
+  return out
+
+
+def _by_hand(config, clips, i, kind, frames, position, workdir):
+  if config.protocol == "streamed":
+    return _streamed_waveform(config, clips.needles[i], kind, frames, position)
+  babble = None
+  if kind == "babble":
+    babble = niah.load_audio(str(workdir / niah.BABBLE_FILE))
+  return _paper_waveform(config, clips.needles[i], i, kind, frames, position, babble)
+
+
+# (haystack, duration index, position) per protocol; the streamed babble is a sum of pool clips
+# (tests/test_haystack.py), left out here.
+DASHENG_CONDITIONS = {
+  "paper": [("zeros", 0, 0.0), ("white", 1, 0.25), ("babble", 1, 0.0)],
+  "streamed": [("zeros", 1, 1.0), ("white", 0, 0.0), ("white", 1, 1.0)],
+}
+
+
+def test_dasheng_sees_the_documented_waveforms(study, monkeypatch):
+  """The batches the study hands Dasheng hold exactly the hand-built waveforms, in needle order
+  (padding rows after them), and its mAP row is that of the model run on them one at a time."""
+  config, workdir, rows = study
+  clips = niah.load_clips(config)
+  inputs = niah.Inputs(config, clips, str(workdir))
+  [dasheng] = [c for c in niah.build_classifiers(config) if c.name == "dasheng"]
+  assert dasheng.input_kind == "waveform" and dasheng._config.db_floor == "clip"
+  seen = []
+  scores = niah.Classifier.scores
+  monkeypatch.setattr(
+    niah.Classifier, "scores", lambda self, x: seen.append(x.copy()) or scores(self, x)
+  )
+  module, params, _ = niah.load_for_eval(config.models.dasheng, db_floor="clip")
+  forward = jax.jit(lambda x: jax.nn.sigmoid(module.apply({"params": params}, x)))
+  count = len(clips.needles)
+  for kind, d, position in DASHENG_CONDITIONS[config.protocol]:
+    duration = config.durations_s[d]
+    frames = niah.frames_for_duration(config.protocol, duration)
+    seen.clear()
+    got = niah.evaluate_condition(
+      [dasheng], inputs, clips.targets, kind, config.snrs_db[0], frames, [position], 10**6
+    )
+    assert len(seen) == 1  # every needle in one batch
+    want = np.stack(
+      [_by_hand(config, clips, i, kind, frames, position, workdir) for i in range(count)]
+    )
+    assert seen[0].shape == (count, *H.input_shape(config.protocol, frames, "waveform"))
+    np.testing.assert_allclose(seen[0], want, rtol=0, atol=1e-6)
+    one_at_a_time = np.concatenate([np.asarray(forward(w[None].astype(np.float32))) for w in want])
+    expected = compute_metrics(one_at_a_time, clips.targets)["mAP"]
+    assert got[position]["dasheng"] == pytest.approx(expected, abs=1e-6)
+    [row] = [
+      r
+      for r in rows
+      if (r["model"], r["haystack"], r["duration_s"], r["position"])
+      == ("dasheng", kind, duration, position)
+    ]
+    assert row["mAP"] == pytest.approx(expected, abs=1e-6)  # the study ran other batch sizes
+
+
+def test_dasheng_batch_floor_would_couple_the_needles(checkpoints):
+  """Why the study replaces db_floor: with the checkpoint's 'batch' floor a needle's score
+  depends on the loudest needle of its batch."""
+  module, params, cfg = niah.load_for_eval(checkpoints["dasheng"])
+  assert cfg.db_floor == "batch"
+  rng = np.random.default_rng(1)
+  quiet = np.zeros((1, SR), np.float32)
+  quiet[0, : SR // 2] = 1e-3 * rng.standard_normal(SR // 2)
+  loud = rng.standard_normal((1, SR)).astype(np.float32)
+  alone = module.apply({"params": params}, quiet)
+  batched = module.apply({"params": params}, np.concatenate([quiet, loud]))[:1]
+  assert not np.allclose(alone, batched, atol=1e-4)
+  clip_module, _, _ = niah.load_for_eval(checkpoints["dasheng"], db_floor="clip")
+  np.testing.assert_allclose(
+    clip_module.apply({"params": params}, np.concatenate([quiet, loud]))[:1],
+    clip_module.apply({"params": params}, quiet),
+    atol=1e-5,
+  )
+
+
+def test_length_adapters_are_for_fbank_models(checkpoints, monkeypatch):
+  """Adapters resize position embeddings over frames; a waveform model's input is in samples."""
+  module, params, cfg = niah.load_for_eval(checkpoints["dasheng"])
+  assert niah.Classifier("dasheng", module, params, cfg, "refuse").supports(10**6)
+  monkeypatch.setitem(niah.LENGTH_ADAPTERS, "dasheng", lambda *args: None)
+  with pytest.raises(ValueError, match="length adapters resize fbank models"):
+    niah.Classifier("dasheng", module, params, cfg, "refuse")

@@ -14,7 +14,8 @@ Batches are numpy dicts (b = per-host batch size, t = cfg.target_frames, c = cla
   waveform: (b, samples) float32, only with cfg.waveform: the audio each fbank row was made from
           (after mixup, before SpecAugment and noise, which act on the fbank), cropped or
           zero-padded to the samples the target_frames frames span ((t - 1) * 160 + 400 at
-          16 kHz), for a distillation teacher that takes waveforms (Dasheng).
+          16 kHz), for a model that takes waveforms (Dasheng, as student or teacher);
+          `request_inputs(cfg, kinds)` turns it on exactly when one of the models does.
 
 Config fields (an `ml_collections.ConfigDict` section; `default_config()` has them all; a field
 left out of the section takes its default):
@@ -84,6 +85,7 @@ from dass_jax.data.pipeline import (
   default_config,
   make_eval_iterator,
   make_train_iterator,
+  request_inputs,
 )
 from dass_jax.labels import read_label_csv
 
@@ -95,4 +97,5 @@ __all__ = [
   "num_classes_from_csv",
   "read_datafile",
   "read_label_csv",
+  "request_inputs",
 ]

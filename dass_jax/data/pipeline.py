@@ -71,6 +71,27 @@ def default_config(**overrides: Any) -> ml_collections.ConfigDict:
   return cfg
 
 
+def request_inputs(cfg: ml_collections.ConfigDict, kinds) -> None:
+  """Makes a data config yield what models of the given input kinds read, in place.
+
+  Batches always hold "fbank"; "waveform" is turned on exactly when one of `kinds` (e.g. the
+  student's and an online teacher's, `dass_jax.models.INPUT_KINDS`) is "waveform", and off
+  otherwise, so the audio is neither kept nor shipped when no model reads it.
+
+  Raises:
+    ValueError: a waveform model with audio at another rate than 16 kHz (the models that take
+      waveforms are trained at 16 kHz; nothing resamples the batch entry).
+  """
+  wants = "waveform" in set(kinds)
+  rate = int(cfg.get("sample_rate", SAMPLE_RATE))
+  if wants and rate != SAMPLE_RATE:
+    raise ValueError(
+      f"a model that takes waveforms reads {SAMPLE_RATE} Hz audio, but the data config's "
+      f"sample_rate is {rate}"
+    )
+  cfg.waveform = wants
+
+
 def _resolve(cfg: ml_collections.ConfigDict | dict[str, Any]) -> ml_collections.ConfigDict:
   """Defaults overridden by `cfg`; unknown fields and bad values raise ValueError."""
   given = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)

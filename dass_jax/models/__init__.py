@@ -11,7 +11,10 @@ study feed each model the right input:
 Models whose position embeddings fix the input length (AST, AuM) have a `max_length` config field
 (frames) and give `spec.with_max_length(params, config, max_length) -> (params, config)`, which
 resizes the embeddings for inputs of another length; `fixed_length(config)` is that length, or
-None for a model that takes any length (DASS).
+None for a model that takes any length (DASS). `spec.frozen` names the params ('/'-joined paths)
+that hold statistics rather than weights, which training must leave unchanged (Dasheng's
+BatchNorm mean and variance), and `spec.init_statistics(params, config, inputs) -> params` sets
+them from a batch of training inputs for a model trained from scratch.
 
     from dass_jax import models
     model = models.build_model(models.DassConfig.small())
@@ -25,7 +28,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from dass_jax.models import ast, aum
+from dass_jax.models import ast, aum, dasheng
 from dass_jax.models.ast import AST, AstConfig
 from dass_jax.models.aum import AuM, AumConfig
 from dass_jax.models.base import ModelConfig
@@ -37,19 +40,28 @@ INPUT_KINDS = ("fbank", "waveform")
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """A registered model: its config class, its Linen module class, what it takes as input and,
-  for a model with a fixed input length, how to adapt its params to another length."""
+  """A registered model: its config class, its Linen module class, what it takes as input, for a
+  model with a fixed input length how to adapt its params to another length, and the params that
+  training leaves unchanged."""
 
   config_class: type[ModelConfig]
   module_class: type
   input_kind: str
   with_max_length: Callable[[Any, ModelConfig, int], tuple[Any, ModelConfig]] | None = None
+  frozen: tuple[str, ...] = ()
+  init_statistics: Callable[[Any, ModelConfig, Any], Any] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
   "dass": ModelSpec(DassConfig, DASS, "fbank"),
   "ast": ModelSpec(AstConfig, AST, "fbank", ast.with_max_length),
-  "dasheng": ModelSpec(DashengConfig, Dasheng, "waveform"),
+  "dasheng": ModelSpec(
+    DashengConfig,
+    Dasheng,
+    "waveform",
+    frozen=dasheng.FROZEN_PARAMS,
+    init_statistics=dasheng.init_statistics,
+  ),
   "aum": ModelSpec(AumConfig, AuM, "fbank", aum.with_max_length),
 }
 

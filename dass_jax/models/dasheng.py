@@ -37,7 +37,8 @@ agree whenever no mel bin of the batch lies more than top_db below the loudest c
 
 Params tree (D = embed_dim, M = mlp_dim, C = num_classes, K = chunk_tokens, i = block index):
   init_bn/{mean, var, scale, bias}           (64,) BatchNorm running statistics and affine; the
-                                             statistics are held fixed (stop_gradient)
+                                             statistics are held fixed (stop_gradient, and
+                                             `FROZEN_PARAMS` in training)
   patch_embed/{kernel (64, 4, 1, D), bias (D,)}
   time_pos_embed (K, D), freq_pos_embed (D,)
   blocks_i/norm1, blocks_i/attn/{qkv, out}, blocks_i/norm2, blocks_i/mlp/{fc1, fc2}
@@ -64,6 +65,10 @@ from dass_jax.layers import trunc_normal_init as init
 from dass_jax.models.base import ModelConfig, check_choice
 
 PATCH_FRAMES = 4  # frames per token (40 ms); the patch covers all 64 mel bins.
+# Params that hold statistics, not weights: training leaves them as they are (the registry's
+# `ModelSpec.frozen`; the module already stops their gradients, but weight decay would move them).
+# A model trained from scratch gets them from data first (`init_statistics`).
+FROZEN_PARAMS = ("init_bn/mean", "init_bn/var")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +138,24 @@ class DashengConfig(ModelConfig):
   def b12(cls, **overrides) -> DashengConfig:
     """Dasheng-1.2B: D 1536, 40 blocks, 24 heads (1134.0 M encoder params)."""
     return cls(**{"embed_dim": 1536, "depth": 40, "num_heads": 24, "mlp_dim": 6144, **overrides})
+
+
+def init_statistics(params, config: DashengConfig, waveforms: jax.Array):
+  """`params` with init_bn's mean and variance set to those of `waveforms`' log-mel dB.
+
+  dasheng trains its BatchNorm in train mode, whose running statistics converge to the per-mel-bin
+  mean and variance of the (floored) dB spectrogram of its data; here they are held fixed, so a
+  model trained from scratch takes them from a batch of its training data (`experiments.train`
+  uses the first batch) instead of keeping the initial 0 and 1 on dB values of tens of dB.
+
+  Args:
+    params: Dasheng params.
+    config: the model's config (top_db and db_floor of the front end).
+    waveforms: (batch, samples) 16 kHz training audio.
+  """
+  db = dasheng_mel.log_mel_db(waveforms, config.top_db, config.db_floor)
+  stats = {"mean": jnp.mean(db, axis=(0, 1)), "var": jnp.var(db, axis=(0, 1))}
+  return {**params, "init_bn": {**params["init_bn"], **stats}}
 
 
 class MelBatchNorm(nn.Module):

@@ -24,8 +24,10 @@ field can be overridden with `--config.field=value` (tuples as `--config.duratio
 
 There is no built-in length cap: attention models run as far as memory allows (AST's scores are
 (heads, N, N) for N = 12 (frames - 6) / 10 tokens; AST-base at 60 s holds ~2.5 GB per score
-tensor), or as far as `--config.max_duration_s.NAME=SECONDS` lets a model go; every model runs
-with batch 1 once a batch of `batch_frames` frames holds a single input.
+tensor; Dasheng attends within 10.08 s chunks, so its memory grows linearly), or as far as
+`--config.max_duration_s.NAME=SECONDS` lets a model go; every model runs with batch 1 once a
+batch of `batch_frames` frames holds a single input. A model that takes waveforms (Dasheng) gets
+the waveform analogue of every input (`experiments/haystack.py`, "Waveform inputs").
 """
 
 import ml_collections
@@ -40,13 +42,16 @@ def get_config(arg=None):
   c.seed = 0  # white noise (paper: needle i draws from (seed, i)) and babble offsets
   # name -> converted checkpoint folder or experiments.train work directory ('' = skip); the model
   # kind comes from the checkpoint. `ast_sine`: a slot for an AST with pos_embed_type='sine';
-  # `aum`: e.g. work_dirs/quickstart_aum/student_kd (experiments/configs/quickstart_aum.py).
+  # `aum`: e.g. work_dirs/quickstart_aum/student_kd (experiments/configs/quickstart_aum.py);
+  # `dasheng`: a model that takes waveforms, e.g. work_dirs/quickstart_dasheng/student_kd
+  # (experiments/configs/quickstart_dasheng.py), fed the waveform analogue of each input.
   c.models = ml_collections.ConfigDict(
     {
       "dass": "work_dirs/quickstart/student_kd",
       "ast": "work_dirs/quickstart/teacher",
       "ast_sine": "",
       "aum": "",
+      "dasheng": "",
     }
   )
   c.data = ml_collections.ConfigDict(
@@ -84,11 +89,11 @@ def get_config(arg=None):
   # Per-model time budget: the longest duration run, in s (0 = no limit). AST's attention time
   # grows with the square of the length; on a 2-core CPU the quickstart's AST is given 30 s.
   c.max_duration_s = ml_collections.ConfigDict(
-    {"dass": 0.0, "ast": 30.0, "ast_sine": 30.0, "aum": 0.0}
+    {"dass": 0.0, "ast": 30.0, "ast_sine": 30.0, "aum": 0.0, "dasheng": 0.0}
   )
   c.compute_dtype = "float32"  # or 'bfloat16' (half precision, as the original's fp16 autocast)
-  c.batch_frames = 8192  # frames per batch (batch 1 above this length)
-  c.block_samples = 60 * 16000  # waveform samples per streamed fbank block
+  c.batch_frames = 8192  # frames per batch (batch 1 above this length), for every input kind
+  c.block_samples = 60 * 16000  # waveform samples per streamed fbank / noise block
 
   if arg.audioset:
     c.models.dass, c.models.ast = "", ""
