@@ -10,7 +10,6 @@ tests/conftest.py defaults JAX_PLATFORMS to cpu, so on a GPU machine run
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,8 @@ import pytest
 
 import pallas_kernels
 from pallas_kernels import dispatch
+from pallas_kernels.cross_scan import K_DIRECTIONS
+from pallas_kernels.random_inputs import SCAN_ARGS, SS2D_ARGS, scan_inputs, ss2d_inputs
 
 pytestmark = [
   pytest.mark.gpu,
@@ -28,7 +29,7 @@ pytestmark = [
   ),
 ]
 
-K = 4
+K = K_DIRECTIONS
 STAGES = {f"stage{i + 1}": (8192 // 4**i, 96 * 2**i) for i in range(4)}  # (L, d)
 FRAMES_HW = {f"stage{i + 1}": (32 >> i, 256 >> i) for i in range(4)}  # (H, W)
 # fp32: same math in another summation order. bf16: the outputs and gradients are rounded
@@ -46,43 +47,18 @@ TOL = {
   ("ss2d", jnp.bfloat16, "value"): 3e-2,
   ("ss2d", jnp.bfloat16, "grad"): 3e-2,
 }
-SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
-SS2D_ARGS = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
-
-
-def _dt_bias(key, shape):
-  """softplus^-1 of dt drawn log-uniform in [1e-3, 1e-1] (mamba's dt_init)."""
-  dt = jnp.exp(jax.random.uniform(key, shape, minval=math.log(1e-3), maxval=math.log(1e-1)))
-  return dt + jnp.log(-jnp.expm1(-dt))
 
 
 def _scan_inputs(batch, length, d, dtype, n=1):
-  ks = jax.random.split(jax.random.PRNGKey(length + d + batch), 8)
-  ch = K * d
-  args = (
-    jax.random.normal(ks[0], (batch, ch, length), dtype),
-    (0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
-    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-    jax.random.normal(ks[3], (batch, K, n, length), dtype),
-    jax.random.normal(ks[4], (batch, K, n, length), dtype),
-    jax.random.normal(ks[5], (ch,)),
-    _dt_bias(ks[6], (ch,)),
-  )
-  return args, jax.random.normal(ks[7], (batch, ch, length))
+  args = scan_inputs(jax.random.PRNGKey(length + d + batch), batch, K, d, n, length, dtype)
+  return args, jax.random.normal(jax.random.PRNGKey(7), args[0].shape)
 
 
 def _ss2d_inputs(batch, height, width, d, dtype, n=1):
-  ks = jax.random.split(jax.random.PRNGKey(height * width + d), 7)
-  rank = -(-d // 16)
-  args = (
-    jax.random.normal(ks[0], (batch, height, width, d), dtype),
-    jax.random.normal(ks[1], (K, rank + 2 * n, d)) / math.sqrt(d),
-    jax.random.normal(ks[2], (K, d, rank)) / math.sqrt(rank),
-    _dt_bias(ks[3], (K, d)),
-    0.5 * jax.random.normal(ks[4], (K * d, n)),
-    1.0 + 0.1 * jax.random.normal(ks[5], (K * d,)),
+  args = ss2d_inputs(
+    jax.random.PRNGKey(height * width + d), batch, height, width, d, n, dtype=dtype
   )
-  return args, jax.random.normal(ks[6], (batch, height, width, d))
+  return args, jax.random.normal(jax.random.PRNGKey(6), args[0].shape)
 
 
 def _value_and_grads(fn, args, weight):
