@@ -32,23 +32,20 @@ import argparse
 import ast
 import os
 import platform
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from timing import alternating_medians  # benchmarks/timing.py, beside this script
+from train_step import ADAM_LR, TrainStep  # benchmarks/train_step.py
 
 from convert_torch.dass import torch_to_flax
-from dass_jax.config import DassConfig
-from dass_jax.dass import DASS
+from dass_jax.models import DASS, DassConfig
 
 ORIGINAL_SCAN_CHUNK = 64  # selective_scan_easy's default, the chunk a CPU user runs
-ADAM_LR = 1e-4
 NUM_CLASSES = 527
 MEL_BINS = 128
 
@@ -185,21 +182,8 @@ def build_original(repo: Path):
 
 
 # ------------------------------------------------------------------------------------------------
-# Timing.
+# The comparisons.
 # ------------------------------------------------------------------------------------------------
-def alternating_medians(calls: dict, repeats: int) -> dict[str, float]:
-  """Median seconds of each zero-argument call (it must block), alternating after a warm-up."""
-  for call in calls.values():
-    call()
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call()
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
-
-
 def rel_err(ours, ref) -> float:
   ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
   return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
@@ -254,31 +238,11 @@ def train_step_row(torch_model, params, args) -> str:
     optimizer.step()
     return loss
 
-  tx = optax.adam(ADAM_LR)
-  calls, states = {}, {}
+  xj, yj = jnp.asarray(x), jnp.asarray(y)
+  calls = {}
   for impl in args.impls:
-    model = DASS(DassConfig.small(scan_impl=impl, num_classes=NUM_CLASSES))
-
-    def step(p, opt_state, x, y, key, model=model):
-      def loss_fn(p):
-        logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
-        return optax.sigmoid_binary_cross_entropy(logits, y).mean()
-
-      loss, grads = jax.value_and_grad(loss_fn)(p)
-      updates, opt_state = tx.update(grads, opt_state, p)
-      return optax.apply_updates(p, updates), opt_state, loss
-
-    jitted = jax.jit(step, donate_argnums=(0, 1))
-    states[impl] = [jax.tree.map(jnp.array, params), tx.init(params), 0]
-
-    def call(impl=impl, jitted=jitted):
-      state = states[impl]
-      key = jax.random.fold_in(jax.random.key(0), state[2])
-      state[0], state[1], loss = jitted(state[0], state[1], jnp.asarray(x), jnp.asarray(y), key)
-      state[2] += 1
-      jax.block_until_ready(loss)
-
-    calls[impl] = call
+    step = TrainStep(DASS(DassConfig.small(scan_impl=impl, num_classes=NUM_CLASSES)), params)
+    calls[impl] = lambda step=step: step(xj, yj)
   calls["original"] = torch_step
   times = alternating_medians(calls, args.repeats)
   cells = [str(frames)]

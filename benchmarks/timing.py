@@ -18,3 +18,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> f
     fn()
     times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def alternating_medians(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+  """Median wall time of each call, after one warm-up call each, the calls taking turns.
+
+  Side-by-side comparisons use this: load from other work on the machine then falls on every
+  implementation alike instead of on whichever ran during it. Each call must block.
+  """
+  for call in calls.values():
+    call()
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}

@@ -36,8 +36,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels import random_inputs
+from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels.dispatch import ScanImpl, selective_scan
 from pallas_kernels.ss2d_core import ss2d_scan
 

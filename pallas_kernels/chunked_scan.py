@@ -117,11 +117,14 @@ def _chunk_starts(step, decay: jax.Array, chunk: int, reverse: bool) -> jax.Arra
   return combine(local, decay, axis=CHUNK_AXIS)
 
 
-def _sweep(step, starts: jax.Array, out_shape, reverse: bool) -> jax.Array:
+def _sweep(step, starts: jax.Array, like: jax.Array, tail, reverse: bool) -> jax.Array:
   """Pass 3: every chunk run from its start carry; returns the values `step` emits, stacked
-  at their steps: (batch, G, n_chunks, chunk, ...) = out_shape."""
-  chunk = out_shape[STEP_AXIS]
+  at their steps: (batch, G, n_chunks, chunk, *tail), laid out (and sharded) like `like`, a
+  chunked input (batch, G, n_chunks, chunk, ...).
+  """
+  chunk = like.shape[STEP_AXIS]
   order = _step_order(chunk, reverse)
+  steps = jnp.zeros_like(like[..., :1]).reshape(*like.shape[:4], *[1] * len(tail))
 
   def body(i, state):
     carry, out = state
@@ -129,7 +132,8 @@ def _sweep(step, starts: jax.Array, out_shape, reverse: bool) -> jax.Array:
     carry, value = step(s, carry)
     return carry, lax.dynamic_update_index_in_dim(out, value, s, axis=STEP_AXIS)
 
-  return lax.fori_loop(0, chunk, body, (starts, jnp.zeros(out_shape, jnp.float32)))[1]
+  out = jnp.broadcast_to(steps, (*like.shape[:4], *tail))
+  return lax.fori_loop(0, chunk, body, (starts, out))[1]
 
 
 class _Chunked:
@@ -174,21 +178,18 @@ class _Chunked:
 
     return step
 
-  def shape(self, *tail):
-    return (*self.u.shape[:4], *tail)
-
 
 def _states(ch: _Chunked, reverse: bool):
   """(h for every step (batch, G, n_chunks, T, N, D), chunk start states)."""
   starts = _chunk_starts(ch.state_step(lambda s, h: h), ch.chunk_decay(), ch.chunk, reverse)
-  h = _sweep(ch.state_step(lambda s, h: h), starts, ch.shape(*ch.state_shape[3:]), reverse)
+  h = _sweep(ch.state_step(lambda s, h: h), starts, ch.u, ch.state_shape[3:], reverse)
   return h, starts
 
 
 def _forward(reverse, chunk, u, dt, A, B, C):
   ch = _Chunked(u, dt, A, B, C, chunk)
   starts = _chunk_starts(ch.state_step(lambda s, h: h), ch.chunk_decay(), chunk, reverse)
-  y = _sweep(ch.state_step(ch.output), starts, ch.shape(u.shape[-1]), reverse)
+  y = _sweep(ch.state_step(ch.output), starts, ch.u, ch.u.shape[4:], reverse)
   return _by_time(y, u.shape[2])
 
 
@@ -221,7 +222,7 @@ def _scan_bwd(reverse, chunk, res, dy):
   h, starts = _states(ch, reverse) if saved is None else saved
   dy = _by_chunk(dy, chunk)
   adjoint = _chunk_starts(ch.adjoint_step(dy), ch.chunk_decay(), chunk, not reverse)
-  dh = _sweep(ch.adjoint_step(dy), adjoint, ch.shape(*ch.state_shape[3:]), not reverse)
+  dh = _sweep(ch.adjoint_step(dy), adjoint, ch.u, ch.state_shape[3:], not reverse)
   # dh * a_t h_{t-1}: the sensitivity of the loss to the decay term of every step.
   rates = A[:, None, None]  # (G, 1, 1, N, D) against (batch, G, n_chunks, T, N, D)
   a = jnp.exp(ch.dt[..., None, :] * rates)

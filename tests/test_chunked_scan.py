@@ -10,29 +10,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from jaxpr_sizes import largest_intermediate
+from numerics import max_rel_err, value_and_grads
 
 from pallas_kernels import chunked_scan, reference, ss2d_chunked, ss2d_core
 from pallas_kernels.random_inputs import SCAN_ARGS, SS2D_ARGS, scan_inputs, ss2d_inputs
 
 TOL = 1e-5
 DT_RANGE = (0.05, 1.0)  # strong decay along the sequence
-
-
-def _rel_err(actual, expected) -> float:
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-  return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
-
-
-def _value_and_grads(fn, args, weight):
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(fn, *a)
-    return y, vjp(weight.astype(y.dtype))
-
-  return run(*args)
 
 
 def _channels_last_inputs(key, batch, groups, length, d, n):
@@ -71,13 +57,13 @@ def test_reverse_scan_is_the_forward_scan_of_the_flipped_sequence(n, length, chu
   weight = jax.random.normal(jax.random.PRNGKey(1), args[0].shape)
   flip = lambda x: jnp.flip(x, axis=2) if x.ndim == 4 else x
   reverse = functools.partial(chunked_scan.scan_channels_last, reverse=True, chunk_size=chunk)
-  y, grads = _value_and_grads(reverse, args, weight)
-  y_ref, grads_ref = _value_and_grads(
+  y, grads = value_and_grads(reverse, args, weight)
+  y_ref, grads_ref = value_and_grads(
     lambda *a: flip(_sequential_channels_last(*map(flip, a))), args, weight
   )
-  assert _rel_err(y, y_ref) < TOL
+  assert max_rel_err(y, y_ref) < TOL
   for name, g, g_ref in zip(["u", "dt", "A", "B", "C"], grads, grads_ref):
-    assert _rel_err(g, g_ref) < TOL, name
+    assert max_rel_err(g, g_ref) < TOL, name
 
 
 @pytest.mark.parametrize(
@@ -92,15 +78,15 @@ def test_ss2d_route_matches_unfused_sequential(batch, height, width, d, n, chunk
   )
   weight = jax.random.normal(jax.random.PRNGKey(1), args[0].shape)
   chunked = functools.partial(ss2d_chunked.ss2d_scan_chunked, chunk_size=chunk)
-  y, grads = _value_and_grads(chunked, args, weight)
-  y_ref, grads_ref = _value_and_grads(
+  y, grads = value_and_grads(chunked, args, weight)
+  y_ref, grads_ref = value_and_grads(
     functools.partial(ss2d_core.ss2d_scan, impl="sequential"), args, weight
   )
   assert y.shape == args[0].shape
-  assert _rel_err(y, y_ref) < TOL
+  assert max_rel_err(y, y_ref) < TOL
   for name, g, g_ref in zip(SS2D_ARGS, grads, grads_ref):
     assert g.shape == g_ref.shape, name
-    assert _rel_err(g, g_ref) < TOL, name
+    assert max_rel_err(g, g_ref) < TOL, name
 
 
 def test_ss2d_core_takes_the_chunked_route_by_default():
@@ -121,7 +107,7 @@ def test_bf16_map_gives_bf16_output_of_the_fp32_math():
   y = jax.jit(ss2d_core.ss2d_scan)(*args)
   y32 = jax.jit(ss2d_core.ss2d_scan)(args[0].astype(jnp.float32), *args[1:])
   assert y.dtype == jnp.bfloat16
-  assert _rel_err(y.astype(jnp.float32), y32) < 2**-8  # one bf16 rounding of the output
+  assert max_rel_err(y.astype(jnp.float32), y32) < 2**-8  # one bf16 rounding of the output
 
 
 def test_inference_never_materialises_states_times_n():

@@ -15,9 +15,10 @@ not a multiple of the lane block, several chunks, and N = 1 and N = 3 (padded to
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+import numerics
 import pytest
 from jaxpr_sizes import largest_intermediate
+from numerics import value_and_grads
 
 from pallas_kernels import pallas_ss2d_fused, ss2d_core
 from pallas_kernels.random_inputs import SS2D_ARGS, ss2d_inputs
@@ -30,20 +31,9 @@ def make_ss2d_inputs(seed, batch, height, width, d, n, rank):
   )
 
 
-def value_and_grads(fn, args, cotangent):
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(fn, *a)
-    return y, vjp(cotangent)
-
-  return run(*args)
-
-
 def assert_close(got, want, tol, name):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  assert got.shape == want.shape, name
-  err, scale = np.max(np.abs(got - want)), np.max(np.abs(want))
-  assert err <= tol * scale, f"{name}: max err {err:.3g} > {tol} * {scale:.3g}"
+  """max|got - want| <= tol * max|want| (numerics.max_rel_err), shapes equal."""
+  numerics.assert_close(got, want, tol=tol, measure=numerics.max_rel_err, name=name)
 
 
 def unfused(*args):

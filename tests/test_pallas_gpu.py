@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import max_rel_err, value_and_grads
 
 import pallas_kernels
 from pallas_kernels import dispatch
@@ -61,31 +62,16 @@ def _ss2d_inputs(batch, height, width, d, dtype, n=1):
   return args, jax.random.normal(jax.random.PRNGKey(6), args[0].shape)
 
 
-def _value_and_grads(fn, args, weight):
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(fn, *a)
-    return y, vjp(weight.astype(y.dtype))
-
-  return run(*args)
-
-
-def _rel_err(actual, expected) -> float:
-  actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
-  expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
-  return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
-
-
 def _assert_matches(kernel_fn, ref_fn, args, weight, names, dtype, path="scan"):
-  y, grads = _value_and_grads(kernel_fn, args, weight)
-  y_ref, grads_ref = _value_and_grads(ref_fn, args, weight)
+  y, grads = value_and_grads(kernel_fn, args, weight)
+  y_ref, grads_ref = value_and_grads(ref_fn, args, weight)
   assert y.dtype == y_ref.dtype and y.shape == y_ref.shape
   assert bool(jnp.all(jnp.isfinite(y)))
-  assert _rel_err(y, y_ref) < TOL[path, dtype, "value"]
+  assert max_rel_err(y, y_ref) < TOL[path, dtype, "value"]
   for name, g, g_ref in zip(names, grads, grads_ref):
     assert g.dtype == g_ref.dtype and g.shape == g_ref.shape, name
     assert bool(jnp.all(jnp.isfinite(g))), name
-    assert _rel_err(g, g_ref) < TOL[path, dtype, "grad"], (name, _rel_err(g, g_ref))
+    assert max_rel_err(g, g_ref) < TOL[path, dtype, "grad"], (name, max_rel_err(g, g_ref))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["fp32", "bf16"])
@@ -106,7 +92,7 @@ def test_kernel_bf16_inputs_fp32_output():
   y = jax.jit(kernel)(*args)
   assert y.dtype == jnp.float32
   # Same bf16 inputs, fp32 math and output on both sides: fp32 tolerance on the values.
-  assert _rel_err(y, jax.jit(ref)(*args)) < TOL["scan", jnp.float32, "value"]
+  assert max_rel_err(y, jax.jit(ref)(*args)) < TOL["scan", jnp.float32, "value"]
   _assert_matches(kernel, ref, args, weight, SCAN_ARGS, jnp.bfloat16)
 
 

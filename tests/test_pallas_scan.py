@@ -19,9 +19,11 @@ kernels is checked by exporting for the "cuda" platform from this CPU-only machi
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 from jaxpr_sizes import largest_intermediate
+from numerics import value_and_grads
 
 from pallas_kernels import dispatch, pallas_scan, reference
 from pallas_kernels.random_inputs import SCAN_ARGS, scan_inputs
@@ -34,23 +36,9 @@ def make_inputs(seed, batch, groups, d, n, length, dtype=jnp.float32):
   )
 
 
-def value_and_grads(scan_fn, args, cotangent):
-  """y and the gradients of sum(y * cotangent) w.r.t. all seven inputs, under jax.jit."""
-
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(scan_fn, *a)
-    return y, vjp(cotangent.astype(y.dtype))
-
-  return run(*args)
-
-
 def assert_close(got, want, tol, name):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  assert got.shape == want.shape, name
-  err = np.max(np.abs(got - want))
-  scale = np.max(np.abs(want))
-  assert err <= tol * scale, f"{name}: max err {err:.3g} > {tol} * {scale:.3g}"
+  """max|got - want| <= tol * max|want| (numerics.max_rel_err), shapes equal."""
+  numerics.assert_close(got, want, tol=tol, measure=numerics.max_rel_err, name=name)
 
 
 CASES = [

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import max_rel_err, value_and_grads
 
 import pallas_kernels
 from pallas_kernels import chunked_scan, reference
@@ -36,13 +37,6 @@ IMPLS = {
 GOLDEN_RTOL = 1e-5
 
 
-def _rel_err(actual, expected) -> float:
-  """max |actual - expected| / max |expected|, in float64."""
-  actual = np.asarray(actual, np.float64)
-  expected = np.asarray(expected, np.float64)
-  return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
-
-
 # dt = softplus(delta + bias) from [0.05, 1], the fixture's range: strong decay along L.
 TEST_DT_RANGE = (0.05, 1.0)
 
@@ -53,15 +47,9 @@ def _random_scan_inputs(key, batch, groups, d, n, length, dtype=jnp.float32):
   return dict(zip(SCAN_ARGS, args))
 
 
-def _loss_and_grads(fn, inputs, weight, **kwargs):
-  """Value and gradients (all seven inputs) of sum(fn(...) * weight)."""
-
-  @jax.jit
-  def value_and_grads(*args):
-    out, vjp = jax.vjp(lambda *a: fn(*a, **kwargs), *args)
-    return out, vjp(weight.astype(out.dtype))
-
-  out, grads = value_and_grads(*(inputs[name] for name in SCAN_ARGS))
+def _loss_and_grads(fn, inputs, weight):
+  """Value and gradients (all seven inputs, keyed by name) of sum(fn(...) * weight)."""
+  out, grads = value_and_grads(fn, [inputs[name] for name in SCAN_ARGS], weight)
   return out, dict(zip(SCAN_ARGS, grads))
 
 
@@ -83,10 +71,10 @@ def test_matches_torch_golden(scan_golden, case, name):
   weight = jnp.asarray(golden["Wout"], jnp.float32)
   out, grads = _loss_and_grads(IMPLS[name], inputs, weight)
   assert out.dtype == jnp.float32 and out.shape == golden["out"].shape
-  assert _rel_err(out, golden["out"]) < GOLDEN_RTOL
+  assert max_rel_err(out, golden["out"]) < GOLDEN_RTOL
   for arg in SCAN_ARGS:
     assert grads[arg].shape == golden["grad_" + arg].shape, arg
-    assert _rel_err(grads[arg], golden["grad_" + arg]) < GOLDEN_RTOL, arg
+    assert max_rel_err(grads[arg], golden["grad_" + arg]) < GOLDEN_RTOL, arg
 
 
 def test_dispatch_impls_match_torch_golden(scan_golden):
@@ -94,7 +82,7 @@ def test_dispatch_impls_match_torch_golden(scan_golden):
   for impl in ("sequential", "associative", "chunked", pallas_kernels.ScanImpl.CHUNKED, "auto"):
     scan = jax.jit(functools.partial(pallas_kernels.selective_scan, impl=impl))
     out = scan(*(inputs[k] for k in SCAN_ARGS))
-    assert _rel_err(out, scan_golden["n4_out"]) < GOLDEN_RTOL, impl
+    assert max_rel_err(out, scan_golden["n4_out"]) < GOLDEN_RTOL, impl
 
 
 def test_cross_scan_matches_torch_golden(cross_golden):
@@ -143,9 +131,9 @@ def test_impls_agree_on_random_shapes(shape):
   assert out_s.shape == (batch, groups * d, length)
   for name in ("associative", "chunked"):
     out, grads = _loss_and_grads(IMPLS[name], inputs, weight)
-    assert _rel_err(out, out_s) < 1e-5, name
+    assert max_rel_err(out, out_s) < 1e-5, name
     for arg in SCAN_ARGS:
-      assert _rel_err(grads[arg], grads_s[arg]) < 1e-5, (name, arg)
+      assert max_rel_err(grads[arg], grads_s[arg]) < 1e-5, (name, arg)
 
 
 def test_chunked_state_size_16_matches_sequential():
@@ -154,10 +142,10 @@ def test_chunked_state_size_16_matches_sequential():
   weight = jax.random.normal(jax.random.PRNGKey(1), inputs["u"].shape)
   out_s, grads_s = _loss_and_grads(IMPLS["sequential"], inputs, weight)
   out, grads = _loss_and_grads(IMPLS["chunked"], inputs, weight)
-  assert _rel_err(out, out_s) < 1e-5
+  assert max_rel_err(out, out_s) < 1e-5
   for arg in SCAN_ARGS:
     assert grads[arg].shape == inputs[arg].shape, arg
-    assert _rel_err(grads[arg], grads_s[arg]) < 1e-5, arg
+    assert max_rel_err(grads[arg], grads_s[arg]) < 1e-5, arg
 
 
 @pytest.mark.parametrize("name", sorted(IMPLS))
@@ -209,7 +197,7 @@ def test_optional_terms_off_matches_numpy_loop(name):
   args = (inputs["u"], delta, inputs["A"], inputs["B"], inputs["C"])
   out = jax.jit(functools.partial(IMPLS[name], delta_softplus=False))(*args)
   expected = _numpy_scan(*(np.asarray(a, np.float64) for a in args))
-  assert _rel_err(out, expected) < 1e-6
+  assert max_rel_err(out, expected) < 1e-6
 
 
 SOFTPLUS_POINTS = np.array([-50.0, -5.0, -1.0, 0.0, 1.0, 19.5, 20.001, 25.0, 80.0, 1e4], np.float32)

@@ -1,9 +1,7 @@
 """The scan inside sharded computations on a 4-device CPU mesh.
 
-A CPU process gets its device count from XLA_FLAGS once, when JAX initialises, and the
-pytest process has already initialised with one device. Each case therefore runs this file
-as a script in a fresh subprocess with `--xla_force_host_platform_device_count=4`; the
-assertions run there and a failure shows up as the subprocess's traceback.
+Each case runs this file as a script in a fresh process with 4 simulated CPU devices
+(tests/multidevice.py).
 
 Every case compares a batch-sharded run (inputs placed with NamedSharding over "data") with
 the unsharded run on the same inputs: the output, the gradients of sum(y * W) in all seven
@@ -12,10 +10,6 @@ scan inputs, and the output's sharding.
 
 import contextlib
 import functools
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +17,13 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from multidevice import cases, run_as_script, run_case
 
 import pallas_kernels
 from pallas_kernels import sharding
 from pallas_kernels.random_inputs import scan_inputs, ss2d_inputs
 
 N_DEVICES = 4
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DT_RANGE = (0.05, 1.0)
 # Gradient sums over the batch run in a different order when sharded: fp32 rounding only.
 RTOL = 1e-5
@@ -166,29 +160,12 @@ def case_ss2d_shard_map():
     )
 
 
-CASES = {name[len("case_") :]: fn for name, fn in globals().items() if name.startswith("case_")}
+CASES = cases(globals())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_on_4_cpu_devices(case):
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    XLA_FLAGS=(
-      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}"
-    ).strip(),
-    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-  )
-  proc = subprocess.run(
-    [sys.executable, __file__, case],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert proc.returncode == 0, f"case {case} failed:\n{proc.stdout}\n{proc.stderr}"
-  assert f"PASSED {case}" in proc.stdout
+  run_case(__file__, case, N_DEVICES)
 
 
 def test_without_a_mesh_the_helper_is_the_plain_call():
@@ -200,5 +177,4 @@ def test_without_a_mesh_the_helper_is_the_plain_call():
 
 
 if __name__ == "__main__":
-  CASES[sys.argv[1]]()
-  print(f"PASSED {sys.argv[1]}")
+  run_as_script(CASES)
