@@ -18,9 +18,10 @@ audioset_pretrain=False, model_size='small')` under `torch.manual_seed(0)` and c
 state dict with `convert_torch.dass.torch_to_flax`, so both sides run the same random weights.
 
 Forward: eval mode, batch 1, fp32; PyTorch under `torch.inference_mode()` with `--threads`
-threads, JAX as a jitted `apply`. Each time is the median of `--repeats` calls after one
-warm-up call, the implementations alternating call by call so that load on the machine hits
-them alike. The logits' relative error ||ours - original|| / ||original|| is printed beside.
+threads, JAX as a jitted `apply`. Each time is the median of `--repeats` calls, timed in
+blocks (`timing.blockwise_medians`: one untimed call, then the timed calls in a row; with
+`--rounds` > 1 the blocks take turns in alternating order). The logits' relative error
+||ours - original|| / ||original|| is printed beside.
 Training step: forward + backward + Adam update (lr 1e-4) of every parameter on BCE-with-logits
 against fixed random targets, train mode (drop path 0.2 as configured), batch 1.
 Prints markdown tables and the conditions (CPU count, load average before and after, versions).
@@ -39,7 +40,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timing import alternating_medians  # benchmarks/timing.py, beside this script
+from timing import blockwise_medians  # benchmarks/timing.py, beside this script
 from train_step import ADAM_LR, TrainStep  # benchmarks/train_step.py
 
 from convert_torch.dass import torch_to_flax
@@ -209,7 +210,7 @@ def forward_rows(torch_model, params, args) -> list[str]:
         for impl, f in forwards.items()
       }
       calls["original"] = lambda xt=xt: torch_model(xt)
-      times = alternating_medians(calls, args.repeats)
+      times = blockwise_medians(calls, args.repeats, args.rounds)
     cells = [str(frames), f"{frames / 100:g}"]
     for impl in args.impls:
       cells += [f"{times[impl]:.3f}", f"{times['original'] / times[impl]:.2f}"]
@@ -244,7 +245,7 @@ def train_step_row(torch_model, params, args) -> str:
     step = TrainStep(DASS(DassConfig.small(scan_impl=impl, num_classes=NUM_CLASSES)), params)
     calls[impl] = lambda step=step: step(xj, yj)
   calls["original"] = torch_step
-  times = alternating_medians(calls, args.repeats)
+  times = blockwise_medians(calls, args.repeats, args.rounds)
   cells = [str(frames)]
   for impl in args.impls:
     cells += [f"{times[impl]:.3f}", f"{times['original'] / times[impl]:.2f}"]
@@ -260,7 +261,8 @@ def main(argv=None) -> int:
     "--train-frames", type=int, default=1024, help="frames of the training step; 0 skips it"
   )
   parser.add_argument("--impls", nargs="+", default=["auto", "associative"], help="our scans")
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=5, help="timed calls per implementation")
+  parser.add_argument("--rounds", type=int, default=1, help="blocks the repeats are split into")
   parser.add_argument("--threads", type=int, default=2, help="torch threads")
   args = parser.parse_args(argv)
 
@@ -278,8 +280,8 @@ def main(argv=None) -> int:
     f"# DASS-small on CPU: dass-jax vs the original PyTorch code\n\n"
     f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
     f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-    f"({torch.get_num_threads()} threads); batch 1, fp32, median of {args.repeats} after one "
-    f"warm-up, alternating; stand-ins for {stand_ins or 'nothing'}; original scan: "
+    f"({torch.get_num_threads()} threads); batch 1, fp32, median of {args.repeats} in "
+    f"{args.rounds} round(s) of blocks; stand-ins for {stand_ins or 'nothing'}; original scan: "
     f"selective_scan_easy, chunk {ORIGINAL_SCAN_CHUNK}; load average before "
     f"{load_before[0]:.1f}\n",
     flush=True,

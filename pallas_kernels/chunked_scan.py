@@ -65,17 +65,21 @@ SAVE_STATES_MAX_N = 1
 
 
 def chunk_length(length: int, chunk_size: int | None = None) -> int:
-  """Steps per chunk: `chunk_size`, or the power of two nearest sqrt(L / 2), within [8, 256].
+  """Steps per chunk: `chunk_size` (capped at L), or by default about sqrt(L / 2).
 
-  sqrt(L / 2) balances the 2 T iterations of passes 1 and 3 against the L / T steps of the
-  scan over chunks, all of which cost a kernel launch each on CPU.
+  The default T is the power of two nearest sqrt(L / 2) within [8, 256], replaced by the
+  largest divisor of L in [T / 2, T] when there is one, so that L needs no padding (a padded
+  copy of every input). sqrt(L / 2) balances the 2 T iterations of passes 1 and 3, each a
+  kernel launch on CPU, against the width of their vectors and the work of pass 2.
   """
-  if chunk_size is None:
-    chunk_size = 2 ** round(math.log2(max(length, 2) / 2) / 2)
-    chunk_size = min(MAX_CHUNK, max(MIN_CHUNK, chunk_size))
-  if chunk_size < 1:
-    raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-  return min(chunk_size, length)
+  if chunk_size is not None:
+    if chunk_size < 1:
+      raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return min(chunk_size, length)
+  target = 2 ** round(math.log2(max(length, 2) / 2) / 2)
+  target = min(MAX_CHUNK, max(MIN_CHUNK, target, 1), length)
+  divisors = [t for t in range(target, (target + 1) // 2 - 1, -1) if length % t == 0]
+  return divisors[0] if divisors else target
 
 
 def _by_chunk(x: jax.Array, chunk: int) -> jax.Array:
@@ -107,33 +111,41 @@ def _step_order(chunk: int, reverse: bool):
 def _chunk_starts(step, decay: jax.Array, chunk: int, reverse: bool) -> jax.Array:
   """Passes 1 and 2: the carry entering every chunk (in the direction of the scan).
 
-  step(s, carry) -> (new carry, emitted value) advances all chunks by their step s; over a
-  whole chunk it maps a carry to decay * carry + (what it gives from a zero carry).
-  decay: (batch, G, n_chunks, N, D), the carry's shape.
+  step(s, carry, out) -> (new carry, emitted value) advances all chunks by their step s (`out`
+  is None here); over a whole chunk it maps a carry to decay * carry + (what it gives from a
+  zero carry). decay: (batch, G, n_chunks, N, D), the carry's shape.
   """
   order = _step_order(chunk, reverse)
-  local = lax.fori_loop(0, chunk, lambda i, c: step(order(i), c)[0], jnp.zeros_like(decay))
+  local = lax.fori_loop(0, chunk, lambda i, c: step(order(i), c, None)[0], jnp.zeros_like(decay))
   combine = chunk_end_carries if reverse else chunk_start_states
   return combine(local, decay, axis=CHUNK_AXIS)
 
 
-def _sweep(step, starts: jax.Array, like: jax.Array, tail, reverse: bool) -> jax.Array:
-  """Pass 3: every chunk run from its start carry; returns the values `step` emits, stacked
-  at their steps: (batch, G, n_chunks, chunk, *tail), laid out (and sharded) like `like`, a
-  chunked input (batch, G, n_chunks, chunk, ...).
+def _sweep(step, starts: jax.Array, out: jax.Array, reverse: bool) -> jax.Array:
+  """Pass 3: every chunk run from its start carry; writes the value `step` emits at each step
+  into `out` (batch, G, n_chunks, chunk, ...) at that step and returns it.
+
+  step(s, carry, out) may read slot s of `out` before it is overwritten: the inference forward
+  passes dt as `out`, so that y takes dt's buffer (dt is dead after this pass) and needs no
+  buffer of its own.
   """
-  chunk = like.shape[STEP_AXIS]
-  order = _step_order(chunk, reverse)
-  steps = jnp.zeros_like(like[..., :1]).reshape(*like.shape[:4], *[1] * len(tail))
+  order = _step_order(out.shape[STEP_AXIS], reverse)
 
   def body(i, state):
     carry, out = state
     s = order(i)
-    carry, value = step(s, carry)
+    carry, value = step(s, carry, out)
     return carry, lax.dynamic_update_index_in_dim(out, value, s, axis=STEP_AXIS)
 
-  out = jnp.broadcast_to(steps, (*like.shape[:4], *tail))
-  return lax.fori_loop(0, chunk, body, (starts, out))[1]
+  return lax.fori_loop(0, out.shape[STEP_AXIS], body, (starts, out))[1]
+
+
+def _zeros(like: jax.Array, tail) -> jax.Array:
+  """Zeros (batch, G, n_chunks, chunk, *tail) computed from `like` (batch, G, n_chunks,
+  chunk, ...), so laid out and sharded like it. Not a constant: XLA would hoist a constant
+  buffer to the start of the program, and every scan's output buffer would be live at once."""
+  steps = (like[..., :1] * 0).reshape(*like.shape[:4], *[1] * len(tail))
+  return jnp.broadcast_to(steps, (*like.shape[:4], *tail))
 
 
 class _Chunked:
@@ -146,21 +158,21 @@ class _Chunked:
     self.chunk = chunk
     self.state_shape = (*self.u.shape[:3], *A.shape[1:])
 
-  def decay(self, s):
+  def decay(self, dt_s):
     """a_s = exp(dt_s A): (batch, G, n_chunks, N, D)."""
-    return jnp.exp(_at(self.dt, s)[..., None, :] * self.rates)
+    return jnp.exp(dt_s[..., None, :] * self.rates)
 
   def chunk_decay(self):
     """Product of a_t over each chunk, exp(A * sum dt): (batch, G, n_chunks, N, D)."""
-    return jnp.exp(jnp.sum(self.dt, axis=STEP_AXIS)[..., None, :] * self.rates)
+    return self.decay(jnp.sum(self.dt, axis=STEP_AXIS))
 
-  def state_step(self, emit):
-    """h -> a_s h + dt_s u_s B_s, emitting emit(s, h_s)."""
+  def state_step(self, emit, dt_in_out: bool = False):
+    """h -> a_s h + dt_s u_s B_s, emitting emit(s, h_s); dt_s from `out` if dt_in_out."""
 
-    def step(s, h):
-      dt_s = _at(self.dt, s)
+    def step(s, h, out):
+      dt_s = _at(out if dt_in_out else self.dt, s)
       drive = (dt_s * _at(self.u, s))[..., None, :] * _at(self.B, s)[..., None]
-      h = self.decay(s) * h + drive
+      h = self.decay(dt_s) * h + drive
       return h, emit(s, h)
 
     return step
@@ -172,24 +184,24 @@ class _Chunked:
   def adjoint_step(self, dy):
     """Reverse carry r -> a_s (C_s dy_s + r), emitting dh_s = C_s dy_s + r."""
 
-    def step(s, r):
+    def step(s, r, out):
       dh = _at(self.C, s)[..., None] * _at(dy, s)[..., None, :] + r
-      return self.decay(s) * dh, dh
+      return self.decay(_at(self.dt, s)) * dh, dh
 
     return step
 
 
 def _states(ch: _Chunked, reverse: bool):
   """(h for every step (batch, G, n_chunks, T, N, D), chunk start states)."""
-  starts = _chunk_starts(ch.state_step(lambda s, h: h), ch.chunk_decay(), ch.chunk, reverse)
-  h = _sweep(ch.state_step(lambda s, h: h), starts, ch.u, ch.state_shape[3:], reverse)
-  return h, starts
+  step = ch.state_step(lambda s, h: h)
+  starts = _chunk_starts(step, ch.chunk_decay(), ch.chunk, reverse)
+  return _sweep(step, starts, _zeros(ch.u, ch.state_shape[3:]), reverse), starts
 
 
 def _forward(reverse, chunk, u, dt, A, B, C):
   ch = _Chunked(u, dt, A, B, C, chunk)
   starts = _chunk_starts(ch.state_step(lambda s, h: h), ch.chunk_decay(), chunk, reverse)
-  y = _sweep(ch.state_step(ch.output), starts, ch.u, ch.u.shape[4:], reverse)
+  y = _sweep(ch.state_step(ch.output, dt_in_out=True), starts, ch.dt, reverse)
   return _by_time(y, u.shape[2])
 
 
@@ -222,7 +234,7 @@ def _scan_bwd(reverse, chunk, res, dy):
   h, starts = _states(ch, reverse) if saved is None else saved
   dy = _by_chunk(dy, chunk)
   adjoint = _chunk_starts(ch.adjoint_step(dy), ch.chunk_decay(), chunk, not reverse)
-  dh = _sweep(ch.adjoint_step(dy), adjoint, ch.u, ch.state_shape[3:], not reverse)
+  dh = _sweep(ch.adjoint_step(dy), adjoint, _zeros(ch.u, ch.state_shape[3:]), not reverse)
   # dh * a_t h_{t-1}: the sensitivity of the loss to the decay term of every step.
   rates = A[:, None, None]  # (G, 1, 1, N, D) against (batch, G, n_chunks, T, N, D)
   a = jnp.exp(ch.dt[..., None, :] * rates)

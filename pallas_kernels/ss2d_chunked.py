@@ -21,6 +21,7 @@ of the four outputs are gone. All scan math is float32; the result has `out_dtyp
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from pallas_kernels.chunked_scan import scan_channels_last
 from pallas_kernels.cross_scan import K_DIRECTIONS
@@ -73,14 +74,18 @@ def ss2d_scan_chunked(
   dt_bias = dt_projs_bias.astype(f32).reshape(*ROUTES, 1, d)
   rates = jnp.swapaxes(-jnp.exp(A_logs.astype(f32)).reshape(*ROUTES, d, n), -1, -2)
 
-  def scan(rev):  # the routes k = 2 * rev and 2 * rev + 1, one per token order
-    dt = softplus(jnp.einsum("bolr,odr->bold", dt_low[rev], dt_proj[rev]) + dt_bias[rev])
+  def scan(rev, low_rank):  # the routes k = 2 * rev and 2 * rev + 1, one per token order
+    dt = softplus(jnp.einsum("bolr,odr->bold", low_rank, dt_proj[rev]) + dt_bias[rev])
     return scan_channels_last(
       orders, dt, rates[rev], b_ssm[rev], c_ssm[rev], reverse=bool(rev), chunk_size=chunk_size
     )
 
+  forward = scan(0, dt_low[0])
+  # The reversed routes' dt (two map-sized arrays) only once the forward routes are done, so
+  # that the two scans' buffers are not live together (the peak memory of long inputs).
+  forward, low_rank = lax.optimization_barrier((forward, dt_low[1]))
   skip = Ds.astype(f32).reshape(*ROUTES, d).sum(axis=0)[:, None]
-  y = scan(0) + scan(1) + skip * orders
+  y = forward + scan(1, low_rank) + skip * orders
   merged = y[:, 0] + column_major_inverse(y[:, 1], height, width)
   return merged.reshape(batch, height, width, d).astype(out_dtype or x.dtype)
 
