@@ -83,7 +83,8 @@ class Evaluator:
     all_scores, all_targets = [], []
     for batch in it:
       x = _global_batch(batch[self.input_kind], self.mesh)
-      scores = np.asarray(self._predict(params, x))
+      with jax.set_mesh(self.mesh):  # the scan splits over the batch (pallas_kernels.sharding)
+        scores = np.asarray(self._predict(params, x))
       labels = np.asarray(self._gather(_global_batch(batch["labels"], self.mesh)))
       mask = np.asarray(self._gather(_global_batch(batch["mask"], self.mesh))) > 0
       all_scores.append(scores[mask])

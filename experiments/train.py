@@ -436,7 +436,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if teacher_mode == "cache":
         local["teacher_logits"] = teacher_cache[local["index"]]
       local = {k: local[k] for k in batch_keys}
-      state, metrics = update(state, put_batch(local), teacher_params)
+      # Under the mesh the model's scan runs on each device's batch slice (pallas_kernels.sharding).
+      with jax.set_mesh(mesh):
+        state, metrics = update(state, put_batch(local), teacher_params)
       metrics = jax.device_get(metrics)
       if not metrics.pop("finite"):
         raise NonFiniteLossError(

@@ -1,7 +1,7 @@
 """Selective-scan benchmark: DASS-small's four stage shapes and one long sequence.
 
   python -m pallas_kernels.bench [--batch 12] [--frames 1024] [--long-length 1048576]
-                                 [--impl pallas] [--impl-ref associative] [--quick]
+                                 [--impl pallas|chunked] [--impl-ref associative] [--quick]
                                  [--dtype bfloat16] [--stages 1,2,3,4]
 
 Stage i (0-3) of DASS-small at `--frames` input frames (128 mel bins, patch stride 4) is an
@@ -14,8 +14,10 @@ For each shape it prints the median time of the forward and of forward + backwar
 `block_until_ready`, after warm-up), the bytes moved by the minimal data flow
 (formula printed with the table), the achieved GB/s and its share of the device's copy
 bandwidth measured in the same run, and the speed-up over the reference implementation (a
-reference that runs out of memory is reported as OOM). With the fused SS2D kernel present
-and `--impl pallas`, a second table times the fused and unfused SS2D core per stage.
+reference that runs out of memory is reported as OOM). With `--impl pallas` or `chunked`,
+a second table times the SS2D core per stage: the implementation's own route (Pallas: the
+fused kernel; chunked: `ss2d_chunked`), its unfused route (cross-scan, projections, scan,
+cross-merge as separate ops) and the reference implementation's unfused route.
 
 Off GPU the Pallas kernels run in interpret mode (slow; the numbers only show that the
 script works). `--quick` shrinks every shape for a CPU smoke run.
@@ -27,8 +29,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import importlib.util
-import math
 import statistics
 import sys
 import time
@@ -36,6 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels import random_inputs
 from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels.dispatch import ScanImpl, selective_scan
 from pallas_kernels.ss2d_core import ss2d_scan
@@ -109,34 +110,16 @@ def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[
 
 
 def scan_inputs(shape: Shape, dtype, key):
-  """(u, delta, A, B, C, D, delta_bias) with dt = softplus(delta + bias) around 1e-3..1e-1."""
-  ks = jax.random.split(key, 7)
-  b, ch, groups, n, length = shape.batch, shape.channels, shape.groups, shape.n, shape.length
-  dt = jnp.exp(jax.random.uniform(ks[6], (ch,), minval=math.log(1e-3), maxval=math.log(1e-1)))
-  return (
-    jax.random.normal(ks[0], (b, ch, length), dtype),
-    (0.5 * jax.random.normal(ks[1], (b, ch, length))).astype(dtype),
-    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-    jax.random.normal(ks[3], (b, groups, n, length), dtype),
-    jax.random.normal(ks[4], (b, groups, n, length), dtype),
-    jax.random.normal(ks[5], (ch,)),
-    dt + jnp.log(-jnp.expm1(-dt)),
+  """(u, delta, A, B, C, D, delta_bias) of `shape`, dt drawn as Mamba's dt_init."""
+  return random_inputs.scan_inputs(
+    key, shape.batch, shape.groups, shape.d, shape.n, shape.length, dtype
   )
 
 
 def ss2d_inputs(shape: Shape, dtype, key):
   """(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds) of one SS2D block."""
-  ks = jax.random.split(key, 6)
-  d, n, k = shape.d, shape.n, shape.groups
-  rank = -(-d // 16)
-  dt = jnp.exp(jax.random.uniform(ks[3], (k, d), minval=math.log(1e-3), maxval=math.log(1e-1)))
-  return (
-    jax.random.normal(ks[0], (shape.batch, shape.height, shape.width, d), dtype),
-    jax.random.normal(ks[1], (k, rank + 2 * n, d)) / math.sqrt(d),
-    jax.random.normal(ks[2], (k, d, rank)) / math.sqrt(rank),
-    dt + jnp.log(-jnp.expm1(-dt)),
-    0.5 * jax.random.normal(ks[4], (k * d, n)),
-    jnp.ones((k * d,)),
+  return random_inputs.ss2d_inputs(
+    key, shape.batch, shape.height, shape.width, shape.d, shape.n, dtype=dtype
   )
 
 
@@ -266,29 +249,42 @@ def scan_table(shapes, args, dtype, copy_bw, errors) -> list[str]:
 
 
 def ss2d_table(shapes, args, dtype, errors) -> list[str]:
-  """Markdown rows: the SS2D core, fused kernel vs the unfused route (same Pallas scan)."""
+  """Markdown rows: the SS2D core, the implementation's own route vs the unfused routes."""
   header = [
     "shape",
     "H x W",
     "d",
+    f"{args.impl_ref} unfused fwd ms",
     "unfused fwd ms",
-    "fused fwd ms",
-    "fwd speed-up",
+    "own route fwd ms",
+    "fwd speed-up vs ref",
+    f"{args.impl_ref} unfused fwd+bwd ms",
     "unfused fwd+bwd ms",
-    "fused fwd+bwd ms",
-    "fwd+bwd speed-up",
+    "own route fwd+bwd ms",
+    "fwd+bwd speed-up vs ref",
   ]
   rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  interpret = jax.default_backend() != "gpu"
+  interpret = args.impl == ScanImpl.PALLAS.value and jax.default_backend() != "gpu"
+  routes = {
+    "ref": dict(impl=args.impl_ref, fused=False),
+    "unfused": dict(impl=args.impl, interpret=interpret, fused=False),
+    "own": dict(impl=args.impl, interpret=interpret, fused=True),
+  }
   for i, shape in enumerate(shapes):
     inputs = ss2d_inputs(shape, dtype, jax.random.PRNGKey(i))
     cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
-    times = {}
-    for fused in (False, True):
-      fn = functools.partial(ss2d_scan, impl=ScanImpl.PALLAS, interpret=interpret, fused=fused)
-      times[fused] = timed_pair(
-        fn, inputs, cotangent, args.warmup, args.repeats, errors, f"{shape.name} ss2d fused={fused}"
+    times = {
+      name: timed_pair(
+        functools.partial(ss2d_scan, **kwargs),
+        inputs,
+        cotangent,
+        args.warmup,
+        args.repeats,
+        errors,
+        f"{shape.name} ss2d {name}",
       )
+      for name, kwargs in routes.items()
+    }
     rows.append(
       "| "
       + " | ".join(
@@ -296,12 +292,10 @@ def ss2d_table(shapes, args, dtype, errors) -> list[str]:
           shape.name,
           f"{shape.height} x {shape.width}",
           str(shape.d),
-          _ms(times[False][0]),
-          _ms(times[True][0]),
-          _ratio(times[False][0], times[True][0]),
-          _ms(times[False][1]),
-          _ms(times[True][1]),
-          _ratio(times[False][1], times[True][1]),
+          *[_ms(times[name][0]) for name in routes],
+          _ratio(times["ref"][0], times["own"][0]),
+          *[_ms(times[name][1]) for name in routes],
+          _ratio(times["ref"][1], times["own"][1]),
         ]
       )
       + " |"
@@ -362,7 +356,7 @@ def main(argv=None) -> int:
   device = jax.devices()[0]
   on_gpu = jax.default_backend() == "gpu"
   pallas = args.impl == ScanImpl.PALLAS.value
-  fused = pallas and importlib.util.find_spec("pallas_kernels.pallas_ss2d_fused") is not None
+  own_ss2d_route = args.impl in (ScanImpl.PALLAS.value, ScanImpl.CHUNKED.value)
   shapes = dass_stages(args.batch, args.frames, args.stages)
   long_shapes = (
     [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length)]
@@ -391,12 +385,10 @@ def main(argv=None) -> int:
   print()
   errors: list[str] = []
   print("\n".join(scan_table(shapes + long_shapes, args, dtype, copy_bw, errors)))
-  if fused and shapes:
+  if own_ss2d_route and shapes:
     print()
-    print("## SS2D core: fused cross-scan + scan + merge vs unfused (both Pallas)")
+    print(f"## SS2D core: {args.impl}'s own route vs the unfused routes")
     print("\n".join(ss2d_table(shapes, args, dtype, errors)))
-  elif pallas:
-    print("\nSS2D fused path: pallas_kernels.pallas_ss2d_fused not present, not timed.")
   if errors:
     print("\nFailures (shown as n/a above):")
     print("\n".join(f"- {e}" for e in errors))

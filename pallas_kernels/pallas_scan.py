@@ -66,8 +66,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels import chunk_engine as ce
+from pallas_kernels import pallas_plumbing as plumbing
 
-DEFAULT_CHUNK = 256
 MIN_COMPUTE_CAPABILITY = 8.0
 
 
@@ -95,19 +95,10 @@ class _Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Plan:
-  """Static geometry: padded sizes, lane block, chunking."""
+class _Plan(plumbing.LaneGrid):
+  """The grid of the plain layout: channel group k = scan group, and the sequence length."""
 
-  batch: int
-  groups: int
-  d: int
-  n: int
-  length: int
-  lanes: int
-  dp: int
-  np_: int
-  chunk: int
-  n_chunks: int
+  length: int = 0
 
   @classmethod
   def make(cls, u, A, B, chunk_size):
@@ -115,128 +106,116 @@ class _Plan:
     groups, n = B.shape[1], A.shape[1]
     if channels % groups:
       raise ValueError(f"K*D={channels} channels do not split into K={groups} groups")
-    d = channels // groups
-    lanes = ce.lanes_for(d)
-    chunk = min(chunk_size or DEFAULT_CHUNK, length)
+    chunk = min(chunk_size or plumbing.DEFAULT_CHUNK, length)
     n_chunks = -(-length // chunk)
-    return cls(
-      batch,
-      groups,
-      d,
-      n,
-      length,
-      lanes,
-      -(-d // lanes) * lanes,
-      ce.next_power_of_2(n),
-      chunk,
-      n_chunks,
-    )
+    return cls(batch, groups, channels // groups, n, chunk, n_chunks, length)
 
   @property
-  def lp(self) -> int:
+  def padded_length(self) -> int:
     return self.chunk * self.n_chunks
-
-  @property
-  def n_dblocks(self) -> int:
-    return self.dp // self.lanes
-
-  @property
-  def sub(self) -> int:
-    return ce.sub_chunk(self.chunk)
-
-  @property
-  def state(self) -> ce.StateShape:
-    return ce.StateShape(self.np_)
-
-  @property
-  def grid(self):
-    return (self.batch, self.groups * self.n_dblocks, self.n_chunks)
 
   # Padded layouts (zeros; see module docstring).
   def seq(self, x):
     x = x.reshape(self.batch, self.groups, self.d, self.length)
-    return ce.pad_trailing(x, (0, 0, self.dp - self.d, self.lp - self.length))
+    return ce.pad_trailing(x, (0, 0, self.padded_d - self.d, self.padded_length - self.length))
 
   def proj(self, x):
-    return ce.pad_trailing(x, (0, 0, self.np_ - self.n, self.lp - self.length))
+    return ce.pad_trailing(x, (0, 0, self.padded_n - self.n, self.padded_length - self.length))
 
   def per_lane(self, x):
     x = x.astype(jnp.float32).reshape(self.groups, self.d)
-    return ce.pad_trailing(x, (0, self.dp - self.d))
+    return ce.pad_trailing(x, (0, self.padded_d - self.d))
 
   def decay_rates(self, A):
     a = A.astype(jnp.float32).reshape(self.groups, self.d, self.n)
-    a = ce.pad_trailing(a, (0, self.dp - self.d, self.np_ - self.n))
+    a = ce.pad_trailing(a, (0, self.padded_d - self.d, self.padded_n - self.n))
     return a[..., 0] if self.state.scalar else a
 
   def unseq(self, x):
     return x[:, :, : self.d, : self.length].reshape(self.batch, self.groups * self.d, self.length)
 
-  # Block specs over the grid (b, j = k * n_dblocks + channel block, c).
-  def _kd(self, j):
-    return j // self.n_dblocks, j % self.n_dblocks
-
+  # Block specs over the grid (b, j = k * n_blocks + channel block, c).
   def seq_spec(self):
-    return pl.BlockSpec((None, None, self.lanes, self.chunk), lambda b, j, c: (b, *self._kd(j), c))
+    return pl.BlockSpec(
+      (None, None, self.lanes, self.chunk), lambda b, j, c: (b, *self.group_and_block(j), c)
+    )
 
   def proj_spec(self):
     return pl.BlockSpec(
-      (None, None, self.np_, self.chunk), lambda b, j, c: (b, self._kd(j)[0], 0, c)
+      (None, None, self.padded_n, self.chunk),
+      lambda b, j, c: (b, self.group_and_block(j)[0], 0, c),
     )
 
   def lane_spec(self):
-    return pl.BlockSpec((None, self.lanes), lambda b, j, c: self._kd(j))
+    return pl.BlockSpec((None, self.lanes), lambda b, j, c: self.group_and_block(j))
 
   def rate_spec(self):
     if self.state.scalar:
       return self.lane_spec()
-    return pl.BlockSpec((None, self.lanes, self.np_), lambda b, j, c: (*self._kd(j), 0))
-
-  def chunk_lane_spec(self):
     return pl.BlockSpec(
-      (None, None, None, self.lanes), lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1])
+      (None, self.lanes, self.padded_n), lambda b, j, c: (*self.group_and_block(j), 0)
     )
 
-  def chunk_state_spec(self):
-    if self.state.scalar:
-      return self.chunk_lane_spec()
+  def chunk_spec(self, tail=()):
+    """Per-program values of each chunk, (batch, K, chunks, padded D, *tail)."""
     return pl.BlockSpec(
-      (None, None, None, self.lanes, self.np_),
-      lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1], 0),
+      (None, None, None, self.lanes, *tail),
+      lambda b, j, c: (
+        b,
+        self.group_and_block(j)[0],
+        c,
+        self.group_and_block(j)[1],
+        *[0] * len(tail),
+      ),
     )
 
-  def chunk_lane_shape(self):
-    return jax.ShapeDtypeStruct((self.batch, self.groups, self.n_chunks, self.dp), jnp.float32)
-
-  def chunk_state_shape(self):
-    tail = () if self.state.scalar else (self.np_,)
+  def chunk_shape(self, tail=()):
     return jax.ShapeDtypeStruct(
-      (self.batch, self.groups, self.n_chunks, self.dp, *tail), jnp.float32
+      (self.batch, self.groups, self.n_chunks, self.padded_d, *tail), jnp.float32
     )
 
-  def scratch(self, slots):
-    """A backward scratch with `slots` states per program: (spec, shape)."""
-    tail = () if self.state.scalar else (self.np_,)
-    spec = pl.BlockSpec(
-      (None, None, slots, self.lanes, *tail),
-      lambda b, j, c: (b, self._kd(j)[0], c, self._kd(j)[1], *([0] * len(tail))),
-    )
-    shape = (self.batch, self.groups, self.n_chunks * slots, self.dp, *tail)
-    return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
+  def chunk_output(self, tail=()):
+    return self.chunk_spec(tail), self.chunk_shape(tail)
 
   def partial_proj_spec(self):
     return pl.BlockSpec(
-      (None, None, None, self.np_, self.chunk), lambda b, j, c: (b, *self._kd(j), 0, c)
+      (None, None, None, self.padded_n, self.chunk),
+      lambda b, j, c: (b, *self.group_and_block(j), 0, c),
     )
 
   def partial_proj_shape(self):
     return jax.ShapeDtypeStruct(
-      (self.batch, self.groups, self.n_dblocks, self.np_, self.lp), jnp.float32
+      (self.batch, self.groups, self.n_blocks, self.padded_n, self.padded_length), jnp.float32
     )
 
-  def chunk_decay(self, sdt, rates):
-    """Whole-chunk decay exp(A * sum dt), (batch, K, chunks, dp[, np_])."""
-    return jnp.exp((sdt if self.state.scalar else sdt[..., None]) * rates[None, :, None])
+  def chunk_decay(self, dt_sum, rates):
+    """Whole-chunk decay exp(A * sum dt), (batch, K, chunks, padded D[, padded N])."""
+    return jnp.exp((dt_sum if self.state.scalar else dt_sum[..., None]) * rates[None, :, None])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Padded:
+  """The inputs in the padded kernel layouts."""
+
+  u: jax.Array
+  delta: jax.Array
+  B: jax.Array
+  C: jax.Array
+  rates: jax.Array
+  d_skip: jax.Array
+  bias: jax.Array
+
+  @classmethod
+  def make(cls, plan: _Plan, u, delta, A, B, C, D, bias):
+    return cls(
+      plan.seq(u),
+      plan.seq(delta),
+      plan.proj(B),
+      plan.proj(C),
+      plan.decay_rates(A),
+      plan.per_lane(D),
+      plan.per_lane(bias),
+    )
 
 
 def _access(plan: _Plan, cfg: _Config, bias, u_ref, delta_ref, b_ref, c_ref) -> ce.Access:
@@ -269,31 +248,31 @@ def _store_proj(plan: _Plan, ref):
   return store
 
 
-def _fwd_local_kernel(plan, cfg, u_ref, delta_ref, b_ref, a_ref, bias_ref, h_ref, sdt_ref):
+def _fwd_local_kernel(plan, cfg, u_ref, delta_ref, b_ref, a_ref, bias_ref, h_ref, dt_sum_ref):
   io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, None)
-  h, sdt = ce.chunk_end_state(plan.chunk, a_ref[...], plan.state, io, plan.lanes)
+  h, dt_sum = ce.chunk_end_state(plan.chunk, a_ref[...], plan.state, io, plan.lanes)
   h_ref[...] = h
-  sdt_ref[...] = sdt
+  dt_sum_ref[...] = dt_sum
 
 
 def _fwd_out_kernel(
-  plan, cfg, u_ref, delta_ref, b_ref, c_ref, a_ref, dskip_ref, bias_ref, h0_ref, y_ref
+  plan, cfg, u_ref, delta_ref, b_ref, c_ref, a_ref, d_skip_ref, bias_ref, h0_ref, y_ref
 ):
   io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, c_ref)
 
   def store_y(t, y):
     y_ref[:, t] = y.astype(y_ref.dtype)
 
-  ce.chunk_outputs(plan.chunk, a_ref[...], dskip_ref[...], h0_ref[...], plan.state, io, store_y)
+  ce.chunk_outputs(plan.chunk, a_ref[...], d_skip_ref[...], h0_ref[...], plan.state, io, store_y)
 
 
-def _bwd_local_kernel(plan, cfg, delta_ref, c_ref, dy_ref, a_ref, bias_ref, r_ref, sdt_ref):
+def _bwd_local_kernel(plan, cfg, delta_ref, c_ref, dy_ref, a_ref, bias_ref, r_ref, dt_sum_ref):
   io = _access(plan, cfg, bias_ref[...], None, delta_ref, None, c_ref)
-  r, sdt = ce.chunk_adjoint_carry(
+  r, dt_sum = ce.chunk_adjoint_carry(
     plan.chunk, a_ref[...], plan.state, io, lambda t: dy_ref[:, t].astype(jnp.float32), plan.lanes
   )
   r_ref[...] = r
-  sdt_ref[...] = sdt
+  dt_sum_ref[...] = dt_sum
 
 
 def _bwd_kernel(
@@ -305,10 +284,10 @@ def _bwd_kernel(
   c_ref,
   dy_ref,
   a_ref,
-  dskip_ref,
+  d_skip_ref,
   bias_ref,
   h0_ref,
-  r_ref,
+  r_end_ref,
   du_ref,
   ddelta_ref,
   db_ref,
@@ -316,16 +295,10 @@ def _bwd_kernel(
   da_ref,
   dd_ref,
   dbias_ref,
-  ckpt_ref,
-  hs_ref,
+  checkpoint_ref,
+  replay_ref,
 ):
   io = _access(plan, cfg, bias_ref[...], u_ref, delta_ref, b_ref, c_ref)
-
-  def store_ckpt(j, h):
-    ckpt_ref[j] = h
-
-  def store_h(s, h):
-    hs_ref[s] = h
 
   def store_du(t, v):
     du_ref[:, t] = v.astype(du_ref.dtype)
@@ -336,22 +309,19 @@ def _bwd_kernel(
 
   sink = ce.GradSinks(
     load_g=lambda t: dy_ref[:, t].astype(jnp.float32),
-    store_ckpt=store_ckpt,
-    load_ckpt=lambda j: ckpt_ref[j],
-    store_h=store_h,
-    load_h=lambda s: hs_ref[s],
     store_du=store_du,
     store_db=_store_proj(plan, db_ref),
     store_dc=_store_proj(plan, dc_ref),
     emit_ddelta=emit_ddelta,
+    **plumbing.scratch_sinks(checkpoint_ref, replay_ref),
   )
   d_a, d_d, d_bias, _ = ce.chunk_backward(
     plan.chunk,
     plan.sub,
     a_ref[...],
-    dskip_ref[...],
+    d_skip_ref[...],
     h0_ref[...],
-    r_ref[...],
+    r_end_ref[...],
     plan.state,
     io,
     sink,
@@ -364,95 +334,64 @@ def _bwd_kernel(
 
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
-  """Runs `kernel` over the plan's grid; outs is a list of (spec, ShapeDtypeStruct)."""
-  return pl.pallas_call(
-    functools.partial(kernel, plan, cfg),
-    grid=plan.grid,
-    in_specs=in_specs,
-    out_specs=[spec for spec, _ in outs],
-    out_shape=[shape for _, shape in outs],
-    compiler_params=ce.compiler_params(plan.lanes),
-    interpret=cfg.interpret,
-    name=name,
-  )(*args)
+  return plumbing.call_on_grid(
+    plan, functools.partial(kernel, plan, cfg), name, args, in_specs, outs, cfg.interpret
+  )
 
 
 def _forward(cfg: _Config, u, delta, A, B, C, D, bias):
   """Returns y (batch, K*D, L) and the chunk start states (the backward's residual)."""
   plan = _Plan.make(u, A, B, cfg.chunk_size)
-  us, ds, bs, cs = plan.seq(u), plan.seq(delta), plan.proj(B), plan.proj(C)
-  rates, dskip, bias_p = plan.decay_rates(A), plan.per_lane(D), plan.per_lane(bias)
+  x = _Padded.make(plan, u, delta, A, B, C, D, bias)
   seq, proj, lane, rate = plan.seq_spec(), plan.proj_spec(), plan.lane_spec(), plan.rate_spec()
-  state_out = (plan.chunk_state_spec(), plan.chunk_state_shape())
+  tail = plan.state_tail()
+  h0 = jnp.zeros(plan.chunk_shape(tail).shape, jnp.float32)
   if plan.n_chunks > 1:
-    h_local, sdt = _call(
-      plan,
-      cfg,
-      _fwd_local_kernel,
-      "selective_scan_fwd_chunk_states",
-      [us, ds, bs, rates, bias_p],
-      [seq, seq, proj, rate, lane],
-      [state_out, (plan.chunk_lane_spec(), plan.chunk_lane_shape())],
-    )
-    h0 = ce.chunk_start_states(h_local, plan.chunk_decay(sdt, rates), axis=2)
-  else:
-    h0 = jnp.zeros(plan.chunk_state_shape().shape, jnp.float32)
-  y_shape = jax.ShapeDtypeStruct(us.shape, cfg.out_dtype)
-  (y,) = _call(
-    plan,
-    cfg,
-    _fwd_out_kernel,
-    "selective_scan_fwd",
-    [us, ds, bs, cs, rates, dskip, bias_p, h0],
-    [seq, seq, proj, proj, rate, lane, lane, plan.chunk_state_spec()],
-    [(seq, y_shape)],
-  )
+    local_outs = [plan.chunk_output(tail), plan.chunk_output()]
+    local_args, local_specs = [x.u, x.delta, x.B, x.rates, x.bias], [seq, seq, proj, rate, lane]
+    name = "selective_scan_fwd_chunk_states"
+    h_local, dt_sum = _call(plan, cfg, _fwd_local_kernel, name, local_args, local_specs, local_outs)
+    h0 = ce.chunk_start_states(h_local, plan.chunk_decay(dt_sum, x.rates), axis=2)
+  y_out = (seq, jax.ShapeDtypeStruct(x.u.shape, cfg.out_dtype))
+  args = [x.u, x.delta, x.B, x.C, x.rates, x.d_skip, x.bias, h0]
+  specs = [seq, seq, proj, proj, rate, lane, lane, plan.chunk_spec(tail)]
+  (y,) = _call(plan, cfg, _fwd_out_kernel, "selective_scan_fwd", args, specs, [y_out])
   return plan.unseq(y), h0
 
 
 def _backward(cfg: _Config, res, dy):
   u, delta, A, B, C, D, bias, h0 = res
   plan = _Plan.make(u, A, B, cfg.chunk_size)
-  us, ds, bs, cs, dys = (plan.seq(u), plan.seq(delta), plan.proj(B), plan.proj(C), plan.seq(dy))
-  rates, dskip, bias_p = plan.decay_rates(A), plan.per_lane(D), plan.per_lane(bias)
+  x = _Padded.make(plan, u, delta, A, B, C, D, bias)
+  dys = plan.seq(dy)
   seq, proj, lane, rate = plan.seq_spec(), plan.proj_spec(), plan.lane_spec(), plan.rate_spec()
-  state_spec, lane_chunks = plan.chunk_state_spec(), plan.chunk_lane_spec()
+  tail = plan.state_tail()
+  r_end = jnp.zeros_like(h0)
   if plan.n_chunks > 1:
-    r_local, sdt = _call(
-      plan,
-      cfg,
-      _bwd_local_kernel,
-      "selective_scan_bwd_chunk_carries",
-      [ds, cs, dys, rates, bias_p],
-      [seq, proj, seq, rate, lane],
-      [(state_spec, plan.chunk_state_shape()), (lane_chunks, plan.chunk_lane_shape())],
-    )
-    r_end = ce.chunk_end_carries(r_local, plan.chunk_decay(sdt, rates), axis=2)
-  else:
-    r_end = jnp.zeros_like(h0)
-  du, ddelta, db, dc, da, dd, dbias, _, _ = _call(
-    plan,
-    cfg,
-    _bwd_kernel,
-    "selective_scan_bwd",
-    [us, ds, bs, cs, dys, rates, dskip, bias_p, h0, r_end],
-    [seq, seq, proj, proj, seq, rate, lane, lane, state_spec, state_spec],
-    [
-      (seq, jax.ShapeDtypeStruct(us.shape, u.dtype)),
-      (seq, jax.ShapeDtypeStruct(ds.shape, delta.dtype)),
-      (plan.partial_proj_spec(), plan.partial_proj_shape()),
-      (plan.partial_proj_spec(), plan.partial_proj_shape()),
-      (state_spec, plan.chunk_state_shape()),
-      (lane_chunks, plan.chunk_lane_shape()),
-      (lane_chunks, plan.chunk_lane_shape()),
-      plan.scratch(plan.chunk // plan.sub),
-      plan.scratch(plan.sub),
-    ],
-  )
+    local_outs = [plan.chunk_output(tail), plan.chunk_output()]
+    local_args, local_specs = [x.delta, x.C, dys, x.rates, x.bias], [seq, proj, seq, rate, lane]
+    name = "selective_scan_bwd_chunk_carries"
+    r_local, dt_sum = _call(plan, cfg, _bwd_local_kernel, name, local_args, local_specs, local_outs)
+    r_end = ce.chunk_end_carries(r_local, plan.chunk_decay(dt_sum, x.rates), axis=2)
+  grad_outs = [
+    (seq, jax.ShapeDtypeStruct(x.u.shape, u.dtype)),
+    (seq, jax.ShapeDtypeStruct(x.delta.shape, delta.dtype)),
+    (plan.partial_proj_spec(), plan.partial_proj_shape()),
+    (plan.partial_proj_spec(), plan.partial_proj_shape()),
+    plan.chunk_output(tail),
+    plan.chunk_output(),
+    plan.chunk_output(),
+    *plan.backward_scratch(),
+  ]
+  args = [x.u, x.delta, x.B, x.C, dys, x.rates, x.d_skip, x.bias, h0, r_end]
+  state = plan.chunk_spec(tail)
+  specs = [seq, seq, proj, proj, seq, rate, lane, lane, state, state]
+  grads = _call(plan, cfg, _bwd_kernel, "selective_scan_bwd", args, specs, grad_outs)
+  du, ddelta, db, dc, da, dd, dbias, _, _ = grads
   k, d, n = plan.groups, plan.d, plan.n
   d_a = da.sum(axis=(0, 2))[:, :d].reshape(k * d, -1)[:, :n]
-  per_lane = lambda x: x.sum(axis=(0, 2))[:, :d].reshape(k * d)
-  proj_grad = lambda x, ref: x.sum(axis=2)[:, :, :n, : plan.length].astype(ref.dtype)
+  per_lane = lambda g: g.sum(axis=(0, 2))[:, :d].reshape(k * d)
+  proj_grad = lambda g, ref: g.sum(axis=2)[:, :, :n, : plan.length].astype(ref.dtype)
   return (
     plan.unseq(du),
     plan.unseq(ddelta),
@@ -464,17 +403,7 @@ def _backward(cfg: _Config, res, dy):
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan(cfg, u, delta, A, B, C, D, bias):
-  return _forward(cfg, u, delta, A, B, C, D, bias)[0]
-
-
-def _scan_fwd(cfg, u, delta, A, B, C, D, bias):
-  y, h0 = _forward(cfg, u, delta, A, B, C, D, bias)
-  return y, (u, delta, A, B, C, D, bias, h0)
-
-
-_scan.defvjp(_scan_fwd, _backward)
+_scan = plumbing.chunked_vjp(_forward, _backward)
 
 
 def selective_scan(
@@ -504,8 +433,7 @@ def selective_scan(
   Returns:
     y: (batch, K*D, L) in out_dtype.
   """
-  if A.shape[1] > 16:
-    raise ValueError(f"d_state N={A.shape[1]} > 16 is not supported by the Pallas kernel")
+  plumbing.check_state_size(A.shape[1])
   channels = u.shape[1]
   D = jnp.zeros((channels,), jnp.float32) if D is None else D
   delta_bias = jnp.zeros((channels,), jnp.float32) if delta_bias is None else delta_bias

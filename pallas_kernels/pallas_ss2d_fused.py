@@ -44,9 +44,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels import chunk_engine as ce
+from pallas_kernels import pallas_plumbing as plumbing
 from pallas_kernels.cross_scan import K_DIRECTIONS
 
-DEFAULT_CHUNK = 256
+ROUTE_PAIRS = 2  # pair p = k % 2 holds routes p and p + 2 (the same tokens, opposite orders)
 
 
 def choose_chunk(length: int, target: int) -> int:
@@ -66,150 +67,156 @@ class _Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Plan:
-  """Static geometry of the fused kernels (route k = r * 2 + p: r reversed, p pair)."""
+class _Plan(plumbing.LaneGrid):
+  """The fused grid: channel group = route pair p (route k = r * 2 + p, r = reversed), the
+  map's height and width and the dt rank."""
 
-  batch: int
-  height: int
-  width: int
-  d: int
-  n: int
-  rank: int
-  lanes: int
-  dp: int
-  np_: int
-  rp: int
-  chunk: int
+  height: int = 0
+  width: int = 0
+  rank: int = 0
 
   @classmethod
-  def make(cls, x, dtl, b, cfg: _Config):
+  def make(cls, x, dt_low, b, cfg: _Config):
     batch, length, d = x.shape
-    lanes = ce.lanes_for(d)
-    chunk = choose_chunk(length, cfg.chunk_size or DEFAULT_CHUNK)
-    n, rank = b.shape[-1], dtl.shape[-1]
-    return cls(
-      batch,
-      cfg.height,
-      cfg.width,
-      d,
-      n,
-      rank,
-      lanes,
-      -(-d // lanes) * lanes,
-      ce.next_power_of_2(n),
-      ce.next_power_of_2(rank),
-      chunk,
-    )
+    chunk = choose_chunk(length, cfg.chunk_size or plumbing.DEFAULT_CHUNK)
+    n, rank = b.shape[-1], dt_low.shape[-1]
+    return cls(batch, ROUTE_PAIRS, d, n, chunk, length // chunk, cfg.height, cfg.width, rank)
 
   @property
   def length(self) -> int:
     return self.height * self.width
 
   @property
-  def n_chunks(self) -> int:
-    return self.length // self.chunk
-
-  @property
-  def n_dblocks(self) -> int:
-    return self.dp // self.lanes
-
-  @property
-  def sub(self) -> int:
-    return ce.sub_chunk(self.chunk)
-
-  @property
-  def state(self) -> ce.StateShape:
-    return ce.StateShape(self.np_)
-
-  @property
-  def grid(self):
-    return (self.batch, 2 * self.n_dblocks, self.n_chunks)
-
-  def _pd(self, j):
-    return j // self.n_dblocks, j % self.n_dblocks
+  def padded_rank(self) -> int:
+    return ce.next_power_of_2(self.rank)
 
   # Padded layouts.
   def map(self, x):
-    return ce.pad_trailing(x, (self.dp - self.d,))
+    return ce.pad_trailing(x, (self.padded_d - self.d,))
 
   def tokens(self, x, width):
     """(batch, L, K, X) -> (batch, L, 2, 2, X_padded), route k = r * 2 + p."""
     x = ce.pad_trailing(x, (width - x.shape[-1],))
-    return x.reshape(self.batch, self.length, 2, 2, width)
+    return x.reshape(self.batch, self.length, 2, ROUTE_PAIRS, width)
 
   def routes(self, x, tail=()):
-    """(K*d, *tail) per-route params -> (2, 2, dp, *tail) fp32."""
-    x = x.astype(jnp.float32).reshape(2, 2, self.d, *tail)
-    return ce.pad_trailing(x, (self.dp - self.d, *[0] * len(tail)))
+    """(K*d, *tail) per-route params -> (2, 2, padded d, *tail) fp32."""
+    x = x.astype(jnp.float32).reshape(2, ROUTE_PAIRS, self.d, *tail)
+    return ce.pad_trailing(x, (self.padded_d - self.d, *[0] * len(tail)))
 
   def rates(self, A):
-    a = ce.pad_trailing(self.routes(A, (self.n,)), (self.np_ - self.n,))
+    a = ce.pad_trailing(self.routes(A, (self.n,)), (self.padded_n - self.n,))
     return a[..., 0] if self.state.scalar else a
 
   def dt_weights(self, w):
-    """(K, d, R) -> (2, 2, dp, rp)."""
-    return ce.pad_trailing(
-      self.routes(w.reshape(K_DIRECTIONS * self.d, self.rank), (self.rank,)), (self.rp - self.rank,)
-    )
+    """(K, d, R) -> (2, 2, padded d, padded R)."""
+    w = self.routes(w.reshape(K_DIRECTIONS * self.d, self.rank), (self.rank,))
+    return ce.pad_trailing(w, (self.padded_rank - self.rank,))
 
-  # Block specs over the grid (b, j = p * n_dblocks + channel block, c).
+  # Block specs over the grid (b, j = p * n_blocks + channel block, c).
   def map_spec(self):
-    return pl.BlockSpec((None, self.length, self.lanes), lambda b, j, c: (b, 0, self._pd(j)[1]))
+    return pl.BlockSpec(
+      (None, self.length, self.lanes), lambda b, j, c: (b, 0, self.group_and_block(j)[1])
+    )
 
   def pair_map_spec(self):
     return pl.BlockSpec(
-      (None, None, self.length, self.lanes), lambda b, j, c: (b, self._pd(j)[0], 0, self._pd(j)[1])
+      (None, None, self.length, self.lanes),
+      lambda b, j, c: (b, self.group_and_block(j)[0], 0, self.group_and_block(j)[1]),
     )
 
   def pair_map_shape(self):
-    return jax.ShapeDtypeStruct((self.batch, 2, self.length, self.dp), jnp.float32)
+    return jax.ShapeDtypeStruct((self.batch, ROUTE_PAIRS, self.length, self.padded_d), jnp.float32)
 
   def token_spec(self, width):
     return pl.BlockSpec(
-      (None, self.length, 2, None, width), lambda b, j, c: (b, 0, 0, self._pd(j)[0], 0)
+      (None, self.length, 2, None, width), lambda b, j, c: (b, 0, 0, self.group_and_block(j)[0], 0)
     )
 
-  def token_partial_spec(self, width):
-    return pl.BlockSpec(
+  def token_partial(self, width):
+    """Per channel block partial sums of a per-token gradient: (spec, shape)."""
+    spec = pl.BlockSpec(
       (None, None, self.length, 2, None, width),
-      lambda b, j, c: (b, self._pd(j)[1], 0, 0, self._pd(j)[0], 0),
+      lambda b, j, c: (b, self.group_and_block(j)[1], 0, 0, self.group_and_block(j)[0], 0),
     )
-
-  def token_partial_shape(self, width):
-    return jax.ShapeDtypeStruct((self.batch, self.n_dblocks, self.length, 2, 2, width), jnp.float32)
+    shape = (self.batch, self.n_blocks, self.length, 2, ROUTE_PAIRS, width)
+    return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
 
   def route_spec(self, tail=()):
     return pl.BlockSpec(
       (2, None, self.lanes, *tail),
-      lambda b, j, c: (0, self._pd(j)[0], self._pd(j)[1], *[0] * len(tail)),
+      lambda b, j, c: (0, *self.group_and_block(j), *[0] * len(tail)),
     )
-
-  def state_tail(self):
-    return () if self.state.scalar else (self.np_,)
 
   def chunk_spec(self, tail=()):
     return pl.BlockSpec(
       (None, 2, None, None, self.lanes, *tail),
-      lambda b, j, c: (b, 0, self._pd(j)[0], c, self._pd(j)[1], *[0] * len(tail)),
+      lambda b, j, c: (
+        b,
+        0,
+        self.group_and_block(j)[0],
+        c,
+        self.group_and_block(j)[1],
+        *[0] * len(tail),
+      ),
     )
 
   def chunk_shape(self, tail=()):
-    return jax.ShapeDtypeStruct((self.batch, 2, 2, self.n_chunks, self.dp, *tail), jnp.float32)
+    shape = (self.batch, 2, ROUTE_PAIRS, self.n_chunks, self.padded_d, *tail)
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
 
-  def scratch(self, slots):
-    """A backward scratch with `slots` states per program: (spec, shape)."""
+  def chunk_output(self, tail=()):
+    return self.chunk_spec(tail), self.chunk_shape(tail)
+
+  def chunk_decay(self, dt_sum, rates):
+    """exp(A * sum dt) per route chunk, (batch, 2, 2, chunks, padded d[, padded N])."""
+    dt_sum = dt_sum if self.state.scalar else dt_sum[..., None]
+    return jnp.exp(dt_sum * rates[None, :, :, None])
+
+  def input_specs(self):
+    """Block specs of the padded inputs (`_Padded` fields) and of the map-shaped dy."""
     tail = self.state_tail()
-    spec = pl.BlockSpec(
-      (None, None, slots, self.lanes, *tail),
-      lambda b, j, c: (b, self._pd(j)[0], c, self._pd(j)[1], *[0] * len(tail)),
+    return _Padded(
+      x=self.map_spec(),
+      dt_low=self.token_spec(self.padded_rank),
+      B=self.token_spec(self.padded_n),
+      C=self.token_spec(self.padded_n),
+      dt_weights=self.route_spec((self.padded_rank,)),
+      rates=self.route_spec(tail),
+      d_skip=self.route_spec(),
+      bias=self.route_spec(),
     )
-    shape = (self.batch, 2, self.n_chunks * slots, self.dp, *tail)
-    return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
 
-  def chunk_decay(self, sdt, rates):
-    """exp(A * sum dt) per route chunk, (batch, 2, 2, chunks, dp[, np_])."""
-    sdt = sdt if self.state.scalar else sdt[..., None]
-    return jnp.exp(sdt * rates[None, :, :, None])
+
+@dataclasses.dataclass(frozen=True)
+class _Padded:
+  """The fused kernels' inputs in their padded layouts (or, from `input_specs`, their specs)."""
+
+  x: object
+  dt_low: object
+  B: object
+  C: object
+  dt_weights: object
+  rates: object
+  d_skip: object
+  bias: object
+
+  def values(self) -> list:
+    """The fields in order (not `dataclasses.astuple`, which would unpack BlockSpecs too)."""
+    return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+  @classmethod
+  def make(cls, plan: _Plan, x, dt_low, b, c, dt_weights, A, D, bias):
+    return cls(
+      plan.map(x),
+      plan.tokens(dt_low, plan.padded_rank),
+      plan.tokens(b, plan.padded_n),
+      plan.tokens(c, plan.padded_n),
+      plan.dt_weights(dt_weights),
+      plan.rates(A),
+      plan.routes(D),
+      plan.routes(bias),
+    )
 
 
 def _flip_reversed_routes(x):
@@ -224,7 +231,7 @@ class _Route:
     self.plan, self.r = plan, r
     self.x_ref, self.dtl_ref, self.b_ref, self.c_ref = refs
     self.w, self.bias = params
-    p = pl.program_id(1) // plan.n_dblocks
+    p = plan.group_and_block(pl.program_id(1))[0]
     self.is_rows = p == 0
     self.base = pl.program_id(2) * plan.chunk
 
@@ -280,23 +287,27 @@ def _route(plan, r, refs, w_ref, bias_ref):
   return _Route(plan, r, refs, (w_ref[r], bias_ref[r]))
 
 
-def _fwd_local_kernel(plan, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref, sdt_ref):
+def _route(plan, r, refs, w_ref, bias_ref):
+  return _Route(plan, r, refs, (w_ref[r], bias_ref[r]))
+
+
+def _fwd_local_kernel(plan, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref, dt_sum_ref):
   for r in range(2):
     io = _route(plan, r, (x_ref, dtl_ref, b_ref, None), w_ref, bias_ref).access()
-    h, sdt = ce.chunk_end_state(plan.chunk, a_ref[r], plan.state, io, plan.lanes)
+    h, dt_sum = ce.chunk_end_state(plan.chunk, a_ref[r], plan.state, io, plan.lanes)
     h_ref[r] = h
-    sdt_ref[r] = sdt
+    dt_sum_ref[r] = dt_sum
 
 
 def _fwd_out_kernel(
-  plan, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, dskip_ref, bias_ref, h0_ref, y_ref
+  plan, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, d_skip_ref, bias_ref, h0_ref, y_ref
 ):
   for r in range(2):
     route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
     ce.chunk_outputs(
       plan.chunk,
       a_ref[r],
-      dskip_ref[r],
+      d_skip_ref[r],
       h0_ref[r],
       plan.state,
       route.access(),
@@ -304,15 +315,15 @@ def _fwd_out_kernel(
     )
 
 
-def _bwd_local_kernel(plan, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, r_ref, sdt_ref):
+def _bwd_local_kernel(plan, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, carry_ref, dt_sum_ref):
   for r in range(2):
     route = _route(plan, r, (None, dtl_ref, None, c_ref), w_ref, bias_ref)
     load_g = lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32)
-    carry, sdt = ce.chunk_adjoint_carry(
+    carry, dt_sum = ce.chunk_adjoint_carry(
       plan.chunk, a_ref[r], plan.state, route.access(), load_g, plan.lanes
     )
-    r_ref[r] = carry
-    sdt_ref[r] = sdt
+    carry_ref[r] = carry
+    dt_sum_ref[r] = dt_sum
 
 
 def _bwd_kernel(
@@ -324,10 +335,10 @@ def _bwd_kernel(
   c_ref,
   w_ref,
   a_ref,
-  dskip_ref,
+  d_skip_ref,
   bias_ref,
   h0_ref,
-  rend_ref,
+  r_end_ref,
   dx_ref,
   ddtl_ref,
   db_ref,
@@ -336,18 +347,12 @@ def _bwd_kernel(
   da_ref,
   dd_ref,
   dbias_ref,
-  ckpt_ref,
-  hs_ref,
+  checkpoint_ref,
+  replay_ref,
 ):
   for r in range(2):
     route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
     w = w_ref[r]
-
-    def store_ckpt(i, h):
-      ckpt_ref[i] = h
-
-    def store_h(s, h):
-      hs_ref[s] = h
 
     def emit_ddelta(s, d_pre, acc, route=route, w=w):
       tok = route.token(s)
@@ -357,23 +362,20 @@ def _bwd_kernel(
 
     sink = ce.GradSinks(
       load_g=lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32),
-      store_ckpt=store_ckpt,
-      load_ckpt=lambda i: ckpt_ref[i],
-      store_h=store_h,
-      load_h=lambda s: hs_ref[s],
       store_du=route.accumulate(dx_ref),
       store_db=route.store_proj(db_ref),
       store_dc=route.store_proj(dc_ref),
       emit_ddelta=emit_ddelta,
+      **plumbing.scratch_sinks(checkpoint_ref, replay_ref),
     )
-    acc0 = jnp.zeros((plan.lanes, plan.rp), jnp.float32)
+    acc0 = jnp.zeros((plan.lanes, plan.padded_rank), jnp.float32)
     d_a, d_d, d_bias, d_w = ce.chunk_backward(
       plan.chunk,
       plan.sub,
       a_ref[r],
-      dskip_ref[r],
+      d_skip_ref[r],
       h0_ref[r],
-      rend_ref[r],
+      r_end_ref[r],
       plan.state,
       route.access(),
       sink,
@@ -387,142 +389,74 @@ def _bwd_kernel(
 
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
-  return pl.pallas_call(
-    functools.partial(kernel, plan),
-    grid=plan.grid,
-    in_specs=in_specs,
-    out_specs=[spec for spec, _ in outs],
-    out_shape=[shape for _, shape in outs],
-    compiler_params=ce.compiler_params(plan.lanes),
-    interpret=cfg.interpret,
-    name=name,
-  )(*args)
-
-
-def _prepare(plan: _Plan, x, dtl, b, c, dtw, A, D, bias):
-  return (
-    plan.map(x),
-    plan.tokens(dtl, plan.rp),
-    plan.tokens(b, plan.np_),
-    plan.tokens(c, plan.np_),
-    plan.dt_weights(dtw),
-    plan.rates(A),
-    plan.routes(D),
-    plan.routes(bias),
+  return plumbing.call_on_grid(
+    plan, functools.partial(kernel, plan), name, args, in_specs, outs, cfg.interpret
   )
 
 
-def _forward(cfg: _Config, x, dtl, b, c, dtw, A, D, bias):
-  plan = _Plan.make(x, dtl, b, cfg)
-  xs, dtls, bs, cs, ws, rates, dskip, bias_p = _prepare(plan, x, dtl, b, c, dtw, A, D, bias)
+def _pass2(plan: _Plan, combine, local, dt_sum, rates):
+  """The cross-chunk scan in route order (the reversed routes run their chunks backwards)."""
+  decay = _flip_reversed_routes(plan.chunk_decay(dt_sum, rates))
+  return _flip_reversed_routes(combine(_flip_reversed_routes(local), decay, axis=3))
+
+
+def _forward(cfg: _Config, x, dt_low, b, c, dt_weights, A, D, bias):
+  plan = _Plan.make(x, dt_low, b, cfg)
+  inputs, specs = _Padded.make(plan, x, dt_low, b, c, dt_weights, A, D, bias), plan.input_specs()
   tail = plan.state_tail()
-  specs = dict(
-    x=plan.map_spec(),
-    dtl=plan.token_spec(plan.rp),
-    bc=plan.token_spec(plan.np_),
-    w=plan.route_spec((plan.rp,)),
-    a=plan.route_spec(tail),
-    lane=plan.route_spec(),
-  )
+  h0 = jnp.zeros(plan.chunk_shape(tail).shape, jnp.float32)
   if plan.n_chunks > 1:
-    h_local, sdt = _call(
-      plan,
-      cfg,
-      _fwd_local_kernel,
-      "ss2d_fused_fwd_chunk_states",
-      [xs, dtls, bs, ws, rates, bias_p],
-      [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
-      [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())],
-    )
-    decay = _flip_reversed_routes(plan.chunk_decay(sdt, rates))
-    h0 = _flip_reversed_routes(ce.chunk_start_states(_flip_reversed_routes(h_local), decay, axis=3))
-  else:
-    h0 = jnp.zeros(plan.chunk_shape(tail).shape, jnp.float32)
-  (y2,) = _call(
+    names = ["x", "dt_low", "B", "dt_weights", "rates", "bias"]
+    local = [[getattr(inputs, f) for f in names], [getattr(specs, f) for f in names]]
+    name = "ss2d_fused_fwd_chunk_states"
+    outs = [plan.chunk_output(tail), plan.chunk_output()]
+    h_local, dt_sum = _call(plan, cfg, _fwd_local_kernel, name, *local, outs)
+    h0 = _pass2(plan, ce.chunk_start_states, h_local, dt_sum, inputs.rates)
+  args = [*inputs.values(), h0]
+  y_pairs = _call(
     plan,
     cfg,
     _fwd_out_kernel,
     "ss2d_fused_fwd",
-    [xs, dtls, bs, cs, ws, rates, dskip, bias_p, h0],
-    [
-      specs["x"],
-      specs["dtl"],
-      specs["bc"],
-      specs["bc"],
-      specs["w"],
-      specs["a"],
-      specs["lane"],
-      specs["lane"],
-      plan.chunk_spec(tail),
-    ],
+    args,
+    [*specs.values(), plan.chunk_spec(tail)],
     [(plan.pair_map_spec(), plan.pair_map_shape())],
-  )
-  y = (y2[:, 0] + y2[:, 1])[..., : plan.d].astype(cfg.out_dtype)
+  )[0]
+  y = (y_pairs[:, 0] + y_pairs[:, 1])[..., : plan.d].astype(cfg.out_dtype)
   return y, h0
 
 
 def _backward(cfg: _Config, res, dy):
-  x, dtl, b, c, dtw, A, D, bias, h0 = res
-  plan = _Plan.make(x, dtl, b, cfg)
-  xs, dtls, bs, cs, ws, rates, dskip, bias_p = _prepare(plan, x, dtl, b, c, dtw, A, D, bias)
+  x, dt_low, b, c, dt_weights, A, D, bias, h0 = res
+  plan = _Plan.make(x, dt_low, b, cfg)
+  inputs, specs = _Padded.make(plan, x, dt_low, b, c, dt_weights, A, D, bias), plan.input_specs()
   dys = plan.map(dy)
   tail = plan.state_tail()
-  specs = dict(
-    x=plan.map_spec(),
-    dtl=plan.token_spec(plan.rp),
-    bc=plan.token_spec(plan.np_),
-    w=plan.route_spec((plan.rp,)),
-    a=plan.route_spec(tail),
-    lane=plan.route_spec(),
-  )
+  r_end = jnp.zeros_like(h0)
   if plan.n_chunks > 1:
-    r_local, sdt = _call(
-      plan,
-      cfg,
-      _bwd_local_kernel,
-      "ss2d_fused_bwd_chunk_carries",
-      [dys, dtls, cs, ws, rates, bias_p],
-      [specs["x"], specs["dtl"], specs["bc"], specs["w"], specs["a"], specs["lane"]],
-      [(plan.chunk_spec(tail), plan.chunk_shape(tail)), (plan.chunk_spec(), plan.chunk_shape())],
-    )
-    decay = _flip_reversed_routes(plan.chunk_decay(sdt, rates))
-    r_end = _flip_reversed_routes(
-      ce.chunk_end_carries(_flip_reversed_routes(r_local), decay, axis=3)
-    )
-  else:
-    r_end = jnp.zeros_like(h0)
-  dx2, ddtl, db, dc, dw, da, dd, dbias, _, _ = _call(
-    plan,
-    cfg,
-    _bwd_kernel,
-    "ss2d_fused_bwd",
-    [xs, dys, dtls, bs, cs, ws, rates, dskip, bias_p, h0, r_end],
-    [
-      specs["x"],
-      specs["x"],
-      specs["dtl"],
-      specs["bc"],
-      specs["bc"],
-      specs["w"],
-      specs["a"],
-      specs["lane"],
-      specs["lane"],
-      plan.chunk_spec(tail),
-      plan.chunk_spec(tail),
-    ],
-    [
-      (plan.pair_map_spec(), plan.pair_map_shape()),
-      (plan.token_partial_spec(plan.rp), plan.token_partial_shape(plan.rp)),
-      (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
-      (plan.token_partial_spec(plan.np_), plan.token_partial_shape(plan.np_)),
-      (plan.chunk_spec((plan.rp,)), plan.chunk_shape((plan.rp,))),
-      (plan.chunk_spec(tail), plan.chunk_shape(tail)),
-      (plan.chunk_spec(), plan.chunk_shape()),
-      (plan.chunk_spec(), plan.chunk_shape()),
-      plan.scratch(plan.chunk // plan.sub),
-      plan.scratch(plan.sub),
-    ],
-  )
+    names = ["dt_low", "C", "dt_weights", "rates", "bias"]
+    local_args = [dys, *[getattr(inputs, f) for f in names]]
+    local_specs = [specs.x, *[getattr(specs, f) for f in names]]
+    outs = [plan.chunk_output(tail), plan.chunk_output()]
+    name = "ss2d_fused_bwd_chunk_carries"
+    r_local, dt_sum = _call(plan, cfg, _bwd_local_kernel, name, local_args, local_specs, outs)
+    r_end = _pass2(plan, ce.chunk_end_carries, r_local, dt_sum, inputs.rates)
+  state_spec = plan.chunk_spec(tail)
+  grad_outs = [
+    (plan.pair_map_spec(), plan.pair_map_shape()),
+    plan.token_partial(plan.padded_rank),
+    plan.token_partial(plan.padded_n),
+    plan.token_partial(plan.padded_n),
+    plan.chunk_output((plan.padded_rank,)),
+    plan.chunk_output(tail),
+    plan.chunk_output(),
+    plan.chunk_output(),
+    *plan.backward_scratch(),
+  ]
+  args = [inputs.x, dys, *inputs.values()[1:], h0, r_end]
+  arg_specs = [specs.x, specs.x, *specs.values()[1:], state_spec, state_spec]
+  grads = _call(plan, cfg, _bwd_kernel, "ss2d_fused_bwd", args, arg_specs, grad_outs)
+  dx_pairs, ddtl, db, dc, dw, da, dd, dbias, _, _ = grads
   k, d, length = K_DIRECTIONS, plan.d, plan.length
 
   def tokens_grad(g, width, ref):
@@ -534,28 +468,18 @@ def _backward(cfg: _Config, res, dy):
   d_a = da.sum(axis=(0, 3))[:, :, :d].reshape(k * d, -1)[:, : plan.n]
   d_w = dw.sum(axis=(0, 3))[:, :, :d, : plan.rank].reshape(k, d, plan.rank)
   return (
-    (dx2[:, 0] + dx2[:, 1])[..., :d].astype(x.dtype),
-    tokens_grad(ddtl, plan.rank, dtl),
+    (dx_pairs[:, 0] + dx_pairs[:, 1])[..., :d].astype(x.dtype),
+    tokens_grad(ddtl, plan.rank, dt_low),
     tokens_grad(db, plan.n, b),
     tokens_grad(dc, plan.n, c),
-    d_w.astype(dtw.dtype),
+    d_w.astype(dt_weights.dtype),
     d_a.astype(A.dtype),
     route_grad(dd, D),
     route_grad(dbias, bias),
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(cfg, x, dtl, b, c, dtw, A, D, bias):
-  return _forward(cfg, x, dtl, b, c, dtw, A, D, bias)[0]
-
-
-def _fused_fwd(cfg, x, dtl, b, c, dtw, A, D, bias):
-  y, h0 = _forward(cfg, x, dtl, b, c, dtw, A, D, bias)
-  return y, (x, dtl, b, c, dtw, A, D, bias, h0)
-
-
-_fused.defvjp(_fused_fwd, _backward)
+_fused = plumbing.chunked_vjp(_forward, _backward)
 
 
 def ss2d_scan_fused(
@@ -584,8 +508,7 @@ def ss2d_scan_fused(
   """
   batch, height, width, d = x.shape
   n, rank = A_logs.shape[1], dt_projs_weight.shape[2]
-  if n > 16:
-    raise ValueError(f"d_state N={n} > 16 is not supported by the Pallas kernel")
+  plumbing.check_state_size(n)
   tokens = x.reshape(batch, height * width, d)
   x_dbl = jnp.einsum("bld,kcd->blkc", tokens, x_proj_weight.astype(x.dtype))
   dtl, b, c = jnp.split(x_dbl, [rank, rank + n], axis=3)

@@ -24,19 +24,36 @@ import jax.numpy as jnp
 SOFTPLUS_THRESHOLD = 20.0
 
 
+@jax.custom_jvp
 def softplus(x: jax.Array) -> jax.Array:
   """`torch.nn.functional.softplus` (beta 1, threshold 20): x where x > 20, else log1p(exp(x)).
 
-  The exp argument is clipped so that the unselected branch never overflows; this keeps the
-  gradient of the selected branch finite.
+  The exp argument is clipped so that the unselected branch never overflows. The derivative
+  is torch's too (`softplus_slope`), given directly rather than differentiated through the
+  two branches: one elementwise pass in the backward instead of several.
   """
   above = x > SOFTPLUS_THRESHOLD
   # Not jnp.minimum: at exactly x == 20 it would split the gradient between its two inputs.
   return jnp.where(above, x, jnp.log1p(jnp.exp(jnp.where(above, SOFTPLUS_THRESHOLD, x))))
 
 
-def _prepare(u, delta, A, B, C, D, delta_bias, delta_softplus):
-  """Casts to fp32 and reshapes channels to (batch, K, D, L) so groups broadcast, not repeat."""
+def softplus_slope(x: jax.Array) -> jax.Array:
+  """d softplus / dx as torch computes it: 1 above the threshold, sigmoid(x) at or below."""
+  return jnp.where(x > SOFTPLUS_THRESHOLD, 1.0, jax.nn.sigmoid(x)).astype(x.dtype)
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  return softplus(x), softplus_slope(x) * dx
+
+
+def prepare_inputs(u, delta, A, B, C, D, delta_bias, delta_softplus):
+  """fp32 inputs with dt = softplus(delta + bias), channels split as (batch, K, D, L).
+
+  Returns (u, dt, A, B, C, (batch, K, D, N, L)) with u, dt (batch, K, D, L), A (K, D, N) and
+  B, C (batch, K, N, L), so that groups broadcast instead of repeating.
+  """
   batch, channels, length = u.shape
   groups = B.shape[1]
   if channels % groups:
@@ -57,7 +74,8 @@ def _prepare(u, delta, A, B, C, D, delta_bias, delta_softplus):
   return u4, dt4, a4, b4, c4, (batch, groups, d, n, length)
 
 
-def _finish(y4, u, D, out_dtype):
+def finish_output(y4, u, D, out_dtype):
+  """(batch, K, D, L) scan output -> (batch, K*D, L) with the D * u term, in out_dtype."""
   batch, groups, d, length = y4.shape
   y = y4.reshape(batch, groups * d, length)
   if D is not None:
@@ -69,7 +87,7 @@ def selective_scan_sequential(
   u, delta, A, B, C, D=None, delta_bias=None, *, delta_softplus=True, out_dtype=None
 ):
   """Selective scan as a `lax.scan` over time: O(L) steps, O(batch*K*D*N) state."""
-  u4, dt4, a4, b4, c4, (batch, groups, d, n, _) = _prepare(
+  u4, dt4, a4, b4, c4, (batch, groups, d, n, _) = prepare_inputs(
     u, delta, A, B, C, D, delta_bias, delta_softplus
   )
 
@@ -88,10 +106,11 @@ def selective_scan_sequential(
   )
   h0 = jnp.zeros((batch, groups, d, n), jnp.float32)
   _, ys = jax.lax.scan(step, h0, time_major)
-  return _finish(jnp.moveaxis(ys, 0, -1), u, D, out_dtype)
+  return finish_output(jnp.moveaxis(ys, 0, -1), u, D, out_dtype)
 
 
-def _combine(left, right):
+def compose_affine(left, right):
+  """The map h -> a h + b of `left` followed by that of `right`, as an (a, b) pair."""
   a_l, b_l = left
   a_r, b_r = right
   return a_l * a_r, a_r * b_l + b_r
@@ -104,11 +123,11 @@ def selective_scan_associative(
 
   Holds (batch, K*D, L, N) fp32 intermediates, so it is the fast reference for moderate L.
   """
-  u4, dt4, a4, b4, c4, _ = _prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
+  u4, dt4, a4, b4, c4, _ = prepare_inputs(u, delta, A, B, C, D, delta_bias, delta_softplus)
   b_t = jnp.swapaxes(b4, -1, -2)[:, :, None]  # (b,K,1,L,N)
   c_t = jnp.swapaxes(c4, -1, -2)[:, :, None]
   decay = jnp.exp(dt4[..., None] * a4[None, :, :, None, :])  # (b,K,D,L,N)
   drive = (dt4 * u4)[..., None] * b_t
-  _, h = jax.lax.associative_scan(_combine, (decay, drive), axis=3)
+  _, h = jax.lax.associative_scan(compose_affine, (decay, drive), axis=3)
   y4 = jnp.sum(h * c_t, axis=-1)
-  return _finish(y4, u, D, out_dtype)
+  return finish_output(y4, u, D, out_dtype)

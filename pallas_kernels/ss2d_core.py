@@ -13,19 +13,22 @@ Shapes (K = 4 directions, d channels, R = dt_rank, N = d_state, L = H*W):
   Ds               (K*d,)
 Returns the merged output (batch, H, W, d) in `out_dtype` (default x.dtype).
 
-`fused` picks the route: True runs `pallas_ss2d_fused` (cross-scan, scan and merge in one
-Pallas kernel family, no 4x expanded copies; needs the Pallas implementation), False the
-separate ops below, None (default) fused exactly when `impl` resolves to the Pallas kernel.
-That default is reasoned, not measured (no GPU was available): at DASS stage 1 the fused
-route is estimated to move ~0.42 GB per forward against ~1.16 GB for the separate ops
-(`pallas_ss2d_fused` docstring), with the same per-step work plus R multiply-adds for the
-in-kernel dt projection.
+`fused` picks the route: True runs the implementation's own SS2D route without the 4x
+expanded copies of the map, `pallas_ss2d_fused` (cross-scan, scan and merge in one Pallas
+kernel family) for `pallas` and `ss2d_chunked` (reversed routes scanned in reverse, no
+flips or merges of four copies) for `chunked`; False runs the separate ops of
+`ss2d_scan_unfused` with any implementation; None (default) is True for those two. For
+Pallas that default is reasoned, not measured (no GPU was available): at DASS stage 1 the
+fused route is estimated to move ~0.42 GB per forward against ~1.16 GB for the separate ops
+(`pallas_ss2d_fused` docstring).
+For the chunked scan it is measured on CPU (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from pallas_kernels import pallas_ss2d_fused, ss2d_chunked
 from pallas_kernels.cross_scan import (
   K_DIRECTIONS,
   cross_merge_channels_last,
@@ -47,24 +50,40 @@ def ss2d_scan(
   interpret=False,
   fused: bool | None = None,
 ):
-  pallas = resolve_impl(impl) is ScanImpl.PALLAS
+  impl = resolve_impl(impl)
+  has_own_route = impl in (ScanImpl.PALLAS, ScanImpl.CHUNKED)
   if fused is None:
-    fused = pallas
+    fused = has_own_route
+  params = (x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
+  if fused and impl is ScanImpl.PALLAS:
+    return pallas_ss2d_fused.ss2d_scan_fused(x, *params, out_dtype=out_dtype, interpret=interpret)
+  if fused and impl is ScanImpl.CHUNKED:
+    return ss2d_chunked.ss2d_scan_chunked(x, *params, out_dtype=out_dtype)
   if fused:
-    if not pallas:
-      raise ValueError(f"fused=True needs impl='pallas' (got {impl!r})")
-    from pallas_kernels import pallas_ss2d_fused
+    raise ValueError(f"fused=True needs impl 'pallas' or 'chunked' (got {impl.value!r})")
+  return ss2d_scan_unfused(x, *params, impl=impl, out_dtype=out_dtype, interpret=interpret)
 
-    return pallas_ss2d_fused.ss2d_scan_fused(
-      x,
-      x_proj_weight,
-      dt_projs_weight,
-      dt_projs_bias,
-      A_logs,
-      Ds,
-      out_dtype=out_dtype,
-      interpret=interpret,
-    )
+
+def ss2d_scan_unfused(
+  x,
+  x_proj_weight,
+  dt_projs_weight,
+  dt_projs_bias,
+  A_logs,
+  Ds,
+  *,
+  impl: ScanImpl | str = ScanImpl.AUTO,
+  out_dtype=None,
+  interpret=False,
+  with_intermediates: bool = False,
+):
+  """The SS2D core as separate ops: cross-scan, projections, selective scan, cross-merge.
+
+  Arguments and result as `ss2d_scan`. With `with_intermediates`, returns (merged, values)
+  where values holds the per-route tensors in torch's scan layout, as the original code's
+  `forward_corev2` has them: dts (b, K, d, L) before bias and softplus, Bs and Cs (b, K, N, L),
+  ys (b, K, d, L) each route's scan output (with the D * u term) in its own order.
+  """
   batch, height, width, d = x.shape
   n = A_logs.shape[1]
   rank = dt_projs_weight.shape[2]
@@ -86,5 +105,8 @@ def ss2d_scan(
     out_dtype=out_dtype or x.dtype,
     impl=impl,
     interpret=interpret,
-  )
-  return cross_merge_channels_last(y.reshape(batch, K_DIRECTIONS, d, length), height, width)
+  ).reshape(batch, K_DIRECTIONS, d, length)
+  merged = cross_merge_channels_last(y, height, width)
+  if with_intermediates:
+    return merged, dict(dts=dts, Bs=b_ssm, Cs=c_ssm, ys=y)
+  return merged

@@ -1,14 +1,11 @@
 """`pallas_kernels.bench --quick` runs on CPU and prints its tables (format only, no timings)."""
 
-import importlib.util
 import re
 
 import pytest
 
 from pallas_kernels import bench
 
-HAS_PALLAS = importlib.util.find_spec("pallas_kernels.pallas_scan") is not None
-HAS_FUSED = importlib.util.find_spec("pallas_kernels.pallas_ss2d_fused") is not None
 NUMBER = r"[0-9]+\.[0-9]+"
 
 
@@ -58,7 +55,6 @@ def test_quick_bench_prints_scan_table_for_every_stage_and_the_long_shape(capsys
   assert "SS2D core" not in out and "Failures" not in out
 
 
-@pytest.mark.skipif(not HAS_PALLAS, reason="pallas_kernels.pallas_scan is not present")
 def test_quick_bench_runs_pallas_in_interpret_mode(capsys):
   out = _run(capsys, ["--quick", "--stages", "4", "--long-length", "0"])
   assert "interpret mode" in out
@@ -66,12 +62,22 @@ def test_quick_bench_runs_pallas_in_interpret_mode(capsys):
   assert [r[0] for r in rows] == ["stage 4"]
   assert "n/a" not in rows[0]
   assert "Failures" not in out, out
-  if HAS_FUSED:
-    _, ss2d_rows = _table_rows(out, "shape | H x W")
-    assert ss2d_rows == [ss2d_rows[0]] and ss2d_rows[0][:3] == ["stage 4", "4 x 1", "768"]
-    assert "n/a" not in ss2d_rows[0]
+  _, ss2d_rows = _table_rows(out, "shape | H x W")
+  assert ss2d_rows == [ss2d_rows[0]] and ss2d_rows[0][:3] == ["stage 4", "4 x 1", "768"]
+  assert "n/a" not in ss2d_rows[0]
 
 
 def test_bad_stage_is_rejected():
   with pytest.raises(SystemExit):
     bench.parse_args(["--stages", "5"])
+
+
+def test_quick_bench_times_the_chunked_scan_and_its_ss2d_route(capsys):
+  out = _run(capsys, ["--quick", "--impl", "chunked", "--stages", "3", "--long-length", "0"])
+  assert "interpret mode" not in out and "Failures" not in out, out
+  _, rows = _table_rows(out, "shape")
+  assert [r[0] for r in rows] == ["stage 3"] and "n/a" not in rows[0]
+  header, ss2d_rows = _table_rows(out, "shape | H x W")
+  assert "associative unfused fwd ms" in header and "own route fwd ms" in header
+  assert ss2d_rows[0][:3] == ["stage 3", "8 x 2", "384"]
+  assert all(re.fullmatch(rf"{NUMBER}x?", cell) for cell in ss2d_rows[0][3:]), ss2d_rows

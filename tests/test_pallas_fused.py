@@ -15,42 +15,25 @@ not a multiple of the lane block, several chunks, and N = 1 and N = 3 (padded to
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+import numerics
 import pytest
 from jaxpr_sizes import largest_intermediate
+from numerics import value_and_grads
 
 from pallas_kernels import pallas_ss2d_fused, ss2d_core
-
-PARAM_NAMES = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
+from pallas_kernels.random_inputs import SS2D_ARGS, ss2d_inputs
 
 
 def make_ss2d_inputs(seed, batch, height, width, d, n, rank):
-  """A map (batch, H, W, d) and SS2D parameters scaled so the scan term matters."""
-  ks = jax.random.split(jax.random.PRNGKey(seed), 6)
-  return (
-    jax.random.normal(ks[0], (batch, height, width, d)),
-    jax.random.normal(ks[1], (4, rank + 2 * n, d)) / np.sqrt(d),
-    jax.random.normal(ks[2], (4, d, rank)) / np.sqrt(rank),
-    0.5 * jax.random.normal(ks[3], (4, d)) - 1.0,
-    0.5 * jax.random.normal(ks[4], (4 * d, n)),
-    1.0 + 0.1 * jax.random.normal(ks[5], (4 * d,)),
+  """The shared SS2D inputs, dt from [0.05, 1] so the scan term matters."""
+  return ss2d_inputs(
+    jax.random.PRNGKey(seed), batch, height, width, d, n, rank, dt_range=(0.05, 1.0)
   )
 
 
-def value_and_grads(fn, args, cotangent):
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(fn, *a)
-    return y, vjp(cotangent)
-
-  return run(*args)
-
-
 def assert_close(got, want, tol, name):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  assert got.shape == want.shape, name
-  err, scale = np.max(np.abs(got - want)), np.max(np.abs(want))
-  assert err <= tol * scale, f"{name}: max err {err:.3g} > {tol} * {scale:.3g}"
+  """max|got - want| <= tol * max|want| (numerics.max_rel_err), shapes equal."""
+  numerics.assert_close(got, want, tol=tol, measure=numerics.max_rel_err, name=name)
 
 
 def unfused(*args):
@@ -72,7 +55,7 @@ def test_fused_matches_unfused(batch, height, width, d, n, rank, chunk):
   )
   y_ref, grads_ref = value_and_grads(unfused, args, cot)
   assert_close(y, y_ref, 1e-5, "y")
-  for name, g, g_ref in zip(PARAM_NAMES, grads, grads_ref):
+  for name, g, g_ref in zip(SS2D_ARGS, grads, grads_ref):
     assert_close(g, g_ref, 1e-5, f"grad {name}")
 
 
@@ -80,7 +63,7 @@ def test_ss2d_core_defaults_to_fused_for_pallas():
   args = make_ss2d_inputs(0, 1, 2, 3, 4, 1, 1)
   got = ss2d_core.ss2d_scan(*args, impl="pallas", interpret=True)
   assert_close(got, unfused(*args), 1e-5, "y")
-  with pytest.raises(ValueError, match="fused=True needs impl='pallas'"):
+  with pytest.raises(ValueError, match="fused=True needs impl 'pallas' or 'chunked'"):
     ss2d_core.ss2d_scan(*args, impl="associative", fused=True)
 
 

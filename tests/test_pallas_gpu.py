@@ -10,15 +10,17 @@ tests/conftest.py defaults JAX_PLATFORMS to cpu, so on a GPU machine run
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import max_rel_err, value_and_grads
 
 import pallas_kernels
 from pallas_kernels import dispatch
+from pallas_kernels.cross_scan import K_DIRECTIONS
+from pallas_kernels.random_inputs import SCAN_ARGS, SS2D_ARGS, scan_inputs, ss2d_inputs
 
 pytestmark = [
   pytest.mark.gpu,
@@ -28,7 +30,7 @@ pytestmark = [
   ),
 ]
 
-K = 4
+K = K_DIRECTIONS
 STAGES = {f"stage{i + 1}": (8192 // 4**i, 96 * 2**i) for i in range(4)}  # (L, d)
 FRAMES_HW = {f"stage{i + 1}": (32 >> i, 256 >> i) for i in range(4)}  # (H, W)
 # fp32: same math in another summation order. bf16: the outputs and gradients are rounded
@@ -46,70 +48,30 @@ TOL = {
   ("ss2d", jnp.bfloat16, "value"): 3e-2,
   ("ss2d", jnp.bfloat16, "grad"): 3e-2,
 }
-SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
-SS2D_ARGS = ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
-
-
-def _dt_bias(key, shape):
-  """softplus^-1 of dt drawn log-uniform in [1e-3, 1e-1] (mamba's dt_init)."""
-  dt = jnp.exp(jax.random.uniform(key, shape, minval=math.log(1e-3), maxval=math.log(1e-1)))
-  return dt + jnp.log(-jnp.expm1(-dt))
 
 
 def _scan_inputs(batch, length, d, dtype, n=1):
-  ks = jax.random.split(jax.random.PRNGKey(length + d + batch), 8)
-  ch = K * d
-  args = (
-    jax.random.normal(ks[0], (batch, ch, length), dtype),
-    (0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
-    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-    jax.random.normal(ks[3], (batch, K, n, length), dtype),
-    jax.random.normal(ks[4], (batch, K, n, length), dtype),
-    jax.random.normal(ks[5], (ch,)),
-    _dt_bias(ks[6], (ch,)),
-  )
-  return args, jax.random.normal(ks[7], (batch, ch, length))
+  args = scan_inputs(jax.random.PRNGKey(length + d + batch), batch, K, d, n, length, dtype)
+  return args, jax.random.normal(jax.random.PRNGKey(7), args[0].shape)
 
 
 def _ss2d_inputs(batch, height, width, d, dtype, n=1):
-  ks = jax.random.split(jax.random.PRNGKey(height * width + d), 7)
-  rank = -(-d // 16)
-  args = (
-    jax.random.normal(ks[0], (batch, height, width, d), dtype),
-    jax.random.normal(ks[1], (K, rank + 2 * n, d)) / math.sqrt(d),
-    jax.random.normal(ks[2], (K, d, rank)) / math.sqrt(rank),
-    _dt_bias(ks[3], (K, d)),
-    0.5 * jax.random.normal(ks[4], (K * d, n)),
-    1.0 + 0.1 * jax.random.normal(ks[5], (K * d,)),
+  args = ss2d_inputs(
+    jax.random.PRNGKey(height * width + d), batch, height, width, d, n, dtype=dtype
   )
-  return args, jax.random.normal(ks[6], (batch, height, width, d))
-
-
-def _value_and_grads(fn, args, weight):
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(fn, *a)
-    return y, vjp(weight.astype(y.dtype))
-
-  return run(*args)
-
-
-def _rel_err(actual, expected) -> float:
-  actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
-  expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
-  return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+  return args, jax.random.normal(jax.random.PRNGKey(6), args[0].shape)
 
 
 def _assert_matches(kernel_fn, ref_fn, args, weight, names, dtype, path="scan"):
-  y, grads = _value_and_grads(kernel_fn, args, weight)
-  y_ref, grads_ref = _value_and_grads(ref_fn, args, weight)
+  y, grads = value_and_grads(kernel_fn, args, weight)
+  y_ref, grads_ref = value_and_grads(ref_fn, args, weight)
   assert y.dtype == y_ref.dtype and y.shape == y_ref.shape
   assert bool(jnp.all(jnp.isfinite(y)))
-  assert _rel_err(y, y_ref) < TOL[path, dtype, "value"]
+  assert max_rel_err(y, y_ref) < TOL[path, dtype, "value"]
   for name, g, g_ref in zip(names, grads, grads_ref):
     assert g.dtype == g_ref.dtype and g.shape == g_ref.shape, name
     assert bool(jnp.all(jnp.isfinite(g))), name
-    assert _rel_err(g, g_ref) < TOL[path, dtype, "grad"], (name, _rel_err(g, g_ref))
+    assert max_rel_err(g, g_ref) < TOL[path, dtype, "grad"], (name, max_rel_err(g, g_ref))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["fp32", "bf16"])
@@ -130,7 +92,7 @@ def test_kernel_bf16_inputs_fp32_output():
   y = jax.jit(kernel)(*args)
   assert y.dtype == jnp.float32
   # Same bf16 inputs, fp32 math and output on both sides: fp32 tolerance on the values.
-  assert _rel_err(y, jax.jit(ref)(*args)) < TOL["scan", jnp.float32, "value"]
+  assert max_rel_err(y, jax.jit(ref)(*args)) < TOL["scan", jnp.float32, "value"]
   _assert_matches(kernel, ref, args, weight, SCAN_ARGS, jnp.bfloat16)
 
 

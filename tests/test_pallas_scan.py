@@ -19,47 +19,26 @@ kernels is checked by exporting for the "cuda" platform from this CPU-only machi
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 from jaxpr_sizes import largest_intermediate
+from numerics import value_and_grads
 
 from pallas_kernels import dispatch, pallas_scan, reference
-
-GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+from pallas_kernels.random_inputs import SCAN_ARGS, scan_inputs
 
 
 def make_inputs(seed, batch, groups, d, n, length, dtype=jnp.float32):
-  """Random scan inputs in the reference layouts (A negative, delta around softplus's knee)."""
-  ks = jax.random.split(jax.random.PRNGKey(seed), 7)
-  channels = groups * d
-  return (
-    jax.random.normal(ks[0], (batch, channels, length)).astype(dtype),
-    (0.5 * jax.random.normal(ks[1], (batch, channels, length))).astype(dtype),
-    -jnp.exp(0.5 * jax.random.normal(ks[2], (channels, n))),
-    jax.random.normal(ks[3], (batch, groups, n, length)).astype(dtype),
-    jax.random.normal(ks[4], (batch, groups, n, length)).astype(dtype),
-    jax.random.normal(ks[5], (channels,)),
-    0.5 * jax.random.normal(ks[6], (channels,)) - 1.0,
+  """The shared random inputs, dt from [0.05, 1] so the decay varies strongly along L."""
+  return scan_inputs(
+    jax.random.PRNGKey(seed), batch, groups, d, n, length, dtype, dt_range=(0.05, 1.0)
   )
 
 
-def value_and_grads(scan_fn, args, cotangent):
-  """y and the gradients of sum(y * cotangent) w.r.t. all seven inputs, under jax.jit."""
-
-  @jax.jit
-  def run(*a):
-    y, vjp = jax.vjp(scan_fn, *a)
-    return y, vjp(cotangent.astype(y.dtype))
-
-  return run(*args)
-
-
 def assert_close(got, want, tol, name):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  assert got.shape == want.shape, name
-  err = np.max(np.abs(got - want))
-  scale = np.max(np.abs(want))
-  assert err <= tol * scale, f"{name}: max err {err:.3g} > {tol} * {scale:.3g}"
+  """max|got - want| <= tol * max|want| (numerics.max_rel_err), shapes equal."""
+  numerics.assert_close(got, want, tol=tol, measure=numerics.max_rel_err, name=name)
 
 
 CASES = [
@@ -88,7 +67,7 @@ def test_matches_sequential_reference(
   )
   assert y.dtype == jnp.dtype(out_dtype or dtype)
   assert_close(y, y_ref, tol_y, "y")
-  for name, g, g_ref, x in zip(GRAD_NAMES, grads, grads_ref, args):
+  for name, g, g_ref, x in zip(SCAN_ARGS, grads, grads_ref, args):
     assert g.shape == x.shape and g.dtype == x.dtype, name
     assert_close(g, g_ref, tol_g, f"grad {name}")
 
@@ -97,12 +76,12 @@ def test_matches_sequential_reference(
 def test_matches_torch_golden(shared_fixtures, prefix):
   z = np.load(shared_fixtures / "selective_scan_golden.npz")
   f32 = lambda key: jnp.asarray(z[f"{prefix}_{key}"], jnp.float32)
-  args = [f32(k) for k in GRAD_NAMES]
+  args = [f32(k) for k in SCAN_ARGS]
   y, grads = value_and_grads(
     lambda *a: pallas_scan.selective_scan(*a, interpret=True, chunk_size=16), args, f32("Wout")
   )
   assert_close(y, z[f"{prefix}_out"], 1e-5, "y")
-  for name, g in zip(GRAD_NAMES, grads):
+  for name, g in zip(SCAN_ARGS, grads):
     assert_close(g, z[f"{prefix}_grad_{name}"], 1e-5, f"grad {name}")
 
 
@@ -128,7 +107,7 @@ def test_vmap_and_no_softplus_without_skip_terms():
 def test_dispatch_routes_to_kernel_and_cpu_is_not_supported():
   args = make_inputs(5, 1, 2, 3, 1, 9)
   assert not pallas_scan.supported_on_default_backend()
-  assert dispatch.resolve_impl("auto") is dispatch.ScanImpl.ASSOCIATIVE
+  assert dispatch.resolve_impl("auto") is dispatch.ScanImpl.CHUNKED
   got = dispatch.selective_scan(*args, impl="pallas", interpret=True)
   assert_close(got, reference.selective_scan_sequential(*args), 1e-5, "y")
 

@@ -1,9 +1,11 @@
-"""The pure-JAX selective-scan references and the cross-scan permutations against PyTorch.
+"""The pure-JAX selective scans (two references, the chunked scan) and the cross-scan
+permutations against PyTorch.
 
 Golden files (../shared/fixtures/dass_torch, float64, from the original DASS/VMamba code):
 `selective_scan_golden.npz` (cases n1_ and n4_: batch 2, K=4, D=8, L=64) and
-`cross_scan_golden.npz` (B, C, H, W = 2, 3, 5, 7). The references compute in float32, so they
-are fed float32 inputs and compared with a float32 tolerance.
+`cross_scan_golden.npz` (B, C, H, W = 2, 3, 5, 7). The implementations compute in float32, so
+they are fed float32 inputs and compared with a float32 tolerance. The chunked scan runs with
+chunks of 8 steps here, so that the golden L = 64 crosses seven chunk boundaries.
 """
 
 import functools
@@ -12,58 +14,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import max_rel_err, value_and_grads
 
 import pallas_kernels
-from pallas_kernels import reference
+from pallas_kernels import chunked_scan, reference
 from pallas_kernels.cross_scan import (
   cross_merge,
   cross_merge_channels_last,
   cross_scan,
   cross_scan_channels_last,
 )
+from pallas_kernels.random_inputs import SCAN_ARGS, scan_inputs
 
-REFERENCES = {
+IMPLS = {
   "sequential": reference.selective_scan_sequential,
   "associative": reference.selective_scan_associative,
+  "chunked": functools.partial(chunked_scan.selective_scan_chunked, chunk_size=8),
 }
-SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 # fp32 references vs the fp64 golden: measured 1.2e-7 (values) and 2.4e-7 (grads), relative to
 # each array's max |golden|. 1e-5 is the fp32 tolerance the notes quote, with wide margin.
 GOLDEN_RTOL = 1e-5
 
 
-def _rel_err(actual, expected) -> float:
-  """max |actual - expected| / max |expected|, in float64."""
-  actual = np.asarray(actual, np.float64)
-  expected = np.asarray(expected, np.float64)
-  return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+# dt = softplus(delta + bias) from [0.05, 1], the fixture's range: strong decay along L.
+TEST_DT_RANGE = (0.05, 1.0)
 
 
 def _random_scan_inputs(key, batch, groups, d, n, length, dtype=jnp.float32):
-  """Inputs in the fixture's ranges: dt = softplus(delta + bias) roughly in [0.05, 1]."""
-  ks = jax.random.split(key, 7)
-  ch = groups * d
-  return dict(
-    u=jax.random.normal(ks[0], (batch, ch, length), dtype),
-    delta=(0.5 * jax.random.normal(ks[1], (batch, ch, length))).astype(dtype),
-    A=-jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-    B=jax.random.normal(ks[3], (batch, groups, n, length), dtype),
-    C=jax.random.normal(ks[4], (batch, groups, n, length), dtype),
-    D=jax.random.normal(ks[5], (ch,)),
-    delta_bias=0.5 * jax.random.normal(ks[6], (ch,)) - 1.0,
-  )
+  """The shared random inputs as a dict keyed by SCAN_ARGS."""
+  args = scan_inputs(key, batch, groups, d, n, length, dtype, dt_range=TEST_DT_RANGE)
+  return dict(zip(SCAN_ARGS, args))
 
 
-def _loss_and_grads(fn, inputs, weight, **kwargs):
-  """Value and gradients (all seven inputs) of sum(fn(...) * weight)."""
-
-  @jax.jit
-  def value_and_grads(*args):
-    out, vjp = jax.vjp(lambda *a: fn(*a, **kwargs), *args)
-    return out, vjp(weight.astype(out.dtype))
-
-  out, grads = value_and_grads(*(inputs[name] for name in SCAN_ARGS))
+def _loss_and_grads(fn, inputs, weight):
+  """Value and gradients (all seven inputs, keyed by name) of sum(fn(...) * weight)."""
+  out, grads = value_and_grads(fn, [inputs[name] for name in SCAN_ARGS], weight)
   return out, dict(zip(SCAN_ARGS, grads))
 
 
@@ -78,25 +64,25 @@ def cross_golden(shared_fixtures):
 
 
 @pytest.mark.parametrize("case", ["n1", "n4"])
-@pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_reference_matches_torch_golden(scan_golden, case, name):
+@pytest.mark.parametrize("name", sorted(IMPLS))
+def test_matches_torch_golden(scan_golden, case, name):
   golden = {k[len(case) + 1 :]: v for k, v in scan_golden.items() if k.startswith(case + "_")}
   inputs = {k: jnp.asarray(golden[k], jnp.float32) for k in SCAN_ARGS}
   weight = jnp.asarray(golden["Wout"], jnp.float32)
-  out, grads = _loss_and_grads(REFERENCES[name], inputs, weight)
+  out, grads = _loss_and_grads(IMPLS[name], inputs, weight)
   assert out.dtype == jnp.float32 and out.shape == golden["out"].shape
-  assert _rel_err(out, golden["out"]) < GOLDEN_RTOL
+  assert max_rel_err(out, golden["out"]) < GOLDEN_RTOL
   for arg in SCAN_ARGS:
     assert grads[arg].shape == golden["grad_" + arg].shape, arg
-    assert _rel_err(grads[arg], golden["grad_" + arg]) < GOLDEN_RTOL, arg
+    assert max_rel_err(grads[arg], golden["grad_" + arg]) < GOLDEN_RTOL, arg
 
 
-def test_dispatch_reference_impls_match_torch_golden(scan_golden):
+def test_dispatch_impls_match_torch_golden(scan_golden):
   inputs = {k: jnp.asarray(scan_golden["n4_" + k], jnp.float32) for k in SCAN_ARGS}
-  for impl in ("sequential", "associative", pallas_kernels.ScanImpl.ASSOCIATIVE):
+  for impl in ("sequential", "associative", "chunked", pallas_kernels.ScanImpl.CHUNKED, "auto"):
     scan = jax.jit(functools.partial(pallas_kernels.selective_scan, impl=impl))
     out = scan(*(inputs[k] for k in SCAN_ARGS))
-    assert _rel_err(out, scan_golden["n4_out"]) < GOLDEN_RTOL, impl
+    assert max_rel_err(out, scan_golden["n4_out"]) < GOLDEN_RTOL, impl
 
 
 def test_cross_scan_matches_torch_golden(cross_golden):
@@ -136,23 +122,37 @@ RANDOM_SHAPES = [(1, 1, 1, 1, 1), (2, 4, 3, 1, 17), (2, 2, 5, 4, 33), (3, 1, 4, 
 
 
 @pytest.mark.parametrize("shape", RANDOM_SHAPES, ids=lambda s: "b{}k{}d{}n{}l{}".format(*s))
-def test_references_agree_on_random_shapes(shape):
+def test_impls_agree_on_random_shapes(shape):
+  """Odd L with chunks of 8 also exercises the chunked scan's zero padding."""
   inputs = _random_scan_inputs(jax.random.PRNGKey(sum(shape)), *shape)
   batch, groups, d, _, length = shape
   weight = jax.random.normal(jax.random.PRNGKey(1), (batch, groups * d, length))
-  out_s, grads_s = _loss_and_grads(REFERENCES["sequential"], inputs, weight)
-  out_a, grads_a = _loss_and_grads(REFERENCES["associative"], inputs, weight)
+  out_s, grads_s = _loss_and_grads(IMPLS["sequential"], inputs, weight)
   assert out_s.shape == (batch, groups * d, length)
-  assert _rel_err(out_a, out_s) < 1e-5
+  for name in ("associative", "chunked"):
+    out, grads = _loss_and_grads(IMPLS[name], inputs, weight)
+    assert max_rel_err(out, out_s) < 1e-5, name
+    for arg in SCAN_ARGS:
+      assert max_rel_err(grads[arg], grads_s[arg]) < 1e-5, (name, arg)
+
+
+def test_chunked_state_size_16_matches_sequential():
+  """d_state 16 (AuM's), the chunked scan's general path (states recomputed in the backward)."""
+  inputs = _random_scan_inputs(jax.random.PRNGKey(16), 2, 2, 6, 16, 45)
+  weight = jax.random.normal(jax.random.PRNGKey(1), inputs["u"].shape)
+  out_s, grads_s = _loss_and_grads(IMPLS["sequential"], inputs, weight)
+  out, grads = _loss_and_grads(IMPLS["chunked"], inputs, weight)
+  assert max_rel_err(out, out_s) < 1e-5
   for arg in SCAN_ARGS:
-    assert _rel_err(grads_a[arg], grads_s[arg]) < 1e-5, arg
+    assert grads[arg].shape == inputs[arg].shape, arg
+    assert max_rel_err(grads[arg], grads_s[arg]) < 1e-5, arg
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("name", sorted(IMPLS))
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32])
 def test_bf16_inputs_compute_in_fp32(name, out_dtype):
   """bf16 inputs give the fp32 result on the same (rounded) values, cast to out_dtype."""
-  fn = REFERENCES[name]
+  fn = IMPLS[name]
   inputs = _random_scan_inputs(jax.random.PRNGKey(3), 2, 4, 3, 2, 19, dtype=jnp.bfloat16)
   args = [inputs[k] for k in SCAN_ARGS]
   out = jax.jit(fn, static_argnames="out_dtype")(*args, out_dtype=out_dtype)
@@ -190,14 +190,14 @@ def _numpy_scan(u, delta, A, B, C):
   return y
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("name", sorted(IMPLS))
 def test_optional_terms_off_matches_numpy_loop(name):
   inputs = _random_scan_inputs(jax.random.PRNGKey(5), 2, 2, 3, 2, 9)
   delta = jnp.abs(inputs["delta"])  # used as dt directly (delta_softplus=False)
   args = (inputs["u"], delta, inputs["A"], inputs["B"], inputs["C"])
-  out = jax.jit(functools.partial(REFERENCES[name], delta_softplus=False))(*args)
+  out = jax.jit(functools.partial(IMPLS[name], delta_softplus=False))(*args)
   expected = _numpy_scan(*(np.asarray(a, np.float64) for a in args))
-  assert _rel_err(out, expected) < 1e-6
+  assert max_rel_err(out, expected) < 1e-6
 
 
 SOFTPLUS_POINTS = np.array([-50.0, -5.0, -1.0, 0.0, 1.0, 19.5, 20.001, 25.0, 80.0, 1e4], np.float32)
@@ -224,13 +224,13 @@ def test_softplus_grad_at_exactly_the_threshold():
   np.testing.assert_allclose(grad, _torch_softplus_grad(np.float32(20.0)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("name", sorted(IMPLS))
 def test_scan_grads_finite_past_softplus_threshold(name):
   """delta + bias far beyond 20 (and 1e4) takes the identity branch with finite gradients."""
   inputs = _random_scan_inputs(jax.random.PRNGKey(7), 1, 2, 2, 1, 8)
   inputs["delta"] = inputs["delta"].at[:, :, ::2].set(30.0).at[:, 0, 1].set(1e4)
   weight = jnp.ones(inputs["u"].shape)
-  out, grads = _loss_and_grads(REFERENCES[name], inputs, weight)
+  out, grads = _loss_and_grads(IMPLS[name], inputs, weight)
   assert bool(jnp.all(jnp.isfinite(out)))
   for arg in SCAN_ARGS:
     assert bool(jnp.all(jnp.isfinite(grads[arg]))), arg
@@ -238,10 +238,11 @@ def test_scan_grads_finite_past_softplus_threshold(name):
   assert float(jnp.max(jnp.abs(grads["delta"]))) > 0.0
 
 
-def test_resolve_impl_on_cpu_is_associative():
+def test_resolve_impl_on_cpu_is_chunked():
   assert jax.default_backend() == "cpu"
-  assert pallas_kernels.resolve_impl() is pallas_kernels.ScanImpl.ASSOCIATIVE
-  assert pallas_kernels.resolve_impl("auto") is pallas_kernels.ScanImpl.ASSOCIATIVE
+  assert pallas_kernels.resolve_impl() is pallas_kernels.ScanImpl.CHUNKED
+  assert pallas_kernels.resolve_impl("auto") is pallas_kernels.ScanImpl.CHUNKED
+  assert pallas_kernels.resolve_impl("associative") is pallas_kernels.ScanImpl.ASSOCIATIVE
   assert pallas_kernels.resolve_impl("sequential") is pallas_kernels.ScanImpl.SEQUENTIAL
   assert pallas_kernels.resolve_impl("pallas") is pallas_kernels.ScanImpl.PALLAS
 

@@ -1,9 +1,7 @@
 """The scan inside sharded computations on a 4-device CPU mesh.
 
-A CPU process gets its device count from XLA_FLAGS once, when JAX initialises, and the
-pytest process has already initialised with one device. Each case therefore runs this file
-as a script in a fresh subprocess with `--xla_force_host_platform_device_count=4`; the
-assertions run there and a failure shows up as the subprocess's traceback.
+Each case runs this file as a script in a fresh process with 4 simulated CPU devices
+(tests/multidevice.py).
 
 Every case compares a batch-sharded run (inputs placed with NamedSharding over "data") with
 the unsharded run on the same inputs: the output, the gradients of sum(y * W) in all seven
@@ -12,11 +10,6 @@ scan inputs, and the output's sharding.
 
 import contextlib
 import functools
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,46 +17,28 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from multidevice import cases, run_as_script, run_case
 
 import pallas_kernels
 from pallas_kernels import sharding
-from pallas_kernels.cross_scan import K_DIRECTIONS
+from pallas_kernels.random_inputs import scan_inputs, ss2d_inputs
 
 N_DEVICES = 4
-REPO_ROOT = Path(__file__).resolve().parents[1]
-HAS_PALLAS = importlib.util.find_spec("pallas_kernels.pallas_scan") is not None
-HAS_FUSED = importlib.util.find_spec("pallas_kernels.pallas_ss2d_fused") is not None
+DT_RANGE = (0.05, 1.0)
 # Gradient sums over the batch run in a different order when sharded: fp32 rounding only.
 RTOL = 1e-5
 
 
 def _scan_inputs(batch=8, groups=2, d=4, n=2, length=24):
-  ks = jax.random.split(jax.random.PRNGKey(0), 8)
-  ch = groups * d
-  args = (
-    jax.random.normal(ks[0], (batch, ch, length)),
-    0.5 * jax.random.normal(ks[1], (batch, ch, length)),
-    -jnp.exp(0.5 * jax.random.normal(ks[2], (ch, n))),
-    jax.random.normal(ks[3], (batch, groups, n, length)),
-    jax.random.normal(ks[4], (batch, groups, n, length)),
-    jax.random.normal(ks[5], (ch,)),
-    0.5 * jax.random.normal(ks[6], (ch,)) - 1.0,
-  )
-  return args, jax.random.normal(ks[7], (batch, ch, length))
+  """The shared scan inputs and a weight W for sum(y * W)."""
+  args = scan_inputs(jax.random.PRNGKey(0), batch, groups, d, n, length, dt_range=DT_RANGE)
+  return args, jax.random.normal(jax.random.PRNGKey(7), args[0].shape)
 
 
 def _ss2d_inputs(batch=4, height=3, width=5, d=8, n=1, rank=2):
-  ks = jax.random.split(jax.random.PRNGKey(1), 7)
-  k = K_DIRECTIONS
-  args = (
-    jax.random.normal(ks[0], (batch, height, width, d)),
-    jax.random.normal(ks[1], (k, rank + 2 * n, d)) / d**0.5,
-    jax.random.normal(ks[2], (k, d, rank)) / rank**0.5,
-    0.5 * jax.random.normal(ks[3], (k, d)) - 1.0,
-    0.5 * jax.random.normal(ks[4], (k * d, n)),
-    jax.random.normal(ks[5], (k * d,)),
-  )
-  return args, jax.random.normal(ks[6], (batch, height, width, d))
+  """The shared SS2D inputs and a weight W for sum(y * W)."""
+  args = ss2d_inputs(jax.random.PRNGKey(1), batch, height, width, d, n, rank, dt_range=DT_RANGE)
+  return args, jax.random.normal(jax.random.PRNGKey(6), args[0].shape)
 
 
 def _place(mesh, args, batched, batch_axes="data"):
@@ -111,9 +86,9 @@ def _mesh(shape=(N_DEVICES,), names=("data",), axis_type=None):
 
 
 def case_references_auto_partitioned():
-  """Plain jit on batch-sharded inputs: XLA partitions the references by itself."""
+  """Plain jit on batch-sharded inputs: XLA partitions the portable scans by itself."""
   mesh = _mesh()
-  for impl in ("associative", "sequential"):
+  for impl in ("associative", "sequential", "chunked"):
     fn = functools.partial(pallas_kernels.selective_scan, impl=impl)
     _check_scan(fn, fn, mesh)
 
@@ -167,9 +142,11 @@ def case_pallas_context_mesh_and_batch_axes():
 def case_ss2d_shard_map():
   """The whole SS2D core split over the batch: unfused references and the fused kernel."""
   mesh = _mesh()
-  impls = [dict(impl="associative")]
-  if HAS_FUSED:
-    impls.append(dict(impl="pallas", interpret=True, fused=True))
+  impls = [
+    dict(impl="associative"),
+    dict(impl="chunked"),
+    dict(impl="pallas", interpret=True, fused=True),
+  ]
   args, weight = _ss2d_inputs()
   placed = _place(mesh, args, (True, False, False, False, False, False))
   for kwargs in impls:
@@ -183,32 +160,12 @@ def case_ss2d_shard_map():
     )
 
 
-CASES = {name[len("case_") :]: fn for name, fn in globals().items() if name.startswith("case_")}
-NEEDS_PALLAS = {"pallas_shard_map", "pallas_context_mesh_and_batch_axes"}
+CASES = cases(globals())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_on_4_cpu_devices(case):
-  if case in NEEDS_PALLAS and not HAS_PALLAS:
-    pytest.skip("pallas_kernels.pallas_scan is not present")
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    XLA_FLAGS=(
-      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}"
-    ).strip(),
-    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-  )
-  proc = subprocess.run(
-    [sys.executable, __file__, case],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert proc.returncode == 0, f"case {case} failed:\n{proc.stdout}\n{proc.stderr}"
-  assert f"PASSED {case}" in proc.stdout
+  run_case(__file__, case, N_DEVICES)
 
 
 def test_without_a_mesh_the_helper_is_the_plain_call():
@@ -220,5 +177,4 @@ def test_without_a_mesh_the_helper_is_the_plain_call():
 
 
 if __name__ == "__main__":
-  CASES[sys.argv[1]]()
-  print(f"PASSED {sys.argv[1]}")
+  run_as_script(CASES)

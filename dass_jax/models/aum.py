@@ -82,7 +82,8 @@ from dass_jax.layers import (
 )
 from dass_jax.models.ast import LENGTH_EXTENSIONS
 from dass_jax.models.base import ModelConfig, check_choice
-from pallas_kernels import ScanImpl, selective_scan
+from pallas_kernels import ScanImpl
+from pallas_kernels.sharding import sharded_selective_scan
 
 BIMAMBA_TYPES = ("v1", "v2")  # Fo-Bi, Bi-Bi
 NUM_PREFIX_TOKENS = 1  # the class token's row at the front of pos_embed
@@ -266,7 +267,8 @@ class BiMamba(nn.Module):
     else:
       u_b, delta_b, b_b, c_b, bias_b = _ssm_inputs(cfg, jnp.flip(x, axis=1), "_b", dtype)
       d_b = self.param("D_b", nn.initializers.ones, (e,), f32)
-    y = selective_scan(
+    # Split over the batch axes of the mesh set by `jax.set_mesh` (the plain call without one).
+    y = sharded_selective_scan(
       _channels_first(u, u_b),
       _channels_first(delta, delta_b),
       -jnp.exp(jnp.concatenate([a_log, a_b_log], axis=0)),

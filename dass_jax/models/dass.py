@@ -101,7 +101,10 @@ class DassConfig(ModelConfig):
     drop_path_rate: stochastic-depth rate, linearly increasing over all blocks.
     in_chans: input channels of the first conv (1 for fbank).
     num_mel_bins: input frequency bins.
-    scan_impl: selective-scan implementation ('auto', 'pallas', 'associative', 'sequential').
+    scan_impl: selective-scan implementation ('auto', 'pallas', 'chunked', 'associative',
+      'sequential'; see `pallas_kernels.dispatch`).
+    scan_interpret: run the Pallas kernel in Pallas interpret mode (CPU tests of the whole model
+      with scan_impl='pallas'); the other implementations ignore it.
     dtype: compute dtype ('float32' or 'bfloat16'); params and scan state stay float32.
   """
 
@@ -118,6 +121,7 @@ class DassConfig(ModelConfig):
   in_chans: int = 1
   num_mel_bins: int = NUM_MEL_BINS
   scan_impl: str = "auto"
+  scan_interpret: bool = False
   dtype: str = "float32"
 
   def __post_init__(self):
