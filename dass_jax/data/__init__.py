@@ -67,6 +67,7 @@ Usage::
     ...                                          # weight metrics by batch["mask"]
 
   data.num_classes_from_csv("class_labels_indices.csv")
+  data.label_prior(cfg)                        # (classes,) positive rate of the training draws
 
   # A small synthetic multi-label dataset in the same format (written once, then cached):
   from dass_jax.data import synthetic
@@ -82,6 +83,7 @@ from dass_jax.data.datafile import num_classes_from_csv, read_datafile
 from dass_jax.data.pipeline import (
   DataIterator,
   default_config,
+  label_prior,
   make_eval_iterator,
   make_train_iterator,
 )
@@ -90,6 +92,7 @@ from dass_jax.labels import read_label_csv
 __all__ = [
   "DataIterator",
   "default_config",
+  "label_prior",
   "make_eval_iterator",
   "make_train_iterator",
   "num_classes_from_csv",

@@ -428,6 +428,22 @@ def make_train_iterator(
   )
 
 
+def label_prior(cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """Fraction of the training draws that carry each class, (num_classes,) float64.
+
+  Every row of the source counts (all hosts get the same answer), weighted by the weights file
+  when one is set, as the sampler draws. Mixup leaves this expectation unchanged.
+  """
+  c = _resolve(cfg)
+  src = _make_source(c)
+  num_rows = len(src)
+  weights = balanced.read_weights(c.weights_file, num_rows) if c.weights_file else None
+  counts = np.zeros(src.num_classes)
+  for row in range(num_rows):
+    counts[list(src.label_indices(row))] += 1.0 if weights is None else weights[row]
+  return counts / (num_rows if weights is None else float(np.sum(weights)))
+
+
 def make_eval_iterator(
   cfg: ml_collections.ConfigDict, *, shard_index: int | None = None, shard_count: int | None = None
 ) -> DataIterator:

@@ -38,17 +38,19 @@ def get_config(arg=None):
       "depths": (1, 1, 2, 1),
       "dims": (16, 32, 64, 128),
       "drop_path_rate": 0.1,
+      "scan_impl": "sequential",
     }
   )
+  c.head_bias_init = "prior"  # from scratch: the head starts at the label prior
   c.loss.kd_weight = 0.5
   c.loss.temperature = 1.0
   c.optim.lr = 2e-3
+  c.optim.weight_decay = 0.0
+  c.optim.schedule = "cosine"
+  c.optim.final_lr_ratio = 0.01
   c.optim.warmup_steps = 30
   c.optim.warmup_update_every = 1
-  c.optim.decay_start = 2
-  c.optim.decay_every = 1
-  c.optim.decay_rate = 0.5
-  c.wa_start, c.wa_end = 2, 3
+  c.wa_start, c.wa_end = 0, 0
   c.log_every_steps = 10
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 2
@@ -72,8 +74,8 @@ def get_config(arg=None):
         },
         "num_epochs": 4,
         "lr": 3e-3,
-        "wa_start": 3,
-        "wa_end": 4,
+        "wa_start": 0,
+        "wa_end": 0,
       },
     }
   )
@@ -84,11 +86,9 @@ def get_config(arg=None):
     c.evals.batch_size = 8
     c.model.depths, c.model.dims = (1, 1, 1, 1), (8, 16, 32, 64)
     c.optim.warmup_steps = 2
-    c.wa_start, c.wa_end = 1, 1
     c.log_every_steps = 2
     c.quickstart.num_train, c.quickstart.num_eval = 16, 8
     c.quickstart.teacher.num_epochs = 1
-    c.quickstart.teacher.wa_start = c.quickstart.teacher.wa_end = 1
     c.quickstart.teacher.model = {
       "hidden_size": 16,
       "num_layers": 1,
