@@ -396,7 +396,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Evaluation.
   # ----------------------------------------------------------------------------------------------
   evaluator = evaluate.Evaluator(
-    model, config.evals.input, mesh, config.evals.batch_size, single_label=single_label
+    model,
+    config.evals.input,
+    mesh,
+    config.evals.batch_size,
+    single_label=single_label,
+    cache=config.evals.cache,
   )
   eval_dir = os.path.join(workdir, "eval")
 

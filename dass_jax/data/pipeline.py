@@ -59,6 +59,7 @@ def default_config(**overrides: Any) -> ml_collections.ConfigDict:
       "mixup": 0.5,
       "noise": False,
       "waveform": False,
+      "cache_fbank": False,
       "weights_file": "",
       "sample_rate": SAMPLE_RATE,
       "source": "datafile",
@@ -190,6 +191,8 @@ class _TrainBatches:
   mixup: float
   noise: bool
   waveform: bool
+  # row -> un-normalised fbank of the unmixed clip, filled on first use (cfg.cache_fbank).
+  fbank_cache: dict[int, np.ndarray] | None = None
 
   def __call__(self, index: int, _: Any) -> dict[str, Any]:
     epoch, step = divmod(int(index), self.steps_per_epoch)
@@ -237,6 +240,7 @@ class _TrainBatches:
         f"{_MAX_TRIES} unreadable audio files in a row, the last {skipped[-1]}; check the datafile"
       )
     label = self.source.labels(row)
+    mixed = False
     if self.mixup > 0 and rng.random() < self.mixup:
       partner = int(rng.integers(num_rows))
       other = self._load(partner, skipped)
@@ -244,7 +248,15 @@ class _TrainBatches:
         lam = augment.sample_mixup_lambda(rng)
         waveform = augment.mix_waveforms(waveform, other, lam)
         label = augment.mix_labels(label, self.source.labels(partner), lam)
-    fbank = augment.spec_augment(self.features(waveform), self.freqm, self.timem, rng)
+        mixed = True
+    if self.fbank_cache is None or mixed:
+      fbank = self.features(waveform)
+    else:
+      fbank = self.fbank_cache.get(row)
+      if fbank is None:
+        fbank = self.fbank_cache[row] = self.features(waveform)
+    # Nothing below works in place, so a cached fbank is never modified.
+    fbank = augment.spec_augment(fbank, self.freqm, self.timem, rng)
     fbank = self.features.normalize(fbank)
     if self.noise:
       fbank = augment.add_noise(fbank, rng)
@@ -417,6 +429,7 @@ def make_train_iterator(
     mixup=float(c.mixup),
     noise=bool(c.noise),
     waveform=bool(c.waveform),
+    fbank_cache={} if c.cache_fbank else None,
   )
   ds = grain.MapDataset.range(steps).repeat(c.num_epochs).map_with_index(batches)
   return DataIterator(

@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
       "batch_size": 24,
       "every_epochs": 1,  # evaluate after every n-th epoch (and at the end)
       "every_steps": 0,  # > 0: also after every n-th step
+      "cache": False,  # keep the eval features in memory after the first pass (small sets)
     }
   )
 
