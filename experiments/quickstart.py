@@ -8,7 +8,15 @@ Run by `python -m experiments.train --config experiments/configs/quickstart.py -
   2. DIR/teacher:      a small AST trained on its labels;
   3. DIR/student_kd:   a small DASS distilled from that teacher (online teacher in the step);
   4. DIR/student_nokd: the same DASS with the same recipe and no teacher;
-  5. a table of held-out metrics, printed and written to DIR/quickstart.json.
+  5. a table of held-out metrics, printed and written to DIR/quickstart.json, and the learning
+     curves (training loss and held-out mAP against the step, one line per stage) drawn into
+     DIR/quickstart_curves.png.
+
+quickstart.json: {"stages": {stage: {"mAP", "mAUC", "d_prime", "accuracy", "num_examples",
+"seconds", "steps", "num_params", "curves": `stage_curves(...)`}}, "seconds", "chance_map",
+"dataset", "curves_png", "seed"}. The stage
+metrics are those of the final model (of the weight average when the stage ran one); "eval_map"
+holds the evaluations during training and the final one.
 """
 
 from __future__ import annotations
@@ -24,8 +32,13 @@ import ml_collections
 
 from dass_jax import data
 from dass_jax.data import synthetic
+from experiments import logging_utils
 
 RESULTS_FILE = "quickstart.json"
+CURVES_FILE = "quickstart_curves.png"
+STAGES = ("teacher", "student_kd", "student_nokd")
+# metrics.jsonl keys of the held-out mAP: during training, of the final params, of the average.
+EVAL_MAP_KEYS = ("eval/mAP", "final/mAP", "wa/mAP")
 
 
 def stage_configs(
@@ -54,7 +67,7 @@ def stage_configs(
   return {"teacher": teacher, "student_kd": student_kd, "student_nokd": student_nokd}
 
 
-def _chance_map(ds: synthetic.SyntheticDataset) -> float:
+def chance_map(ds: synthetic.SyntheticDataset) -> float:
   """Expected mAP of random scores: the mean over classes of the positive rate in eval."""
   labels = data.read_label_csv(ds.label_csv)
   entries = data.read_datafile(ds.eval_datafile)
@@ -69,12 +82,86 @@ def _metrics(results: dict) -> dict:
   return results.get("wa", results["final"])
 
 
+def stage_curves(rows: list[dict]) -> dict[str, list[list[float]]]:
+  """Learning curves from a stage's metrics.jsonl rows (`logging_utils.read_metrics`).
+
+  Returns {"train_loss": [[step, loss], ...], "train_label_loss": [[step, loss], ...],
+  "eval_map": [[step, mAP], ...]}, sorted by step. "train_loss" is the optimised loss (with a
+  teacher: (1 - w) label loss + w KD loss), "train_label_loss" its label part (the whole loss
+  without a teacher), comparable between stages. A step logged twice (a resumed run) keeps its
+  last value; the weight average's mAP, when there is one, replaces the final model's at the
+  last step.
+  """
+  curves = {}
+  label_loss = "train/loss_label" if any("train/loss_label" in r for r in rows) else "train/loss"
+  for name, keys in (
+    ("train_loss", ("train/loss",)),
+    ("train_label_loss", (label_loss,)),
+    ("eval_map", EVAL_MAP_KEYS),
+  ):
+    points = {}
+    for row in rows:
+      for key in keys:
+        if key in row:
+          points[int(row["step"])] = float(row[key])
+    curves[name] = [[step, value] for step, value in sorted(points.items())]
+  return curves
+
+
+def plot_curves(curves: dict[str, dict], chance: float | None = None, path: str | None = None):
+  """Training loss and held-out mAP against the step, one line per stage.
+
+  Args:
+    curves: {stage: `stage_curves(...)`}.
+    chance: mAP of random scores, drawn as a dotted line.
+    path: PNG to write (None: only return the figure).
+
+  Returns:
+    The matplotlib figure (closed, so that it is not shown twice in notebooks).
+  """
+  import matplotlib
+
+  if path is not None:
+    matplotlib.use("Agg")  # Headless runs; a notebook displays the returned figure instead.
+  import matplotlib.pyplot as plt
+
+  fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 3.8))
+  for name, stage in curves.items():
+    if stage.get("train_label_loss"):
+      ax_loss.plot(*zip(*stage["train_label_loss"], strict=True), label=name)
+    if stage.get("eval_map"):
+      ax_map.plot(*zip(*stage["eval_map"], strict=True), marker="o", markersize=3, label=name)
+  if chance is not None:
+    ax_map.axhline(chance, color="gray", linestyle=":", label="chance")
+  ax_loss.set(xlabel="step", ylabel="label loss (BCE)", title="training loss (label part)")
+  ax_map.set(xlabel="step", ylabel="mAP (held out)", title="held-out mAP", ylim=(0, 1))
+  for ax in (ax_loss, ax_map):
+    ax.grid(alpha=0.3)
+    if ax.lines:
+      ax.legend()
+  fig.tight_layout()
+  if path is not None:
+    fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return fig
+
+
+def format_table(stages: dict[str, dict]) -> list[str]:
+  lines = [f"{'model':<14} {'mAP':>7} {'mAUC':>7} {'d_prime':>8} {'params':>8} {'seconds':>8}"]
+  for name, m in stages.items():
+    lines.append(
+      f"{name:<14} {m['mAP']:7.4f} {m['mAUC']:7.4f} {m['d_prime']:8.3f} "
+      f"{m['num_params'] / 1e6:7.2f}M {m['seconds']:8.0f}"
+    )
+  return lines
+
+
 def run(
   config: ml_collections.ConfigDict,
   workdir: str,
   train_and_evaluate: Callable[[ml_collections.ConfigDict, str], dict],
-) -> dict[str, dict]:
-  """Runs every stage (see the module docstring); returns {stage: held-out metrics}.
+) -> dict:
+  """Runs every stage (see the module docstring); returns the content of quickstart.json.
 
   `train_and_evaluate` is `experiments.train.train_and_evaluate` (passed in, so that this module
   does not import the flag-defining train module).
@@ -95,19 +182,35 @@ def run(
   for name, cfg in stage_configs(config, workdir, ds).items():
     stage_start = time.perf_counter()
     logging.info("quickstart stage %s", name)
+    stage_dir = os.path.join(workdir, name)
+    results = train_and_evaluate(cfg, stage_dir)
     table[name] = {
-      **_metrics(train_and_evaluate(cfg, os.path.join(workdir, name))),
+      **_metrics(results),
       "seconds": time.perf_counter() - stage_start,
+      "steps": results["steps"],
+      "num_params": results["num_params"],
+      "curves": stage_curves(logging_utils.read_metrics(stage_dir)),
     }
   total = time.perf_counter() - start
-  lines = [f"{'model':<14} {'mAP':>7} {'mAUC':>7} {'d_prime':>8} {'seconds':>8}"]
-  for name, m in table.items():
-    lines.append(
-      f"{name:<14} {m['mAP']:7.4f} {m['mAUC']:7.4f} {m['d_prime']:8.3f} {m['seconds']:8.0f}"
-    )
-  lines.append(f"total {total:.0f} s; chance mAP (random scores) ~ {_chance_map(ds):.3f}")
+  chance = chance_map(ds)
+  summary = {
+    "stages": table,
+    "seconds": total,
+    "chance_map": chance,
+    "dataset": ds.root,
+    "curves_png": CURVES_FILE,
+    "seed": config.seed,
+  }
   if jax.process_index() == 0:
+    plot_curves(
+      {name: m["curves"] for name, m in table.items()},
+      chance,
+      os.path.join(workdir, CURVES_FILE),
+    )
+    lines = format_table(table)
+    lines.append(f"total {total:.0f} s; chance mAP (random scores) ~ {chance:.3f}")
+    lines.append(f"learning curves: {os.path.join(workdir, CURVES_FILE)}")
     print("\n".join(lines), flush=True)
     with open(os.path.join(workdir, RESULTS_FILE), "w", encoding="utf-8") as f:
-      json.dump({"stages": table, "seconds": total, "dataset": ds.root}, f, indent=2)
-  return table
+      json.dump(summary, f, indent=2)
+  return summary

@@ -66,6 +66,7 @@ _COMPILATION_CACHE = flags.DEFINE_string(
   "Persistent XLA compilation cache ('' disables); reruns and resumes skip recompiling.",
 )
 
+HEAD_BIAS_INITS = ("zeros", "prior")
 RESULTS_FILE = "results.json"
 
 
@@ -163,6 +164,29 @@ def _merge_pretrained(fresh: Any, loaded: Any, reinit_head: bool, source: str) -
   return flax.traverse_util.unflatten_dict(out, sep="/")
 
 
+def _with_prior_head_bias(params: Any, prior: np.ndarray, single_label: bool) -> Any:
+  """`params` with the classifier head's bias set to the label prior's logits.
+
+  Multi-label (sigmoid) heads get log(p / (1 - p)), single-label (softmax) heads log(p), so the
+  untrained model already predicts the class frequencies. Trained from scratch with a zero bias,
+  the first updates otherwise go into pushing every logit towards the prior through the whole
+  network (with Adam, every parameter moves at the same rate), which can swamp the features with
+  an input-independent component (see experiments/quickstart_study.py).
+  """
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  names = [k for k in flat if k.split("/")[-2:] == ["head", "bias"]]
+  if len(names) != 1:
+    raise ValueError(f"head_bias_init='prior' needs one '.../head/bias' param, found {names}")
+  bias = flat[names[0]]
+  if bias.shape != prior.shape:
+    raise ValueError(f"{names[0]} has shape {bias.shape}, the label prior {prior.shape}")
+  p = np.clip(prior, 1e-4, 1.0 - 1e-4)
+  logits = np.log(p) if single_label else np.log(p) - np.log1p(-p)
+  flat[names[0]] = logits.astype(np.asarray(bias).dtype)
+  logging.info("head bias %s set to the label prior's logits", names[0])
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
 def _export(folder: str, model_config, params: Any, mesh) -> None:
   """Writes params (gathered to every process) as a converted checkpoint folder."""
   if is_converted(folder):
@@ -248,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec = models.spec_of(model_config)
   _check_length(model_config, config)
   model = dass_jax.build_model(model_config)
-  tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch)
+  tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
   tx = _freeze(tx, spec.frozen)
   wa_enabled = config.wa_start > 0
   if wa_enabled and not 1 <= config.wa_start <= config.wa_end:
@@ -328,12 +352,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     start_step = 0
     state = jax.jit(init, out_shardings=state_shardings)(init_key)
+    params = None
     if config.init_from:
       _, loaded, loaded_config = dass_jax.load_model(config.init_from)
       loaded = _fit_length(loaded, loaded_config, model_config)
       fresh = jax.device_get(jax.jit(lambda s: s["params"], out_shardings=replicated)(state))
       params = _merge_pretrained(fresh, loaded, config.reinit_head, config.init_from)
-      state = jax.jit(make_state, out_shardings=state_shardings)(params, train_key)
       logging.info("initialised from %s", config.init_from)
     elif spec.init_statistics is not None:
       # Statistics params (Dasheng's input BatchNorm) from the first batch; the iterator rewinds.
@@ -343,8 +367,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       params = jax.jit(
         lambda s, x: spec.init_statistics(s["params"], model_config, x), out_shardings=replicated
       )(state, first)
-      state = jax.jit(make_state, out_shardings=state_shardings)(params, train_key)
       logging.info("%s from the first batch", ", ".join(spec.frozen))
+    if config.head_bias_init not in HEAD_BIAS_INITS:
+      raise ValueError(
+        f"config.head_bias_init must be one of {HEAD_BIAS_INITS}, got {config.head_bias_init!r}"
+      )
+    if config.head_bias_init == "prior" and (not config.init_from or config.reinit_head):
+      if params is None:
+        params = jax.device_get(jax.jit(lambda s: s["params"], out_shardings=replicated)(state))
+      params = _with_prior_head_bias(params, data.label_prior(train_cfg), single_label)
+    if params is not None:
+      state = jax.jit(make_state, out_shardings=state_shardings)(params, train_key)
   num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract["params"]))
   logging.info(
     "%s with %.2fM params, takes %s", type(model_config).__name__, num_params / 1e6, student_input
@@ -412,7 +445,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Evaluation.
   # ----------------------------------------------------------------------------------------------
   evaluator = evaluate.Evaluator(
-    model, config.evals.input, mesh, config.evals.batch_size, single_label=single_label
+    model,
+    config.evals.input,
+    mesh,
+    config.evals.batch_size,
+    single_label=single_label,
+    cache=config.evals.cache,
   )
   eval_dir = os.path.join(workdir, "eval")
 
@@ -465,13 +503,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar.set_postfix(loss=f"{summary['train/loss']:.4f}")
         pending, interval_start, interval_steps = [], time.perf_counter(), 0
       epoch_end = step % steps_per_epoch == 0
-      if epoch_end:
-        epoch = step // steps_per_epoch
-        if wa_enabled and config.wa_start <= epoch <= config.wa_end:
-          state = wa_update(state)
-        if epoch % config.evals.every_epochs == 0 and step != total_steps:
-          run_eval(state["params"], step, f"eval_step{step}")
-          interval_start = time.perf_counter()
+      epoch = step // steps_per_epoch
+      if epoch_end and wa_enabled and config.wa_start <= epoch <= config.wa_end:
+        state = wa_update(state)
+      eval_now = (epoch_end and epoch % config.evals.every_epochs == 0) or (
+        config.evals.every_steps > 0 and step % config.evals.every_steps == 0
+      )
+      if eval_now and step != total_steps:
+        run_eval(state["params"], step, f"eval_step{step}")
+        interval_start = time.perf_counter()
       if epoch_end or step % config.checkpoint_every_steps == 0 or step == total_steps:
         ckpt.save(step, state, train_iter)
   except NonFiniteLossError as e:
@@ -485,7 +525,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   # Final evaluation and export.
   # ----------------------------------------------------------------------------------------------
-  results = {"final": run_eval(state["params"], total_steps, "final"), "steps": total_steps}
+  results = {
+    "final": run_eval(state["params"], total_steps, "final"),
+    "steps": total_steps,
+    "num_params": num_params,
+  }
   _export(os.path.join(workdir, checkpointing.EXPORT_DIR), model_config, state["params"], mesh)
   if wa_enabled:
     if int(jax.device_get(state["wa_count"])) == 0:
@@ -520,17 +564,33 @@ def _initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def setup_run() -> None:
+  """Distributed init, logging and the compilation cache, from the flags (also used by
+  `experiments.quickstart_seeds`, which shares these flags)."""
   _initialize_distributed()
   logging_utils.setup_logging()
   if _COMPILATION_CACHE.value and not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE.value)
-  config = _CONFIG.value
-  if config is None:
+
+
+def resolved_config() -> ml_collections.ConfigDict:
+  """The --config config (a UsageError when none was given)."""
+  if _CONFIG.value is None:
     raise app.UsageError("--config is required")
-  workdir = _WORKDIR.value or config.workdir
+  return _CONFIG.value
+
+
+def resolved_workdir(config: ml_collections.ConfigDict) -> str:
+  """--workdir, else config.workdir."""
+  return _WORKDIR.value or config.workdir
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  setup_run()
+  config = resolved_config()
+  workdir = resolved_workdir(config)
   try:
     if "quickstart" in config:
       quickstart.run(config, workdir, train_and_evaluate)

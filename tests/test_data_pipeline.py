@@ -11,7 +11,7 @@ import pytest
 
 from dass_jax import constants, data
 from dass_jax import labels as labels_lib
-from dass_jax.data import balanced, synthetic
+from dass_jax.data import balanced, pipeline, synthetic
 from dass_jax.data import datafile as datafile_lib
 
 FRAMES = 100  # 1 s clips.
@@ -111,6 +111,45 @@ def test_same_seed_same_augmented_batches(dataset):
   b = _take(data.make_train_iterator(cfg, seed=3, shard_index=0, shard_count=1), 3)
   chex.assert_trees_all_equal(a, b)
   assert any(np.any((x["labels"] > 0) & (x["labels"] < 1)) for x in a)  # Mixup happened.
+
+
+def test_fbank_cache_gives_the_same_batches(dataset, monkeypatch):
+  # Two epochs with mixup, masks and noise: cached clips and mixed ones (never cached) give the
+  # batches of the uncached pipeline, with fewer feature computations.
+  calls = {"n": 0}
+  compute = pipeline._Features.__call__
+
+  def counting(self, waveform):
+    calls["n"] += 1
+    return compute(self, waveform)
+
+  monkeypatch.setattr(pipeline._Features, "__call__", counting)
+  cfg = _cfg(dataset, num_epochs=2, mixup=0.5, noise=True, read_threads=1)
+  plain = list(data.make_train_iterator(cfg, seed=5, shard_index=0, shard_count=1))
+  uncached_calls, calls["n"] = calls["n"], 0
+  cfg.cache_fbank = True
+  cached = list(data.make_train_iterator(cfg, seed=5, shard_index=0, shard_count=1))
+  chex.assert_trees_all_equal(plain, cached)
+  assert uncached_calls == 2 * 48 and calls["n"] < uncached_calls
+  assert any(np.any((b["labels"] > 0) & (b["labels"] < 1)) for b in cached)  # Mixup happened.
+
+
+def test_label_prior_counts_rows_and_weights(dataset, tmp_path):
+  entries = datafile_lib.read_datafile(dataset.train_datafile)
+  labels = labels_lib.read_label_csv(dataset.label_csv)
+  rows = datafile_lib.label_indices(entries, labels)
+  expected = np.zeros(len(labels))
+  for r in rows:
+    expected[list(r)] += 1
+  np.testing.assert_allclose(data.label_prior(_cfg(dataset)), expected / len(rows))
+  weights = np.zeros(len(rows))
+  weights[:2] = [1.0, 3.0]
+  path = tmp_path / "weights.csv"
+  balanced.write_weights(path, weights)
+  weighted = np.zeros(len(labels))
+  for w, r in zip(weights[:2], rows[:2]):
+    weighted[list(r)] += w / 4.0
+  np.testing.assert_allclose(data.label_prior(_cfg(dataset, weights_file=str(path))), weighted)
 
 
 def test_two_shards_partition_each_epoch(dataset):

@@ -1,6 +1,7 @@
 """In-process checks of the training pieces: schedule, optimizer, sharding rules, configs."""
 
 import importlib
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ def test_schedule_matches_recipe_warmup_and_step_decay():
   cfg = _optim_cfg(
     lr=1.0, warmup_steps=1000, warmup_update_every=50, decay_start=2, decay_every=1, decay_rate=0.5
   )
-  schedule = optim.make_schedule(cfg, steps_per_epoch=1000)
+  schedule = optim.make_schedule(cfg, steps_per_epoch=1000, total_steps=10_000)
   # Warm-up set every 50 steps to step / 1000 * lr (DASS traintest.py).
   assert float(schedule(0)) == 0.0
   assert float(schedule(49)) == 0.0
@@ -37,9 +38,27 @@ def test_schedule_matches_recipe_warmup_and_step_decay():
   assert float(schedule(4000)) == pytest.approx(0.125)
 
 
+def test_cosine_schedule_warms_up_then_decays_to_the_final_ratio():
+  cfg = _optim_cfg(
+    lr=2.0, schedule="cosine", final_lr_ratio=0.1, warmup_steps=10, warmup_update_every=1
+  )
+  schedule = optim.make_schedule(cfg, steps_per_epoch=7, total_steps=110)
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(5)) == pytest.approx(1.0)
+  assert float(schedule(10)) == pytest.approx(2.0)
+  # Half-way through the decay: lr * (r + (1 - r) / 2); at the end lr * r, and no further.
+  assert float(schedule(60)) == pytest.approx(2.0 * 0.55)
+  assert float(schedule(110)) == pytest.approx(0.2)
+  assert float(schedule(500)) == pytest.approx(0.2)
+  values = [float(schedule(s)) for s in range(10, 111)]
+  assert all(a >= b for a, b in itertools.pairwise(values))
+  with pytest.raises(ValueError, match="schedule must be one of"):
+    optim.make_schedule(_optim_cfg(schedule="linear"), steps_per_epoch=7, total_steps=110)
+
+
 def test_optimizer_is_torch_adam_with_l2_weight_decay():
   cfg = _optim_cfg(lr=0.1, warmup_steps=0, weight_decay=0.01, b1=0.95, b2=0.999, eps=1e-8)
-  tx, _ = optim.make_optimizer(cfg, steps_per_epoch=10)
+  tx, _ = optim.make_optimizer(cfg, steps_per_epoch=10, total_steps=100)
   params = {"w": jnp.array([1.0, -2.0])}
   grads = {"w": jnp.array([-0.005, 0.25])}
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -51,7 +70,7 @@ def test_optimizer_is_torch_adam_with_l2_weight_decay():
 
 def test_grad_clipping_comes_first():
   cfg = _optim_cfg(lr=1.0, warmup_steps=0, weight_decay=0.0, grad_clip_norm=1.0)
-  tx, _ = optim.make_optimizer(cfg, steps_per_epoch=10)
+  tx, _ = optim.make_optimizer(cfg, steps_per_epoch=10, total_steps=100)
   assert isinstance(tx, optax.GradientTransformation)
   params = {"w": jnp.zeros(3)}
   state = tx.init(params)

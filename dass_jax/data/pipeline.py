@@ -59,6 +59,7 @@ def default_config(**overrides: Any) -> ml_collections.ConfigDict:
       "mixup": 0.5,
       "noise": False,
       "waveform": False,
+      "cache_fbank": False,
       "weights_file": "",
       "sample_rate": SAMPLE_RATE,
       "source": "datafile",
@@ -211,6 +212,8 @@ class _TrainBatches:
   mixup: float
   noise: bool
   waveform: bool
+  # row -> un-normalised fbank of the unmixed clip, filled on first use (cfg.cache_fbank).
+  fbank_cache: dict[int, np.ndarray] | None = None
 
   def __call__(self, index: int, _: Any) -> dict[str, Any]:
     epoch, step = divmod(int(index), self.steps_per_epoch)
@@ -258,6 +261,7 @@ class _TrainBatches:
         f"{_MAX_TRIES} unreadable audio files in a row, the last {skipped[-1]}; check the datafile"
       )
     label = self.source.labels(row)
+    mixed = False
     if self.mixup > 0 and rng.random() < self.mixup:
       partner = int(rng.integers(num_rows))
       other = self._load(partner, skipped)
@@ -265,7 +269,15 @@ class _TrainBatches:
         lam = augment.sample_mixup_lambda(rng)
         waveform = augment.mix_waveforms(waveform, other, lam)
         label = augment.mix_labels(label, self.source.labels(partner), lam)
-    fbank = augment.spec_augment(self.features(waveform), self.freqm, self.timem, rng)
+        mixed = True
+    if self.fbank_cache is None or mixed:
+      fbank = self.features(waveform)
+    else:
+      fbank = self.fbank_cache.get(row)
+      if fbank is None:
+        fbank = self.fbank_cache[row] = self.features(waveform)
+    # Nothing below works in place, so a cached fbank is never modified.
+    fbank = augment.spec_augment(fbank, self.freqm, self.timem, rng)
     fbank = self.features.normalize(fbank)
     if self.noise:
       fbank = augment.add_noise(fbank, rng)
@@ -438,6 +450,7 @@ def make_train_iterator(
     mixup=float(c.mixup),
     noise=bool(c.noise),
     waveform=bool(c.waveform),
+    fbank_cache={} if c.cache_fbank else None,
   )
   ds = grain.MapDataset.range(steps).repeat(c.num_epochs).map_with_index(batches)
   return DataIterator(
@@ -447,6 +460,22 @@ def make_train_iterator(
     steps_per_epoch=steps,
     num_classes=src.num_classes,
   )
+
+
+def label_prior(cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """Fraction of the training draws that carry each class, (num_classes,) float64.
+
+  Every row of the source counts (all hosts get the same answer), weighted by the weights file
+  when one is set, as the sampler draws. Mixup leaves this expectation unchanged.
+  """
+  c = _resolve(cfg)
+  src = _make_source(c)
+  num_rows = len(src)
+  weights = balanced.read_weights(c.weights_file, num_rows) if c.weights_file else None
+  counts = np.zeros(src.num_classes)
+  for row in range(num_rows):
+    counts[list(src.label_indices(row))] += 1.0 if weights is None else weights[row]
+  return counts / (num_rows if weights is None else float(np.sum(weights)))
 
 
 def make_eval_iterator(

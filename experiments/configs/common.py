@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({})  # fields of its config (DassConfig, AumConfig, ...)
   c.init_from = ""  # converted checkpoint to start from (fine-tuning)
   c.reinit_head = False  # re-initialise the classifier head after init_from
+  # Classifier bias of a fresh head: 'zeros' (the models' init) or 'prior' (the training labels'
+  # log-odds; for training from scratch).
+  c.head_bias_init = "zeros"
 
   c.input = data.default_config()  # batch_size is set from c.batch_size per process
   c.input.num_epochs = None
@@ -68,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
       "input": data.default_config(mixup=0.0, freqm=0, timem=0),
       "batch_size": 24,
       "every_epochs": 1,  # evaluate after every n-th epoch (and at the end)
+      "every_steps": 0,  # > 0: also after every n-th step
+      "cache": False,  # keep the eval features in memory after the first pass (small sets)
     }
   )
 

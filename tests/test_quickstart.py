@@ -1,0 +1,127 @@
+"""The quickstart's smoke run (`quickstart.py:runlocal`) and its seeds command, in subprocesses,
+and the pieces they report with (learning curves, the seeds summary).
+
+One quickstart run is shared: the seeds command then resumes it as its seed 0 (nothing to train)
+and trains seed 1 with the same persistent compilation cache, so the file stays near a minute.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import quickstart, quickstart_seeds
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 600
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(module: str, root: Path, workdir: Path, *flags: str) -> str:
+  cmd = [
+    sys.executable,
+    "-m",
+    module,
+    "--config",
+    "experiments/configs/quickstart.py:runlocal",
+    "--workdir",
+    str(workdir),
+    "--compilation_cache_dir",
+    str(root / "xla"),
+    *flags,
+  ]
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": str(REPO),
+    "DASS_JAX_CACHE": str(root / "cache"),
+  }
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+  )
+  log = proc.stdout + proc.stderr
+  assert proc.returncode == 0, f"exit code {proc.returncode}, log:\n{log[-4000:]}"
+  return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("quickstart")
+  workdir = root / "seeds" / "seed0"
+  stdout = _run("experiments.train", root, workdir)
+  return {"root": root, "workdir": workdir, "stdout": stdout}
+
+
+def test_runlocal_prints_the_table_and_writes_json_and_curves(quickstart_run):
+  workdir, stdout = quickstart_run["workdir"], quickstart_run["stdout"]
+  summary = json.loads((workdir / quickstart.RESULTS_FILE).read_text())
+  assert set(summary["stages"]) == set(quickstart.STAGES)
+  assert summary["seed"] == 0 and 0 < summary["chance_map"] < 1 and summary["seconds"] > 0
+  for name, stage in summary["stages"].items():
+    assert f"{name} " in stdout
+    assert 0.0 <= stage["mAP"] <= 1.0 and stage["num_params"] > 0 and stage["steps"] > 0
+    curves = stage["curves"]
+    assert curves["train_loss"] and curves["train_label_loss"]
+    # Evaluated during training (config.evals.every_steps) and at the end.
+    steps = [step for step, _ in curves["eval_map"]]
+    assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] == stage["steps"]
+    assert curves["eval_map"][-1][1] == pytest.approx(stage["mAP"])
+  kd = summary["stages"]["student_kd"]["curves"]
+  assert kd["train_loss"] != kd["train_label_loss"]  # The KD part is in the total.
+  png = workdir / summary["curves_png"]
+  assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+
+
+def test_seeds_command_resumes_seed0_and_reports_mean_std(quickstart_run):
+  root = quickstart_run["root"]
+  before = json.loads((quickstart_run["workdir"] / quickstart.RESULTS_FILE).read_text())
+  stdout = _run("experiments.quickstart_seeds", root, root / "seeds", "--seeds", "0,1")
+  result = json.loads((root / "seeds" / quickstart_seeds.RESULTS_FILE).read_text())
+  assert result["seeds"] == [0, 1]
+  # Seed 0 is the finished quickstart run, resumed: the same numbers.
+  for name in quickstart.STAGES:
+    assert result["per_seed"]["0"][name] == pytest.approx(before["stages"][name]["mAP"], abs=1e-6)
+  assert (root / "seeds" / "seed1" / quickstart.CURVES_FILE).is_file()
+  assert set(result["stages"]) == set(quickstart.STAGES)
+  assert result["verdict"] in stdout and "mean ± std" in stdout
+
+
+def test_seeds_summary_separates_a_consistent_gain_from_noise():
+  consistent = {
+    s: {"teacher": 0.8, "student_kd": 0.9 + 0.01 * s, "student_nokd": 0.8 + 0.012 * s}
+    for s in range(3)
+  }
+  summary = quickstart_seeds.summarize(consistent)
+  gain = summary["kd_gain"]
+  assert gain["mean"] == pytest.approx(0.098) and gain["positive_seeds"] == 3
+  assert gain["significant"] and summary["verdict"].startswith("KD helps")
+  assert summary["stages"]["student_kd"]["mean"] == pytest.approx(0.91)
+  assert summary["stages"]["student_kd"]["std"] == pytest.approx(0.01)  # sample std (ddof=1)
+  noisy = {
+    0: {"teacher": 0.8, "student_kd": 0.90, "student_nokd": 0.85},
+    1: {"teacher": 0.8, "student_kd": 0.84, "student_nokd": 0.88},
+    2: {"teacher": 0.8, "student_kd": 0.88, "student_nokd": 0.86},
+  }
+  summary = quickstart_seeds.summarize(noisy)
+  assert not summary["kd_gain"]["significant"] and "within seed noise" in summary["verdict"]
+  lines = quickstart_seeds.format_table(noisy, summary)
+  assert any(line.startswith("kd - nokd") for line in lines)
+
+
+def test_stage_curves_keep_the_last_value_of_a_repeated_step():
+  rows = [
+    {"step": 10, "train/loss": 0.5, "train/loss_label": 0.4},
+    {"step": 20, "train/loss": 0.3, "train/loss_label": 0.2},
+    {"step": 20, "eval/mAP": 0.5},
+    {"step": 20, "train/loss": 0.25, "train/loss_label": 0.15},  # resumed run
+    {"step": 40, "final/mAP": 0.7},
+  ]
+  curves = quickstart.stage_curves(rows)
+  assert curves["train_loss"] == [[10, 0.5], [20, 0.25]]
+  assert curves["train_label_loss"] == [[10, 0.4], [20, 0.15]]
+  assert curves["eval_map"] == [[20, 0.5], [40, 0.7]]
+  no_teacher = quickstart.stage_curves([{"step": 5, "train/loss": 0.3}])
+  assert no_teacher["train_label_loss"] == [[5, 0.3]]
