@@ -122,6 +122,10 @@ def install_stand_ins() -> list[str]:
     _module("torchvision", models=tv_models)
     installed.append("torchvision")
   if _missing("triton"):
+    # PyTorch loads its compiler stack lazily (torch.optim does) and takes any `triton` module it
+    # then finds for the real one: load it first, while there is none.
+    import torch._dynamo  # noqa: F401
+
     language = _module("triton.language", constexpr=object)
     _module("triton", jit=lambda fn=None, **kwargs: fn, language=language)
     installed.append("triton")

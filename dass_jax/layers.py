@@ -102,15 +102,53 @@ class Mlp(nn.Module):
   """fc1 (d -> hidden, bias) -> exact GELU -> fc2 (hidden -> d, bias), over the last axis.
 
   Params: fc1/{kernel (d, hidden), bias}, fc2/{kernel (hidden, d), bias}.
+
+  Attributes:
+    hidden: width of the hidden layer.
+    dtype: compute dtype.
+    token_chunk: > 0 (inference on long inputs): with more tokens than this (all leading axes
+      together), the MLP runs over chunks of `token_chunk` tokens one after another
+      (`lax.map`), so that the (tokens, hidden) activations, the largest of a long input, exist
+      for one chunk at a time. Every token gets the same operations as unchunked (equal up to
+      the float rounding of differently shaped matrix products).
   """
 
   hidden: int
   dtype: Any = jnp.float32
+  token_chunk: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.gelu(dense(self.hidden, "fc1", self.dtype)(x), approximate=False)
-    return dense(x.shape[-1], "fc2", self.dtype)(h)
+    fc1 = dense(self.hidden, "fc1", self.dtype)
+    fc2 = dense(x.shape[-1], "fc2", self.dtype)
+    tokens = math.prod(x.shape[:-1])
+    if self.token_chunk <= 0 or tokens <= self.token_chunk or self.is_initializing():
+      return fc2(nn.gelu(fc1(x), approximate=False))
+    # The same Dense layers, applied unbound to each chunk with this module's params (a bound
+    # Flax module cannot be called inside a plain JAX loop).
+    params = self.variables["params"]
+    unbound = lambda features: nn.Dense(features, dtype=self.dtype, parent=None)
+
+    def mlp(chunk):
+      h = unbound(self.hidden).apply({"params": params["fc1"]}, chunk)
+      return unbound(x.shape[-1]).apply({"params": params["fc2"]}, nn.gelu(h, approximate=False))
+
+    # Chunk i covers tokens [start, start + token_chunk), start = min(i * token_chunk, tokens -
+    # token_chunk): the last chunk overlaps the one before it and rewrites equal values, so
+    # nothing is padded and the only full-size buffer is the output, updated in place.
+    flat = x.reshape(tokens, x.shape[-1])
+    size = self.token_chunk
+
+    def body(i, out):
+      start = jnp.minimum(i * size, tokens - size)
+      chunk = jax.lax.dynamic_slice_in_dim(flat, start, size)
+      return jax.lax.dynamic_update_slice_in_dim(out, mlp(chunk).astype(out.dtype), start, 0)
+
+    # The output buffer is computed from x, not a constant, so that XLA does not allocate it at
+    # the start of the program (every block's would then be live at once).
+    out = jnp.broadcast_to((flat[:1, :1] * 0).astype(self.dtype), flat.shape)
+    out = jax.lax.fori_loop(0, -(-tokens // size), body, out)
+    return out.reshape(*x.shape[:-1], -1)
 
 
 class DropPath(nn.Module):

@@ -57,6 +57,8 @@ def stage_configs(
   teacher.model_type = qs.teacher.model_type
   teacher.model = ml_collections.ConfigDict(qs.teacher.model.to_dict())
   teacher.num_epochs = qs.teacher.num_epochs
+  for field, value in qs.teacher.input.items():  # the teacher's own augmentation
+    teacher.input[field] = value
   teacher.optim.lr = qs.teacher.lr
   teacher.wa_start, teacher.wa_end = qs.teacher.wa_start, qs.teacher.wa_end
   teacher.teacher.path = ""
@@ -65,6 +67,20 @@ def stage_configs(
   student_nokd = ml_collections.ConfigDict(base.to_dict())
   student_nokd.teacher.path = ""
   return {"teacher": teacher, "student_kd": student_kd, "student_nokd": student_nokd}
+
+
+def ensure_dataset(config: ml_collections.ConfigDict) -> synthetic.SyntheticDataset:
+  """The synthetic dataset of a quickstart config's `quickstart` section (generated on first use),
+  its training datafile with the weak labels of `missing_label_rate`."""
+  qs = config.quickstart
+  return synthetic.ensure_dataset(
+    qs.dataset_dir or None,
+    seed=qs.dataset_seed,
+    num_train=qs.num_train,
+    num_eval=qs.num_eval,
+    clip_seconds=qs.clip_seconds,
+    missing_label_rate=qs.missing_label_rate,
+  )
 
 
 def chance_map(ds: synthetic.SyntheticDataset) -> float:
@@ -169,14 +185,7 @@ def run(
   if not workdir:
     raise ValueError("no work directory: pass --workdir or set config.workdir")
   start = time.perf_counter()
-  qs = config.quickstart
-  ds = synthetic.ensure_dataset(
-    qs.dataset_dir or None,
-    seed=qs.dataset_seed,
-    num_train=qs.num_train,
-    num_eval=qs.num_eval,
-    clip_seconds=qs.clip_seconds,
-  )
+  ds = ensure_dataset(config)
   logging.info("synthetic dataset at %s (%.0f s)", ds.root, time.perf_counter() - start)
   table = {}
   for name, cfg in stage_configs(config, workdir, ds).items():

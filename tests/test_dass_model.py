@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 
@@ -190,6 +191,23 @@ def test_jit_matches_eager(tiny_params):
   jitted, _ = _forward(TINY)(tiny_params, x, key)
   eager = DASS(TINY).apply({"params": tiny_params}, x)
   np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("token_chunk", [7, 100, 999])
+def test_mlp_token_chunks_give_the_unchunked_values(tiny_params, token_chunk):
+  """Inference with the VSS MLP over token chunks (stage 1 has 2 x 16 x 32 = 1024 tokens; 7 and
+  999 leave an overlapping last chunk) equals the unchunked model; training never chunks."""
+  x, key = _fbank(), jax.random.key(0)
+  unchunked = dataclasses.replace(TINY, mlp_token_chunk=0)
+  chunked = dataclasses.replace(TINY, mlp_token_chunk=token_chunk)
+  ref, ref_acts = _forward(unchunked)(tiny_params, x, key)
+  out, acts = _forward(chunked)(tiny_params, x, key)
+  assert numerics.rel_err(out, ref) < 1e-6
+  block = "layers.0.blocks.0"
+  assert numerics.rel_err(acts[block], ref_acts[block]) < 1e-6
+  train_ref, _ = _forward(unchunked, train=True)(tiny_params, x, key)
+  train_out, _ = _forward(chunked, train=True)(tiny_params, x, key)
+  np.testing.assert_array_equal(train_out, train_ref)
 
 
 def test_runs_on_ten_times_training_length(tiny_params):

@@ -112,3 +112,26 @@ def test_classes_are_discriminable_in_log_mel():
     for row in p[3:]:
       correct += int(np.argmin(np.linalg.norm(centroids - row, axis=1)) == c)
   assert correct >= 0.9 * 3 * len(profiles)
+
+
+def test_weak_training_labels_drop_labels_only(tmp_path):
+  """missing_label_rate: same clips and eval labels, each training label kept w.p. 1 - r,
+  deterministically, without touching the complete datafiles."""
+  complete = synthetic.ensure_dataset(tmp_path, seed=1, **SMALL)
+  before = _hashes(complete.root)
+  weak = synthetic.ensure_dataset(tmp_path, seed=1, missing_label_rate=0.5, **SMALL)
+  assert weak.root == complete.root and weak.eval_datafile == complete.eval_datafile
+  assert os.path.basename(weak.train_datafile) == "train-missing0.5.json"
+  after = _hashes(complete.root)
+  assert {k: after[k] for k in before} == before  # audio and complete labels untouched
+  full = datafile_lib.read_datafile(complete.train_datafile)
+  dropped = datafile_lib.read_datafile(weak.train_datafile)
+  assert [e.wav for e in dropped] == [e.wav for e in full]
+  assert all(set(d.labels) <= set(f.labels) for d, f in zip(dropped, full))
+  kept = sum(len(d.labels) for d in dropped) / sum(len(f.labels) for f in full)
+  assert 0.3 < kept < 0.7  # ~75 labels, each kept with probability 0.5
+  assert any(not d.labels for d in dropped)  # clips may lose every label
+  again = synthetic.ensure_dataset(tmp_path, seed=1, missing_label_rate=0.5, **SMALL)
+  assert datafile_lib.read_datafile(again.train_datafile) == dropped
+  with pytest.raises(ValueError, match="missing_label_rate"):
+    synthetic.ensure_dataset(tmp_path, seed=1, missing_label_rate=1.0, **SMALL)

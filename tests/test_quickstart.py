@@ -125,3 +125,27 @@ def test_stage_curves_keep_the_last_value_of_a_repeated_step():
   assert curves["eval_map"] == [[20, 0.5], [40, 0.7]]
   no_teacher = quickstart.stage_curves([{"step": 5, "train/loss": 0.3}])
   assert no_teacher["train_label_loss"] == [[5, 0.3]]
+
+
+def test_stage_configs_teacher_augments_students_do_not_and_train_labels_are_weak(tmp_path):
+  from experiments.configs import quickstart as quickstart_config
+
+  config = quickstart_config.get_config("runlocal")
+  qs = config.quickstart
+  qs.dataset_dir = str(tmp_path)
+  ds = quickstart.ensure_dataset(config)
+  stages = quickstart.stage_configs(config, str(tmp_path / "run"), ds)
+  assert qs.missing_label_rate > 0 and ds.train_datafile.endswith("-missing0.3.json")
+  for cfg in stages.values():
+    assert cfg.input.datafile == ds.train_datafile  # weak labels for every stage's training
+    assert cfg.evals.input.datafile == ds.eval_datafile  # complete labels for every eval
+  teacher_input = stages["teacher"].input
+  assert (teacher_input.mixup, teacher_input.freqm, teacher_input.timem) == (0.5, 24, 96)
+  for name in ("student_kd", "student_nokd"):
+    assert (stages[name].input.mixup, stages[name].input.freqm, stages[name].input.timem) == (
+      0.0,
+      0,
+      0,
+    )
+  assert stages["student_kd"].teacher.path == str(tmp_path / "run" / "teacher")
+  assert stages["student_nokd"].teacher.path == "" == stages["teacher"].teacher.path

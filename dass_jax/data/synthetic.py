@@ -9,8 +9,15 @@ wav, identical bytes for the same arguments):
   <cache_dir>/v1-seed<S>-train<N>-eval<M>-<T>s/
     class_labels_indices.csv, train.json, eval.json, train/*.wav, eval/*.wav, COMPLETE
 
+Weak training labels (`missing_label_rate` r > 0): AudioSet's labels are known to miss events
+that are audible in a clip, and a teacher's soft labels are one way a student recovers them. To
+give the quickstart that situation, `train-missing<r>.json` lists the same training clips with each
+of a clip's labels left out with probability r (a clip may end up with none), drawn from its own
+seeded generator so the audio never changes; the eval labels stay complete.
+
 The folder is built in a temporary sibling and renamed when finished, so an interrupted run
-never leaves a partial dataset. CLI: `python -m dass_jax.data.synthetic OUT_DIR` (OUT_DIR is the
+never leaves a partial dataset; a weak-label datafile is written to a temporary name and
+renamed. CLI: `python -m dass_jax.data.synthetic OUT_DIR` (OUT_DIR is the
 cache dir; the dataset's paths are printed).
 """
 
@@ -35,6 +42,7 @@ from dass_jax.data import datafile as datafile_lib
 
 VERSION = "v1"
 _SPLIT_CODES = {"train": 0, "eval": 1}
+_MISSING_LABELS_CODE = 2  # generator stream of the weak-label draws
 _NUM_EVENTS_P = (0.45, 0.4, 0.15)  # P(1, 2, 3 events in a clip).
 
 
@@ -267,6 +275,28 @@ def _generate(root: str, seed: int, sizes: dict[str, int], clip_seconds: float) 
     json.dump({"version": VERSION, "seed": seed, "clip_seconds": clip_seconds, **sizes}, f)
 
 
+def _weak_label_datafile(root: str, seed: int, rate: float) -> str:
+  """Path of the training datafile with each label left out with probability `rate`, written
+  on first use (see the module docstring)."""
+  path = os.path.join(root, f"train-missing{rate:g}.json")
+  if os.path.isfile(path):
+    return path
+  entries = datafile_lib.read_datafile(os.path.join(root, "train.json"))
+  weak = []
+  for i, entry in enumerate(entries):
+    keep = np.random.default_rng([seed, _MISSING_LABELS_CODE, i]).random(len(entry.labels)) >= rate
+    weak.append(dataclasses.replace(entry, labels=tuple(np.asarray(entry.labels)[keep].tolist())))
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-train-missing", suffix=".json", dir=root)
+  os.close(fd)
+  try:
+    datafile_lib.write_datafile(tmp, weak)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
 def ensure_dataset(
   cache_dir: str | os.PathLike | None = None,
   *,
@@ -274,6 +304,7 @@ def ensure_dataset(
   num_train: int = 800,
   num_eval: int = 200,
   clip_seconds: float = 3.0,
+  missing_label_rate: float = 0.0,
 ) -> SyntheticDataset:
   """Returns the dataset for these arguments, generating it on first use.
 
@@ -283,10 +314,29 @@ def ensure_dataset(
     num_train: training clips.
     num_eval: evaluation clips.
     clip_seconds: clip length (3 s -> 298 fbank frames).
+    missing_label_rate: probability that a training label is left out (weak labels; the
+      returned `train_datafile` is then `train-missing<r>.json`); eval labels stay complete.
 
   Returns:
     Paths of the datafiles and label CSV, and the number of classes.
   """
+  if not 0.0 <= missing_label_rate < 1.0:
+    raise ValueError(f"missing_label_rate must be in [0, 1), got {missing_label_rate}")
+  ds = _complete_dataset(cache_dir, seed, num_train, num_eval, clip_seconds)
+  if missing_label_rate == 0.0:
+    return ds
+  weak = _weak_label_datafile(ds.root, seed, missing_label_rate)
+  return dataclasses.replace(ds, train_datafile=weak)
+
+
+def _complete_dataset(
+  cache_dir: str | os.PathLike | None,
+  seed: int,
+  num_train: int,
+  num_eval: int,
+  clip_seconds: float,
+) -> SyntheticDataset:
+  """The dataset with complete labels, generated on first use."""
   if num_train < 1 or num_eval < 1:
     raise ValueError(f"num_train and num_eval must be >= 1, got {num_train}, {num_eval}")
   if not 0.7 <= clip_seconds <= 60:
@@ -328,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--num-train", type=int, default=800)
   parser.add_argument("--num-eval", type=int, default=200)
   parser.add_argument("--clip-seconds", type=float, default=3.0)
+  parser.add_argument("--missing-label-rate", type=float, default=0.0)
   args = parser.parse_args(argv)
   try:
     ds = ensure_dataset(
@@ -336,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       num_train=args.num_train,
       num_eval=args.num_eval,
       clip_seconds=args.clip_seconds,
+      missing_label_rate=args.missing_label_rate,
     )
   except (OSError, ValueError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)

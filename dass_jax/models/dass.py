@@ -98,6 +98,9 @@ class DassConfig(ModelConfig):
     ssm_ratio: d_inner / d_model (DASS uses 1.0).
     dt_rank: rank R of the dt projection; 0 means ceil(d / 16) per stage.
     mlp_ratio: hidden / d in the VSS MLP.
+    mlp_token_chunk: in inference, the VSS MLP runs over chunks of this many tokens one after
+      another when a stage has more (its hidden activations are the largest tensors of a long
+      input; `layers.Mlp.token_chunk`); 0 never chunks. Training never chunks.
     drop_path_rate: stochastic-depth rate, linearly increasing over all blocks.
     in_chans: input channels of the first conv (1 for fbank).
     num_mel_bins: input frequency bins.
@@ -117,6 +120,7 @@ class DassConfig(ModelConfig):
   ssm_ratio: float = 1.0
   dt_rank: int = 0
   mlp_ratio: float = 4.0
+  mlp_token_chunk: int = 65536
   drop_path_rate: float = 0.2
   in_chans: int = 1
   num_mel_bins: int = NUM_MEL_BINS

@@ -43,9 +43,12 @@ class VSSBlock(nn.Module):
     drop_path = DropPath(self.drop_path_rate)
     y = SS2D(self.config, self.dt_rank, name="op")(layer_norm("norm")(x))
     x = x + drop_path(y, train)
-    y = Mlp(int(self.config.mlp_ratio * d), compute_dtype(self.config.dtype), name="mlp")(
-      layer_norm("norm2")(x)
-    )
+    y = Mlp(
+      int(self.config.mlp_ratio * d),
+      compute_dtype(self.config.dtype),
+      token_chunk=0 if train else self.config.mlp_token_chunk,
+      name="mlp",
+    )(layer_norm("norm2")(x))
     x = x + drop_path(y, train)
     self.sow("intermediates", "output", x)
     return x
