@@ -98,6 +98,39 @@ def dense(
   )
 
 
+def resize_pos_embed_grid(
+  pos_embed: jax.Array,
+  grid: tuple[int, int],
+  new_grid: tuple[int, int],
+  *,
+  prefix_tokens: int,
+  antialias: bool,
+) -> jax.Array:
+  """Resizes the patch rows of position embeddings to another (frequency, time) patch grid.
+
+  `pos_embed` (1, prefix_tokens + F*T, D) holds `prefix_tokens` rows of special tokens (kept as
+  they are), then the patch rows in frequency-major order, viewed as an (F, T) grid of D-vectors
+  and resized bilinearly with half-pixel centres (torch `F.interpolate(mode="bilinear",
+  align_corners=False)`, with `antialias` as given), in float32. The same grid returns
+  `pos_embed` unchanged. Returns (1, prefix_tokens + F'*T', D) in the dtype of `pos_embed`.
+  """
+  pos_embed = jnp.asarray(pos_embed)
+  freq, time = grid
+  if pos_embed.ndim != 3 or pos_embed.shape[1] != prefix_tokens + freq * time:
+    raise ValueError(
+      f"pos_embed of shape {tuple(pos_embed.shape)} does not hold a {freq} x {time} grid plus "
+      f"{prefix_tokens} token row(s)"
+    )
+  if tuple(new_grid) == tuple(grid):
+    return pos_embed
+  dim = pos_embed.shape[-1]
+  prefix, patches = pos_embed[:, :prefix_tokens], pos_embed[:, prefix_tokens:]
+  patches = patches.reshape(1, freq, time, dim).astype(jnp.float32)
+  patches = jax.image.resize(patches, (1, *new_grid, dim), method="linear", antialias=antialias)
+  patches = patches.reshape(1, -1, dim).astype(pos_embed.dtype)
+  return jnp.concatenate([prefix, patches], axis=1)
+
+
 class Mlp(nn.Module):
   """fc1 (d -> hidden, bias) -> exact GELU -> fc2 (hidden -> d, bias), over the last axis.
 

@@ -50,7 +50,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dass_jax.constants import NUM_MEL_BINS
-from dass_jax.layers import DTYPES, TransformerBlock, compute_dtype, dense, layer_norm
+from dass_jax.layers import (
+  DTYPES,
+  TransformerBlock,
+  compute_dtype,
+  dense,
+  layer_norm,
+  resize_pos_embed_grid,
+)
 from dass_jax.layers import trunc_normal_init as init
 from dass_jax.models.base import ModelConfig, check_choice
 
@@ -279,21 +286,9 @@ def interpolate_pos_embed(
   Returns:
     (1, F'*T' + 2, D) embeddings in the dtype of `pos_embed`.
   """
-  pos_embed = jnp.asarray(pos_embed)
-  freq, time = grid
-  if pos_embed.ndim != 3 or pos_embed.shape[1] != freq * time + NUM_EXTRA_TOKENS:
-    raise ValueError(
-      f"pos_embed of shape {tuple(pos_embed.shape)} does not hold a {freq} x {time} "
-      f"grid plus {NUM_EXTRA_TOKENS} tokens"
-    )
-  if tuple(new_grid) == tuple(grid):
-    return pos_embed
-  dim = pos_embed.shape[-1]
-  extra, patches = pos_embed[:, :NUM_EXTRA_TOKENS], pos_embed[:, NUM_EXTRA_TOKENS:]
-  patches = patches.reshape(1, freq, time, dim).astype(jnp.float32)
-  patches = jax.image.resize(patches, (1, *new_grid, dim), method="linear", antialias=False)
-  patches = patches.reshape(1, -1, dim).astype(pos_embed.dtype)
-  return jnp.concatenate([extra, patches], axis=1)
+  return resize_pos_embed_grid(
+    pos_embed, grid, new_grid, prefix_tokens=NUM_EXTRA_TOKENS, antialias=False
+  )
 
 
 def with_max_length(params: Any, config: AstConfig, max_length: int) -> tuple[dict, AstConfig]:

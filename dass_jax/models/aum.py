@@ -75,6 +75,7 @@ from dass_jax.layers import (
   compute_dtype,
   dense,
   dt_bias_init,
+  resize_pos_embed_grid,
   rms_norm,
   torch_default_init,
   trunc_normal_init,
@@ -405,21 +406,9 @@ def resample_pos_embed(
   Returns:
     (1, 1 + F'*T', D) in the dtype of `pos_embed`.
   """
-  pos_embed = jnp.asarray(pos_embed)
-  freq, time = grid
-  if pos_embed.ndim != 3 or pos_embed.shape[1] != NUM_PREFIX_TOKENS + freq * time:
-    raise ValueError(
-      f"pos_embed of shape {tuple(pos_embed.shape)} does not hold a {freq} x {time} grid plus "
-      f"{NUM_PREFIX_TOKENS} class token row"
-    )
-  if tuple(new_grid) == tuple(grid):
-    return pos_embed
-  dim = pos_embed.shape[-1]
-  prefix, patches = pos_embed[:, :NUM_PREFIX_TOKENS], pos_embed[:, NUM_PREFIX_TOKENS:]
-  patches = patches.reshape(1, freq, time, dim).astype(jnp.float32)
-  patches = jax.image.resize(patches, (1, *new_grid, dim), method="linear", antialias=True)
-  patches = patches.reshape(1, -1, dim).astype(pos_embed.dtype)
-  return jnp.concatenate([prefix, patches], axis=1)
+  return resize_pos_embed_grid(
+    pos_embed, grid, new_grid, prefix_tokens=NUM_PREFIX_TOKENS, antialias=True
+  )
 
 
 def with_max_length(params: Any, config: AumConfig, max_length: int) -> tuple[dict, AumConfig]:
