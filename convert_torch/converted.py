@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from convert_torch import published
 from convert_torch.sources import SourceError
-from dass_jax.cache import cache_dir, remove_stale
+from dass_jax.cache import cache_dir
+from dass_jax.files import atomic_folder
 
 CONFIG_FILE = "config.json"
 
@@ -79,19 +77,9 @@ def converted_folder(source: str, converter: str | None = None) -> Path:
     ) from e
   if folder.exists():  # no config.json: not written by this function, which renames whole folders
     raise SourceError(f"{folder} exists but holds no converted checkpoint; remove it")
-  root.mkdir(parents=True, exist_ok=True)
-  prefix = f".tmp-{folder.name}-"
-  remove_stale(root, prefix)
-  tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-  try:
+  # Built in a temporary sibling and renamed into place whole; another process converting the
+  # same source first wins ("keep").
+  with atomic_folder(folder, if_exists="keep") as tmp:
     _, summary = module.convert_to(source, tmp)
-    try:
-      os.rename(tmp, folder)
-    except OSError:
-      if not (folder / CONFIG_FILE).is_file():  # else another process finished first
-        raise
-    print(summary.replace(str(tmp.absolute()), str(folder.absolute())), file=sys.stderr)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
+  print(summary.replace(str(tmp.absolute()), str(folder.absolute())), file=sys.stderr)
   return folder

@@ -2,9 +2,9 @@
 
 Teacher weights come from a converted checkpoint folder (`config.json` + `params/`, as written by
 `convert_torch` or `dass_jax.save_converted`) or from a work directory of `experiments.train`,
-which exports its final model as such a folder (`export_wa/` when weight averaging ran, else
-`export/`). The teacher is applied inside the student's train step under `jax.lax.stop_gradient`
-with `train=False`; its params are an argument of the step, never part of the optimizer or of the
+which exports the model it chose on its validation split as such a folder (`export/`). The
+teacher is applied inside the student's train step under `jax.lax.stop_gradient` with
+`train=False`; its params are an argument of the step, never part of the optimizer or of the
 student's checkpoints, and are reloaded from their folder at every (re)start.
 
 What the teacher sees. The batch entry named by the teacher's input kind (`dass_jax.models.MODELS`:
@@ -40,12 +40,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import dass_jax
-from dass_jax import data, models
+from dass_jax import data, files, models
 from dass_jax.checkpoint import CONFIG_FILE, is_converted, load_config
 from experiments import checkpointing, sharding
-
-# A work directory's exports in order of preference: weight-averaged first.
-EXPORT_DIRS = (checkpointing.EXPORT_WA_DIR, checkpointing.EXPORT_DIR)
 
 
 def resolve_dir(path: str) -> str:
@@ -53,12 +50,11 @@ def resolve_dir(path: str) -> str:
   root = Path(path)
   if is_converted(root):
     return str(root)
-  for name in EXPORT_DIRS:
-    if is_converted(root / name):
-      return str(root / name)
+  if is_converted(root / checkpointing.EXPORT_DIR):
+    return str(root / checkpointing.EXPORT_DIR)
   raise FileNotFoundError(
     f"teacher {path!r} is neither a converted checkpoint folder (with {CONFIG_FILE}) nor a "
-    f"finished experiments.train work directory (with {' or '.join(EXPORT_DIRS)}/)"
+    f"finished experiments.train work directory (with {checkpointing.EXPORT_DIR}/)"
   )
 
 
@@ -147,13 +143,9 @@ def build_cache(
       "them from the datafile before caching"
     )
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.npy"
-    np.save(tmp, logits)
-    with open(f"{path}.json.tmp", "w", encoding="utf-8") as f:
-      json.dump({**_meta(folder, cfg, it.num_classes), "num_rows": num_rows}, f, indent=1)
-    os.replace(tmp, path)
-    os.replace(f"{path}.json.tmp", f"{path}.json")
+    # The metadata last: a cache whose .json is missing or names other settings is refused.
+    files.save_npy(path, logits)
+    files.write_json(f"{path}.json", {**_meta(folder, cfg, it.num_classes), "num_rows": num_rows})
   multihost_utils.sync_global_devices("teacher_cache_written")
 
 

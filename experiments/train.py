@@ -10,23 +10,33 @@ newest checkpoint in the work directory. Multi-process runs (one process per hos
 `--coordinator_address=host:port --num_processes=N --process_id=i`, or `--distributed` to let
 `jax.distributed.initialize()` read the cluster environment (TPU pods, SLURM, ...).
 
-Work directory: train_config.json (resolved config), metrics.jsonl and tensorboard/ (logs),
-checkpoints/<step>/ (train state + data iterator), eval/*.json (per-class AP), export/ (final
-params as a converted checkpoint: `dass_jax.load_model(workdir + "/export")`), export_wa/ (the
-weight-averaged params, when weight averaging ran), results.json (final metrics).
+Splits and choices. `config.evals.input` is the validation split, evaluated every
+`evals.every_epochs` epochs (and `every_steps` steps) and at the last step; `config.select` chooses
+the model on it ('best': the best valid metric over every evaluation and the weight average;
+'last'; 'wa') and can stop training early (`select.patience` evaluations without improvement).
+`config.test.input` (optional) is the test split: evaluated once, after training, on the chosen
+model only, and never used for a choice.
+
+Work directory: train_config.json (resolved config), metrics.jsonl and tensorboard/ (logs:
+`train/*`, `valid/*` at every evaluation, `valid_<candidate>/*` and `test/*` at the end),
+checkpoints/<step>/ (train state + data iterator), eval/*.json (per-class AP), export/ (the chosen
+model as a converted checkpoint: `dass_jax.load_model(workdir + "/export")`; rewritten whenever
+the chosen params change, e.g. after a rerun with more epochs), results.json:
+{"valid": chosen model's valid metrics, "test": its test metrics (with a test split),
+"selected": {"model", "step", "metric"}, "candidates": {name: valid metrics}, "steps",
+"stopped_early", "num_params"}.
 
 Resume order: a checkpoint at step s holds the params and optimizer state after s updates, the RNG
-key, the weight average over the epochs completed by step s, and every process's data-iterator
-position after s batches; evaluation and weight averaging at an epoch end run before that epoch's
-checkpoint is written. The loss and gradient norm are fetched after every step (one small device-to-
-host copy); a non-finite value stops training (exit code 1) before anything is saved, so the newest
-checkpoint is always the last good state.
+key, the weight average over the epochs completed by step s, the best-on-valid params and their
+metric so far, and every process's data-iterator position after s batches; evaluation and weight
+averaging at an epoch end run before that epoch's checkpoint is written. The loss and gradient norm
+are fetched after every step (one small device-to-host copy); a non-finite value stops training
+(exit code 1) before anything is saved, so the newest checkpoint is always the last good state.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -45,8 +55,8 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 import dass_jax
-from dass_jax import data, models
-from dass_jax.checkpoint import is_converted, save_converted
+from dass_jax import data, files, models
+from dass_jax.checkpoint import is_converted, params_digest, read_metadata, save_converted
 from experiments import checkpointing, evaluate, logging_utils, losses, optim, quickstart, sharding
 from experiments import teacher as teacher_lib
 
@@ -68,6 +78,8 @@ _COMPILATION_CACHE = flags.DEFINE_string(
 
 HEAD_BIAS_INITS = ("zeros", "prior")
 RESULTS_FILE = "results.json"
+SELECT_MODELS = ("best", "last", "wa")
+SELECT_METRICS = ("mAP", "accuracy")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -187,12 +199,34 @@ def _with_prior_head_bias(params: Any, prior: np.ndarray, single_label: bool) ->
   return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
-def _export(folder: str, model_config, params: Any, mesh) -> None:
-  """Writes params (gathered to every process) as a converted checkpoint folder."""
-  if is_converted(folder):
-    return  # Written by an earlier run that finished; the params are the same.
+def _export(folder: str, model_config, params: Any, mesh, training: dict[str, Any]) -> None:
+  """Writes params (gathered to every process) as a converted checkpoint folder, replacing an
+  older export whose params differ (a rerun that trained further); an identical one is kept."""
   gathered = jax.jit(lambda p: p, out_shardings=sharding.replicated(mesh))(params)
-  save_converted(folder, model_config, gathered, extra={"source": "experiments.train"})
+  gathered = jax.tree.map(np.asarray, gathered)
+  if is_converted(folder):
+    if read_metadata(folder).get("params_sha256") == params_digest(gathered):
+      return
+    logging.info("the chosen params changed since %s was written; rewriting it", folder)
+  save_converted(
+    folder,
+    model_config,
+    gathered,
+    extra={"source": "experiments.train", "training": training},
+    overwrite=True,
+  )
+
+
+def _has_split(section: ml_collections.ConfigDict) -> bool:
+  """Whether a data config section names a split (a datafile or a TFDS dataset)."""
+  return bool(section.datafile or (section.get("source") == "tfds" and section.get("tfds_name")))
+
+
+def _select_metric(config: ml_collections.ConfigDict) -> str:
+  metric = config.select.metric or ("accuracy" if config.loss.label_kind == "ce" else "mAP")
+  if metric not in SELECT_METRICS:
+    raise ValueError(f"config.select.metric must be one of {SELECT_METRICS}, got {metric!r}")
+  return metric
 
 
 def _host_mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -281,6 +315,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
   loss_cfg = config.loss
   single_label = loss_cfg.label_kind == "ce"
+  select_metric = _select_metric(config)
+  if config.select.model not in SELECT_MODELS:
+    raise ValueError(
+      f"config.select.model must be one of {SELECT_MODELS}, got {config.select.model!r}"
+    )
+  if config.select.model == "wa" and not wa_enabled:
+    raise ValueError("config.select.model='wa' needs weight averaging (wa_start > 0)")
+  # The best-on-valid params are kept in the train state (checkpointed, resumed exactly).
+  keep_best = config.select.model == "best"
+  patience = int(config.select.patience)
+  if patience < 0:
+    raise ValueError(f"config.select.patience must be >= 0, got {patience}")
 
   teacher_mode, teacher_model, teacher_params, teacher_cache = "none", None, None, None
   if config.teacher.path:
@@ -333,6 +379,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if wa_enabled:
       state["wa_params"] = jax.tree.map(jnp.zeros_like, params)
       state["wa_count"] = jnp.zeros((), jnp.int32)
+    # Valid-metric bookkeeping: the best value and step, evaluations since (early stopping).
+    state["best_value"] = jnp.full((), -jnp.inf, jnp.float32)
+    state["best_step"] = jnp.zeros((), jnp.int32)
+    state["evals_since_best"] = jnp.zeros((), jnp.int32)
+    if keep_best:
+      state["best_params"] = jax.tree.map(jnp.zeros_like, params)
     return state
 
   def init(key):
@@ -441,10 +493,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   wa_update = jax.jit(wa_step, donate_argnums=(0,), out_shardings=state_shardings)
 
+  def track_valid(state, value, step):
+    """Records one valid evaluation of state["params"] (taken at `step`)."""
+    better = value > state["best_value"]
+    new_state = {
+      **state,
+      "best_value": jnp.where(better, value, state["best_value"]),
+      "best_step": jnp.where(better, step, state["best_step"]),
+      "evals_since_best": jnp.where(better, 0, state["evals_since_best"] + 1),
+    }
+    if keep_best:
+      new_state["best_params"] = jax.tree.map(
+        lambda b, p: jnp.where(better, p, b), state["best_params"], state["params"]
+      )
+    return new_state
+
+  track_update = jax.jit(track_valid, donate_argnums=(0,), out_shardings=state_shardings)
+
+  def early_stop(state) -> bool:
+    return patience > 0 and int(jax.device_get(state["evals_since_best"])) >= patience
+
   # ----------------------------------------------------------------------------------------------
   # Evaluation.
   # ----------------------------------------------------------------------------------------------
-  evaluator = evaluate.Evaluator(
+  if not _has_split(config.evals.input):
+    raise ValueError("config.evals.input names no validation split (datafile or tfds_name)")
+  valid_evaluator = evaluate.Evaluator(
     model,
     config.evals.input,
     mesh,
@@ -454,22 +528,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   eval_dir = os.path.join(workdir, "eval")
 
-  def run_eval(params, step: int, name: str) -> dict[str, float]:
-    result = evaluator.run(params, out_json=os.path.join(eval_dir, f"{name}.json"))
-    writer.write(step, {f"{name.split('_step')[0]}/{k}": v for k, v in result.items()})
+  def run_eval(evaluator, params, step: int, name: str) -> dict[str, float]:
+    """Evaluates params; logs the metrics as `name/...` and per-class AP to eval/<name>...json."""
+    suffix = f"_step{step}" if name == "valid" else ""
+    result = evaluator.run(params, out_json=os.path.join(eval_dir, f"{name}{suffix}.json"))
+    writer.write(step, {f"{name}/{k}": v for k, v in result.items()})
     logging.info(
-      "eval %s at step %d: %s", name, step, ", ".join(f"{k}={v:.4f}" for k, v in result.items())
+      "%s at step %d: %s", name, step, ", ".join(f"{k}={v:.4f}" for k, v in result.items())
     )
     return result
 
   # ----------------------------------------------------------------------------------------------
   # Train loop.
   # ----------------------------------------------------------------------------------------------
+  stopped_early = early_stop(state)  # a resumed run that had already stopped
+  if stopped_early:
+    logging.info("early stop: no better valid %s in %d evaluations", select_metric, patience)
   bar = logging_utils.progress_bar(total_steps, start_step, enabled=is_main)
   pending: list[dict[str, float]] = []
   interval_start, interval_steps = time.perf_counter(), 0
   try:
     for step in range(start_step + 1, total_steps + 1):
+      if stopped_early:
+        break
       local = next(train_iter)
       if teacher_mode == "cache":
         local["teacher_logits"] = teacher_cache[local["index"]]
@@ -506,14 +587,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       epoch = step // steps_per_epoch
       if epoch_end and wa_enabled and config.wa_start <= epoch <= config.wa_end:
         state = wa_update(state)
-      eval_now = (epoch_end and epoch % config.evals.every_epochs == 0) or (
-        config.evals.every_steps > 0 and step % config.evals.every_steps == 0
+      eval_now = (
+        (epoch_end and epoch % config.evals.every_epochs == 0)
+        or (config.evals.every_steps > 0 and step % config.evals.every_steps == 0)
+        or step == total_steps
       )
-      if eval_now and step != total_steps:
-        run_eval(state["params"], step, f"eval_step{step}")
+      if eval_now:
+        result = run_eval(valid_evaluator, state["params"], step, "valid")
+        state = track_update(state, np.float32(result[select_metric]), np.int32(step))
+        stopped_early = early_stop(state)
         interval_start = time.perf_counter()
-      if epoch_end or step % config.checkpoint_every_steps == 0 or step == total_steps:
+      if (
+        epoch_end
+        or step % config.checkpoint_every_steps == 0
+        or step == total_steps
+        or stopped_early
+      ):
         ckpt.save(step, state, train_iter)
+      if stopped_early:
+        logging.info(
+          "early stop at step %d: no better valid %s in %d evaluations (best at step %d)",
+          step,
+          select_metric,
+          patience,
+          int(jax.device_get(state["best_step"])),
+        )
   except NonFiniteLossError as e:
     logging.error("%s", e)
     writer.close()
@@ -523,31 +621,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   bar.close()
 
   # ----------------------------------------------------------------------------------------------
-  # Final evaluation and export.
+  # The choice on valid, the one test evaluation, export.
   # ----------------------------------------------------------------------------------------------
-  results = {
-    "final": run_eval(state["params"], total_steps, "final"),
-    "steps": total_steps,
-    "num_params": num_params,
-  }
-  _export(os.path.join(workdir, checkpointing.EXPORT_DIR), model_config, state["params"], mesh)
-  if wa_enabled:
-    if int(jax.device_get(state["wa_count"])) == 0:
+  last_step = int(jax.device_get(state["step"]))
+  candidates: dict[str, tuple[Any, int]] = {}  # name -> (params, step)
+  if config.select.model in ("best", "wa") and wa_enabled:
+    if int(jax.device_get(state["wa_count"])) > 0:
+      candidates["wa"] = (state["wa_params"], last_step)
+    else:
       logging.warning(
-        "weight averaging over epochs %d-%d saw no epoch end (training ran %d "
-        "epochs); no averaged model",
+        "weight averaging over epochs %d-%d saw no epoch end (training ran %d epochs); no "
+        "averaged model",
         config.wa_start,
         config.wa_end,
-        total_steps // steps_per_epoch,
+        last_step // steps_per_epoch,
       )
-    else:
-      results["wa"] = run_eval(state["wa_params"], total_steps, "wa")
-      _export(
-        os.path.join(workdir, checkpointing.EXPORT_WA_DIR), model_config, state["wa_params"], mesh
-      )
+  if keep_best:
+    candidates["best"] = (state["best_params"], int(jax.device_get(state["best_step"])))
+  if config.select.model == "last":
+    candidates["last"] = (state["params"], last_step)
+  if not candidates:
+    raise ValueError("config.select.model='wa' but no weight average was formed; see the warning")
+  valid = {
+    name: run_eval(valid_evaluator, params, last_step, f"valid_{name}")
+    for name, (params, _) in candidates.items()
+  }
+  # Ties go to the first candidate in SELECT_MODELS order ('best' before 'wa').
+  chosen = max(sorted(candidates, key=SELECT_MODELS.index), key=lambda n: valid[n][select_metric])
+  chosen_params, chosen_step = candidates[chosen]
+  selected = {"model": chosen, "step": chosen_step, "metric": select_metric}
+  logging.info(
+    "chosen on valid: %s (step %d, valid %s %.4f)",
+    chosen,
+    chosen_step,
+    select_metric,
+    valid[chosen][select_metric],
+  )
+  results = {
+    "valid": valid[chosen],
+    "selected": selected,
+    "candidates": valid,
+    "steps": last_step,
+    "stopped_early": stopped_early,
+    "num_params": num_params,
+  }
+  if _has_split(config.test.input):
+    test_evaluator = evaluate.Evaluator(
+      model, config.test.input, mesh, config.evals.batch_size, single_label=single_label
+    )
+    if test_evaluator.class_mids != valid_evaluator.class_mids:
+      raise ValueError("config.test.input's label CSV differs from config.evals.input's")
+    results["test"] = run_eval(test_evaluator, chosen_params, last_step, "test")
+  _export(
+    os.path.join(workdir, checkpointing.EXPORT_DIR),
+    model_config,
+    chosen_params,
+    mesh,
+    training={**selected, "valid": valid[chosen]},
+  )
   if is_main:
-    with open(os.path.join(workdir, RESULTS_FILE), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2)
+    files.write_json(os.path.join(workdir, RESULTS_FILE), results)
   writer.close()
   ckpt.close()
   return results

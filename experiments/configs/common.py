@@ -66,13 +66,29 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.input = data.default_config()  # batch_size is set from c.batch_size per process
   c.input.num_epochs = None
+  # The validation split: evaluated during training; every choice (best checkpoint, early stop,
+  # weight average or not) is made on it.
   c.evals = ml_collections.ConfigDict(
     {
       "input": data.default_config(mixup=0.0, freqm=0, timem=0),
       "batch_size": 24,
-      "every_epochs": 1,  # evaluate after every n-th epoch (and at the end)
+      "every_epochs": 1,  # evaluate after every n-th epoch (and at the last step)
       "every_steps": 0,  # > 0: also after every n-th step
       "cache": False,  # keep the eval features in memory after the first pass (small sets)
+    }
+  )
+  # The test split: evaluated once, at the end, on the model chosen on valid (datafile '' = none).
+  c.test = ml_collections.ConfigDict({"input": data.default_config(mixup=0.0, freqm=0, timem=0)})
+  c.select = ml_collections.ConfigDict(
+    {
+      # The valid metric that chooses: 'mAP' or 'accuracy' ('' = accuracy for label_kind 'ce',
+      # else mAP).
+      "metric": "",
+      # 'best': the best on valid of every evaluated checkpoint and the weight average;
+      # 'last': the last step's params; 'wa': the weight average.
+      "model": "best",
+      # > 0: stop training after this many evaluations without a better valid metric.
+      "patience": 0,
     }
   )
 
