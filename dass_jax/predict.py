@@ -346,7 +346,9 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
       parser.error(f"--timeline-out {out}: folder {Path(out).absolute().parent} does not exist")
 
 
-def _load_checkpoint(folder: str):
+def load_checkpoint(folder: str, need_head: bool = True):
+  """(model, params, config) of a checkpoint folder or published name; InputError naming the
+  problem (missing, not a converted checkpoint, or without a classifier head when `need_head`)."""
   if not Path(folder).is_dir() and not is_source_name(folder):
     raise InputError(
       f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
@@ -355,7 +357,7 @@ def _load_checkpoint(folder: str):
     model, params, config = load_model(folder)
   except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:
     raise InputError(f"{folder}: not a usable converted checkpoint ({e})") from e
-  if config.num_classes < 1:
+  if need_head and config.num_classes < 1:
     raise InputError(
       f"{folder}: this {config.model_type} checkpoint has no classifier head (num_classes 0, an "
       "encoder): it gives embeddings, not labels"
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
   args = _parse_args(argv)
   timeline_on = args.timeline_window is not None
   try:
-    model, params, config = _load_checkpoint(args.checkpoint)
+    model, params, config = load_checkpoint(args.checkpoint)
     inputs = [(path, load_input(path, config)) for path in args.inputs]
     if timeline_on:
       _check_timeline_inputs(args, config, inputs)

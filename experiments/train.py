@@ -57,7 +57,16 @@ from ml_collections import config_flags
 import dass_jax
 from dass_jax import data, files, models
 from dass_jax.checkpoint import is_converted, params_digest, read_metadata, save_converted
-from experiments import checkpointing, evaluate, logging_utils, losses, optim, quickstart, sharding
+from experiments import (
+  checkpointing,
+  evaluate,
+  logging_utils,
+  losses,
+  optim,
+  quickstart,
+  sharding,
+  two_stage,
+)
 from experiments import teacher as teacher_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -87,7 +96,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _model_config(config: ml_collections.ConfigDict, num_classes: int):
-  """The model config of the run: from init_from's checkpoint or config.model_type/config.model."""
+  """The model config of the run: init_from's checkpoint (a fixed-length one sized for the clips
+  unless config.model sets max_length), or config.model_type with config.scratch_model; the
+  fields of config.model override either."""
   fields = dict(config.model.to_dict())
   if fields.get("num_classes", num_classes) != num_classes:
     raise ValueError(
@@ -97,7 +108,11 @@ def _model_config(config: ml_collections.ConfigDict, num_classes: int):
   fields["num_classes"] = num_classes
   if config.init_from:
     base = dass_jax.checkpoint.load_config(config.init_from)
+    if models.fixed_length(base) is not None:  # resampled to the clips (`_fit_length`)
+      fields.setdefault("max_length", int(config.input.target_frames))
     return dataclasses.replace(base, **fields)
+  scratch = config.get("scratch_model")
+  fields = {**(scratch.to_dict() if scratch else {}), **fields}
   return models.config_from_dict({"model_type": config.model_type, **fields})
 
 
@@ -727,6 +742,8 @@ def main(argv: list[str]) -> int:
   try:
     if "quickstart" in config:
       quickstart.run(config, workdir, train_and_evaluate)
+    elif "two_stage" in config:
+      two_stage.run(config, workdir, train_and_evaluate)
     else:
       train_and_evaluate(config, workdir)
   except NonFiniteLossError as e:
