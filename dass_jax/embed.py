@@ -12,9 +12,15 @@ What the vectors are. The model's last hidden state as a sequence over time
   AST, AuM the final normalised patch tokens (class/distillation tokens dropped) averaged over
            frequency: one per time patch (AST 100 ms hop, 160 ms patches; AuM 160 ms);
   Dasheng  its embeddings, one per 40 ms.
-Timestamp embeddings are those vectors; token i of T spanning an input of d ms is stamped at its
-centre, (i + 1/2) d / T ms (d: fbank frames x 10 ms, or samples / 16). The scene embedding is their
-mean (the "mean-pooled last hidden state"): for DASS exactly the vector its classifier reads.
+Timestamp embeddings are those vectors, token i stamped at its centre (i + 1/2) x hop, the hop
+being the model's input per token: for DASS and Dasheng measured once from the token counts at two
+input lengths (32 frames = 320 ms; 640 samples = 40 ms), for AST and AuM a window's length over
+its tokens (AST: 1024 frames in 101 overlapping patches every 10 frames are stamped every 101.4
+ms, up to 110 ms off the patch centres at the window's end); only tokens whose centre lies within
+the recording are stamped. The scene embedding is the mean of every token that starts within the
+recording (the "mean-pooled last hidden state"; for DASS, whose strided convolutions pad the last
+token, exactly the vector its classifier reads), so it may count one token more than the
+timestamp embeddings.
 
 Long files, no silent crop. The whole recording is read (`dass_jax.predict.load_input`: audio of
 any length, streamed where soundfile reads the format). DASS and Dasheng take any length in one
@@ -22,7 +28,8 @@ pass (Dasheng encodes 10.08 s chunks internally). AST and AuM have position embe
 `max_length` frames: their input is cut into consecutive windows of exactly max_length frames
 (no overlap, hop = max_length), the last one padded with the fbank of silence, and the windows'
 tokens are concatenated in time order; tokens whose centre lies in the padding are dropped (so
-are those of any padding, for every model). A recording shorter than one token is padded to one.
+are those of any padding, for every model). A recording shorter than one token is padded to one;
+shorter than half a token, it is stamped at the middle of the recording.
 
 Shapes compile once per input length. `bucket_seconds` > 0 pads every input to a multiple of
 that length (the padding's tokens dropped as above), so that many clips of different lengths
@@ -92,6 +99,12 @@ class Embedder:
 
     self._hidden = jax.jit(hidden)
     self.dim = int(jax.eval_shape(hidden, params, self._example_input()).shape[-1])
+    tokens = lambda steps: jax.eval_shape(hidden, params, self._example_input(steps)).shape[1]
+    if self.fixed_length is not None:
+      self.token_steps = self.fixed_length / tokens(self.fixed_length)
+    else:  # input steps per token, free of the edge effects of one length
+      base = 40960 if self.input_kind == "waveform" else 1024
+      self.token_steps = base / (tokens(2 * base) - tokens(base))
 
   @classmethod
   def from_checkpoint(cls, checkpoint: str | os.PathLike, **kwargs) -> Embedder:
@@ -100,11 +113,11 @@ class Embedder:
 
     return cls(*load_model(checkpoint), **kwargs)
 
-  def _example_input(self) -> np.ndarray:
+  def _example_input(self, steps: int | None = None) -> jax.ShapeDtypeStruct:
     if self.input_kind == "waveform":
-      return np.zeros((1, MIN_WAVEFORM_SAMPLES), np.float32)
-    frames = self.fixed_length or 64
-    return np.zeros((1, frames, self.config.num_mel_bins), np.float32)
+      return jax.ShapeDtypeStruct((1, steps or MIN_WAVEFORM_SAMPLES), np.float32)
+    frames = steps or self.fixed_length or 64
+    return jax.ShapeDtypeStruct((1, frames, self.config.num_mel_bins), np.float32)
 
   @property
   def _pad_value(self) -> float:
@@ -128,17 +141,19 @@ class Embedder:
       ]
     )
 
-  def embed_inputs(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Timestamp embeddings of a batch of equally long model inputs.
+  def embed_inputs(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scene and timestamp embeddings of a batch of equally long model inputs.
 
     Args:
       inputs: (batch, steps, ...) model input (fbank frames or samples).
 
     Returns:
-      (batch, T, D) float32 embeddings and (T,) float64 times in ms (token centres).
+      (batch, D) scene embeddings: the mean of every token that starts within the input (so a
+      token the model's own stride padding cuts short counts, as in the classifier's pooling);
+      (batch, T, D) float32 timestamp embeddings: the tokens whose centre lies within the input;
+      (T,) float64 their times in ms.
     """
     batch, steps = inputs.shape[:2]
-    duration_ms = steps * self.step_ms
     length = self.fixed_length
     if length is not None:
       padded = math.ceil(steps / length) * length
@@ -157,17 +172,21 @@ class Embedder:
         for i in range(0, windows.shape[0], self.batch_size)
       ]
     )
-    per_window = hidden.shape[1]
     hidden = hidden.reshape(batch, -1, hidden.shape[-1])
-    token_ms = window * self.step_ms / per_window
-    times = (np.arange(hidden.shape[1]) + 0.5) * token_ms
-    keep = max(1, int(np.sum(times < duration_ms)))
-    return hidden[:, :keep], times[:keep]
+    starts = np.arange(hidden.shape[1]) * self.token_steps  # in input steps
+    covering = max(1, int(np.sum(starts < steps)))
+    scene = hidden[:, :covering].mean(axis=1)
+    centres = starts + 0.5 * self.token_steps
+    stamped = max(1, int(np.sum(centres < steps)))
+    times = centres[:stamped] * self.step_ms
+    if centres[0] >= steps:  # an input shorter than half a token: one token, at its middle
+      times = np.array([steps * self.step_ms / 2])
+    return scene, hidden[:, :stamped], times
 
   def embed_model_input(self, x: np.ndarray) -> Embeddings:
     """One recording's embeddings from its model input (steps, ...) (no batch axis)."""
-    frames, times = self.embed_inputs(x[None])
-    return Embeddings(scene=frames[0].mean(axis=0), frames=frames[0], times_ms=times)
+    scene, frames, times = self.embed_inputs(x[None])
+    return Embeddings(scene=scene[0], frames=frames[0], times_ms=times)
 
   def embed_waveform(self, waveform: np.ndarray) -> Embeddings:
     """One recording's embeddings from (samples,) 16 kHz audio."""

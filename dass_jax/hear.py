@@ -11,11 +11,11 @@
 `audio` is a (n_sounds, n_samples) float torch tensor at `model.sample_rate` (16 kHz), the sounds
 of a batch as the kit gives them: zero-padded at the end to one length. The embeddings are those of
 `dass_jax.embed.Embedder` on the whole padded batch (the padding is part of each sound, as in every
-HEAR model): scene = the mean of the timestamp embeddings, the last hidden state averaged over
-frequency (dimension `scene_embedding_size` = `timestamp_embedding_size` = the model's width),
-timestamps at token centres (DASS every 320 ms, AST 100 ms, AuM 160 ms, Dasheng 40 ms: the
-kit's event tasks ask for 50 ms or finer, which only Dasheng gives). The model runs in JAX on
-JAX's default device; the tensors come back on the device of `audio`.
+HEAR model): the scene embedding is the mean-pooled last hidden state, the timestamp embeddings its
+time tokens (averaged over frequency), both of the model's width (`scene_embedding_size` =
+`timestamp_embedding_size`), stamped at token centres (DASS every 320 ms, AST about 100 ms, AuM
+160 ms, Dasheng 40 ms; the kit's event tasks ask for 50 ms or finer, which only Dasheng gives).
+The model runs in JAX on JAX's default device; the tensors come back on the device of `audio`.
 
 The kit accepts only `torch.nn.Module` (or `tf.Module`) models, so `load_model` returns a thin
 torch wrapper (`dass_jax.hear_torch.HearModel`, the [torch] extra); this module imports torch only

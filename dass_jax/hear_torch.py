@@ -27,14 +27,14 @@ class HearModel(torch.nn.Module):
     return self.embedder.model_input(waveforms)
 
   def timestamp_embeddings(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    frames, times = self.embedder.embed_inputs(self._inputs(audio))
+    _, frames, times = self.embedder.embed_inputs(self._inputs(audio))
     embeddings = torch.from_numpy(np.ascontiguousarray(frames, np.float32)).to(audio.device)
     stamps = torch.from_numpy(np.tile(times, (frames.shape[0], 1))).to(audio.device)
     return embeddings, stamps
 
   def scene_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
-    frames, _ = self.embedder.embed_inputs(self._inputs(audio))
-    scene = np.ascontiguousarray(frames.mean(axis=1), np.float32)
+    scene, _, _ = self.embedder.embed_inputs(self._inputs(audio))
+    scene = np.ascontiguousarray(scene, np.float32)
     return torch.from_numpy(scene).to(audio.device)
 
   def forward(self, audio: torch.Tensor) -> torch.Tensor:

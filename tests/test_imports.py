@@ -29,6 +29,8 @@ MODULES = (
   "dass_jax.layers",
   "dass_jax.frontends.kaldi_fbank",
   "dass_jax.predict",
+  "dass_jax.embed",
+  "dass_jax.hear",  # hear-eval-kit imports it; torch only in load_model
   "dass_jax.timeline",
   "dass_jax.cache",
   "convert_torch.published",  # what load_model reads to tell a published name from a folder

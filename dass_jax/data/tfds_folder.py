@@ -100,7 +100,9 @@ def make_builder(
     """Labelled audio files of a folder: int16 mono `audio` and a `label` per example."""
 
     VERSION = tfds.core.Version(DATASET_VERSION)
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {DATASET_VERSION: "Built by dass_jax.data.tfds_folder."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+      DATASET_VERSION: "Built by dass_jax.data.tfds_folder."
+    }
 
     def _info(self):
       return tfds.core.DatasetInfo(
