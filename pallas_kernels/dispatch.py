@@ -8,6 +8,8 @@
   chunked      chunked loops in plain JAX (`chunked_scan`): the fast one on CPU
   associative  `lax.associative_scan` reference (the plain parallel statement of the math)
   sequential   `lax.scan` reference (O(state) memory, the plainest statement of the math)
+  loop         the chunked scan's forward as `lax.scan` loops (`loop_scan`), inference only:
+               what `dass_jax.export` selects, since ONNX and StableHLO take it in any length
 
 On the 2-core CPU dev machine, DASS-small with the chunked scan runs its forward 2.0-2.9x and
 its training step 1.4x faster than with the associative one (BENCHMARKS.md, "DASS-small vs the
@@ -22,7 +24,7 @@ import logging
 
 import jax
 
-from pallas_kernels import chunked_scan, pallas_scan, reference
+from pallas_kernels import chunked_scan, loop_scan, pallas_scan, reference
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class ScanImpl(enum.StrEnum):
   CHUNKED = "chunked"
   ASSOCIATIVE = "associative"
   SEQUENTIAL = "sequential"
+  LOOP = "loop"
 
 
 @functools.cache
@@ -91,5 +94,6 @@ def selective_scan(
     ScanImpl.CHUNKED: chunked_scan.selective_scan_chunked,
     ScanImpl.ASSOCIATIVE: reference.selective_scan_associative,
     ScanImpl.SEQUENTIAL: reference.selective_scan_sequential,
+    ScanImpl.LOOP: loop_scan.selective_scan_loop,
   }[impl]
   return scan(*args, **kwargs)
