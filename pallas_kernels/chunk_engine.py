@@ -174,7 +174,9 @@ class GradSinks:
 
   store_ckpt / load_ckpt: the state at each sub-chunk start (steps / S slots);
   store_h / load_h: h_{t-1} for the S steps of the current sub-chunk (S slots). Both are the
-  program's own slots, written and read back by the same lane. emit_ddelta threads a user
+  program's own slots in global memory; `sync()` (`pallas_plumbing.sync_program`) separates
+  every write of a slot from its reads and every read from the next overwrite, so that no
+  thread relies on which thread of the program stored an element. emit_ddelta threads a user
   accumulator (the fused path accumulates the dt-projection weight gradient there).
   """
 
@@ -187,6 +189,7 @@ class GradSinks:
   store_db: Callable[[jax.Array, jax.Array], None]
   store_dc: Callable[[jax.Array, jax.Array], None]
   emit_ddelta: Callable[[jax.Array, jax.Array, object], object]
+  sync: Callable[[], None]
 
 
 def chunk_backward(
@@ -208,6 +211,9 @@ def chunk_backward(
   sub-chunks from last to first: rerun the sub-chunk from its checkpoint storing h_{t-1},
   and walk it backwards from the reverse carry (r_end for the chunk's last step). Scratch
   per lane is steps / sub + sub states instead of steps; the forward runs twice.
+  Memory order: `sink.sync()` after the checkpoint sweep, after each replay (its slots are
+  read next) and after each backward walk (the next replay overwrites the slots it read), so
+  2 * steps / sub + 1 barriers per chunk (33 at 256 steps).
   Returns (dA, dD, d_delta_bias, acc): this chunk's contributions, summed outside.
   """
   n_sub = steps // sub
@@ -222,6 +228,7 @@ def chunk_backward(
 
   sink.store_ckpt(0, h0)
   lax.fori_loop(0, n_sub - 1, checkpoint, h0)
+  sink.sync()
 
   def rev(t, s, carry):
     r, d_a, d_d, d_bias, acc = carry
@@ -249,7 +256,10 @@ def chunk_backward(
       return advance(j * sub + s, h)
 
     lax.fori_loop(0, sub, replay, sink.load_ckpt(j))
-    return lax.fori_loop(0, sub, lambda k, c: rev(j * sub + sub - 1 - k, sub - 1 - k, c), carry)
+    sink.sync()
+    carry = lax.fori_loop(0, sub, lambda k, c: rev(j * sub + sub - 1 - k, sub - 1 - k, c), carry)
+    sink.sync()
+    return carry
 
   zeros = jnp.zeros((lanes,), jnp.float32)
   init = (r_end, ss.zeros(lanes), zeros, zeros, acc0)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pallas_kernels import pallas_ss2d_fused, ss2d_chunked
+from pallas_kernels import kernel_check, pallas_ss2d_fused, ss2d_chunked
 from pallas_kernels.cross_scan import (
   K_DIRECTIONS,
   cross_merge_channels_last,
@@ -50,7 +50,10 @@ def ss2d_scan(
   interpret=False,
   fused: bool | None = None,
 ):
-  impl = resolve_impl(impl)
+  # auto's kernel self-check is for the kernel this call would run: the fused one unless the
+  # caller asked for the separate ops.
+  family = kernel_check.Family.of("scan" if fused is False else "ss2d", x, A_logs.shape[1])
+  impl = resolve_impl(impl, family)
   has_own_route = impl in (ScanImpl.PALLAS, ScanImpl.CHUNKED)
   if fused is None:
     fused = has_own_route
