@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from dass_jax.models import ModelConfig, build_model, config_from_dict
 
@@ -28,6 +27,14 @@ CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 # Keys of config.json that describe where a checkpoint came from rather than the architecture.
 METADATA_KEYS = frozenset({"source", "source_format", "labels"})
+
+
+def _orbax():
+  """orbax.checkpoint, imported when a checkpoint is read or written: `import dass_jax` (and so
+  the GPU check and inference from in-memory params) needs jax, flax and numpy only."""
+  import orbax.checkpoint as ocp
+
+  return ocp
 
 
 def is_converted(folder: str | os.PathLike) -> bool:
@@ -76,6 +83,7 @@ def save_converted(
   out = Path(out_dir).absolute()
   out.mkdir(parents=True, exist_ok=True)
   params = jax.tree.map(np.asarray, params)
+  ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(out / PARAMS_DIR, params, force=True)
     ckptr.wait_until_finished()
@@ -134,6 +142,7 @@ def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **conf
   if config_overrides:
     config = dataclasses.replace(config, **config_overrides)
   model = build_model(config)
+  ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(Path(ckpt_dir).absolute() / PARAMS_DIR)
   return model, params, config

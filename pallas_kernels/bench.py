@@ -3,12 +3,14 @@
   python -m pallas_kernels.bench [--batch 12] [--frames 1024] [--long-length 1048576]
                                  [--impl pallas|chunked] [--impl-ref associative] [--quick]
                                  [--dtype bfloat16] [--stages 1,2,3,4]
+                                 [--matmul-precision highest|tensorfloat32|default]
 
 Stage i (0-3) of DASS-small at `--frames` input frames (128 mel bins, patch stride 4) is an
-H x W = (32 / 2^i) x (frames / 4 / 2^i) map with d = 96 * 2^i channels, so the scan sees
-L = H * W (8192 / 4^i at 1024 frames), K * D = 4 * d channels, N = 1. The long shape is one
-sequence of `--long-length` tokens with `--long-channels` channels (K = 4 groups, N = 1);
-`--long-length 0` leaves it out.
+H x W = (32 / 2^i) x ceil(frames / 4 / 2^i) map with d = 96 * 2^i channels (PyTorch's
+stride-2 convs round up), so the scan sees L = H * W (8192 / 4^i at 1024 frames; 32 x 257 =
+8224 at stage 1 for 1028 frames, a length no chunk divides), K * D = 4 * d channels, N = 1.
+The long shape is one sequence of `--long-length` tokens with `--long-channels` channels
+(K = 4 groups, N = 1); `--long-length 0` leaves it out.
 
 For each shape it prints the median time of the forward and of forward + backward (jit,
 `block_until_ready`, after warm-up), the bytes moved by the minimal data flow
@@ -20,7 +22,10 @@ fused kernel; chunked: `ss2d_chunked`), its unfused route (cross-scan, projectio
 cross-merge as separate ops) and the reference implementation's unfused route.
 
 Off GPU the Pallas kernels run in interpret mode (slow; the numbers only show that the
-script works). `--quick` shrinks every shape for a CPU smoke run.
+script works). `--quick` shrinks every shape for a CPU smoke run. Matmuls (the SS2D
+projections) run at `--matmul-precision` (default highest: true fp32; tensorfloat32 is what
+JAX's default precision gives fp32 matmuls on Ampere and newer GPUs). The exit status is 1
+when any timing failed.
 """
 
 from __future__ import annotations
@@ -93,18 +98,16 @@ class Shape:
 
 
 def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[Shape]:
-  """SS2D stage shapes (numbered 1-4) of DASS-small for `frames` input frames."""
-  unit = PATCH_STRIDE * 2 ** (N_STAGES - 1)
-  if frames % unit:
-    raise ValueError(f"frames must be a multiple of {unit}, got {frames}")
+  """SS2D stage shapes (numbered 1-4) of DASS-small for `frames` input frames.
+
+  Each stride-2 conv (two in the patch embed, one per later stage) maps n to ceil(n / 2), so
+  stage i has ceil(n / (4 * 2^(i-1))) rows and columns.
+  """
+  if frames < 1:
+    raise ValueError(f"frames must be positive, got {frames}")
+  side = lambda n, i: -(n // -(PATCH_STRIDE << (i - 1)))
   return [
-    Shape(
-      f"stage {i}",
-      batch,
-      BASE_DIM << (i - 1),
-      (MEL_BINS // PATCH_STRIDE) >> (i - 1),
-      (frames // PATCH_STRIDE) >> (i - 1),
-    )
+    Shape(f"stage {i}", batch, BASE_DIM << (i - 1), side(MEL_BINS, i), side(frames, i))
     for i in stages
   ]
 
@@ -325,6 +328,12 @@ def parse_args(argv):
     choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO],
   )
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument(
+    "--matmul-precision",
+    default="highest",
+    choices=["highest", "tensorfloat32", "default"],
+    help="precision of the SS2D projections (jax.default_matmul_precision)",
+  )
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument(
@@ -371,7 +380,8 @@ def main(argv=None) -> int:
     f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
   )
   print(
-    f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; "
+    f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; matmul precision "
+    f"{args.matmul_precision}; "
     f"DASS-small at batch {args.batch}, {args.frames} frames; median of {args.repeats} "
     f"runs after {args.warmup} warm-up"
   )
@@ -384,15 +394,17 @@ def main(argv=None) -> int:
   print(BYTES_NOTE)
   print()
   errors: list[str] = []
-  print("\n".join(scan_table(shapes + long_shapes, args, dtype, copy_bw, errors)))
-  if own_ss2d_route and shapes:
-    print()
-    print(f"## SS2D core: {args.impl}'s own route vs the unfused routes")
-    print("\n".join(ss2d_table(shapes, args, dtype, errors)))
+  precision = None if args.matmul_precision == "default" else args.matmul_precision
+  with jax.default_matmul_precision(precision):
+    print("\n".join(scan_table(shapes + long_shapes, args, dtype, copy_bw, errors)), flush=True)
+    if own_ss2d_route and shapes:
+      print()
+      print(f"## SS2D core: {args.impl}'s own route vs the unfused routes")
+      print("\n".join(ss2d_table(shapes, args, dtype, errors)))
   if errors:
     print("\nFailures (shown as n/a above):")
     print("\n".join(f"- {e}" for e in errors))
-  return 0
+  return 1 if errors else 0
 
 
 if __name__ == "__main__":

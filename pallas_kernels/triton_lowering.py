@@ -21,7 +21,11 @@ import dataclasses
 import hashlib
 
 import jax
+import jax.numpy as jnp
 from jaxlib.mlir import ir
+
+from pallas_kernels import pallas_scan, pallas_ss2d_fused
+from pallas_kernels.cross_scan import K_DIRECTIONS
 
 TRITON_TARGET = "__gpu$xla.gpu.triton"
 
@@ -44,6 +48,48 @@ class TritonCall:
   def digest(self) -> str:
     """A short hash of the module: equal kernels (same code and constants) share it."""
     return hashlib.sha256(self.ir).hexdigest()[:12]
+
+
+def _spec(shape, dtype=jnp.float32):
+  return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def _value_and_all_grads(fn, n_args: int):
+  def loss(*args):
+    return jnp.sum(fn(*args).astype(jnp.float32))
+
+  return jax.value_and_grad(loss, argnums=tuple(range(n_args)))
+
+
+def ss2d_kernel_call(batch, height, width, d, n, rank, dtype, chunk_size=None):
+  """(fn, abstract args): the fused SS2D core's output sum and its gradients in all six
+  inputs, so that lowering it emits every forward and backward kernel of the family."""
+  args = [
+    _spec((batch, height, width, d), dtype),
+    _spec((K_DIRECTIONS, rank + 2 * n, d)),
+    _spec((K_DIRECTIONS, d, rank)),
+    _spec((K_DIRECTIONS, d)),
+    _spec((K_DIRECTIONS * d, n)),
+    _spec((K_DIRECTIONS * d,)),
+  ]
+  core = lambda *a: pallas_ss2d_fused.ss2d_scan_fused(*a, chunk_size=chunk_size)
+  return _value_and_all_grads(core, len(args)), args
+
+
+def scan_kernel_call(batch, groups, d, n, length, dtype, chunk_size=None):
+  """(fn, abstract args): the plain selective scan's output sum and its seven gradients."""
+  ch = groups * d
+  args = [
+    _spec((batch, ch, length), dtype),
+    _spec((batch, ch, length), dtype),
+    _spec((ch, n)),
+    _spec((batch, groups, n, length), dtype),
+    _spec((batch, groups, n, length), dtype),
+    _spec((ch,)),
+    _spec((ch,)),
+  ]
+  scan = lambda *a: pallas_scan.selective_scan(*a, chunk_size=chunk_size)
+  return _value_and_all_grads(scan, len(args)), args
 
 
 def lower_for(platform: str, fn, *args):

@@ -81,3 +81,30 @@ def test_quick_bench_times_the_chunked_scan_and_its_ss2d_route(capsys):
   assert "associative unfused fwd ms" in header and "own route fwd ms" in header
   assert ss2d_rows[0][:3] == ["stage 3", "8 x 2", "384"]
   assert all(re.fullmatch(rf"{NUMBER}x?", cell) for cell in ss2d_rows[0][3:]), ss2d_rows
+
+
+def test_stage_shapes_follow_the_model_at_awkward_frame_counts():
+  """PyTorch's stride-2 convs round up: 1028 frames give a 32 x 257 stage-1 map (8224 tokens,
+  which no chunk length divides; the GPU check benchmarks it), 1000 frames a 32 x 250 one."""
+  assert [(s.height, s.width, s.d) for s in bench.dass_stages(12, 1028)] == [
+    (32, 257, 96),
+    (16, 129, 192),
+    (8, 65, 384),
+    (4, 33, 768),
+  ]
+  assert [(s.height, s.width) for s in bench.dass_stages(1, 1000)] == [
+    (32, 250),
+    (16, 125),
+    (8, 63),
+    (4, 32),
+  ]
+  assert [s.length for s in bench.dass_stages(1, 1024)] == [8192, 2048, 512, 128]
+
+
+def test_failed_timings_give_exit_status_1(capsys, monkeypatch):
+  def broken(*args):
+    raise RuntimeError("no kernel")
+
+  monkeypatch.setattr(bench, "forward_and_step", lambda fn: (broken, broken))
+  assert bench.main(["--quick", "--impl", "sequential", "--stages", "4", "--long-length", "0"]) == 1
+  assert "Failures (shown as n/a above)" in capsys.readouterr().out

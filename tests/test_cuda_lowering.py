@@ -32,9 +32,15 @@ import optax
 import pytest
 
 from dass_jax.models import DASS, AumConfig, DassConfig
-from pallas_kernels import chunk_engine, dispatch, pallas_plumbing, pallas_scan, pallas_ss2d_fused
+from pallas_kernels import chunk_engine, dispatch, pallas_plumbing, pallas_ss2d_fused
 from pallas_kernels.cross_scan import K_DIRECTIONS
-from pallas_kernels.triton_lowering import TRITON_TARGET, lower_for, triton_calls
+from pallas_kernels.triton_lowering import (
+  TRITON_TARGET,
+  lower_for,
+  scan_kernel_call,
+  ss2d_kernel_call,
+  triton_calls,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from kernel_shapes import ScanShape, Ss2dShape, aum_scan_shapes, dass_ss2d_shapes
@@ -96,20 +102,9 @@ def _check_launches(calls, names, length, channels_per_group, groups, batch=1):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("shape", DASS_MAPS, ids=lambda m: f"{m.height}x{m.width}x{m.d}")
 def test_fused_ss2d_kernels_lower_for_cuda(shape, dtype):
-  h, w, d, n, r = shape.height, shape.width, shape.d, shape.n, shape.rank
-  args = [
-    _spec((1, h, w, d), dtype),
-    _spec((K_DIRECTIONS, r + 2 * n, d), jnp.float32),
-    _spec((K_DIRECTIONS, d, r), jnp.float32),
-    _spec((K_DIRECTIONS, d), jnp.float32),
-    _spec((K_DIRECTIONS * d, n), jnp.float32),
-    _spec((K_DIRECTIONS * d,), jnp.float32),
-  ]
-
-  def loss(*a):
-    return jnp.sum(pallas_ss2d_fused.ss2d_scan_fused(*a).astype(jnp.float32))
-
-  calls = triton_calls(lower_for("cuda", jax.value_and_grad(loss, argnums=tuple(range(6))), *args))
+  h, w, d = shape.height, shape.width, shape.d
+  fn, args = ss2d_kernel_call(1, h, w, d, shape.n, shape.rank, dtype)
+  calls = triton_calls(lower_for("cuda", fn, *args))
   multi = -(-h * w // pallas_plumbing.choose_chunk(h * w, 256)) > 1
   names = (FUSED if multi else FUSED[1:]) + (FUSED_BWD if multi else FUSED_BWD[1:])
   _check_launches(calls, names, h * w, d, pallas_ss2d_fused.ROUTE_PAIRS)
@@ -126,21 +121,8 @@ def test_scan_kernels_lower_for_cuda(source, dtype):
   else:  # the unfused SS2D route: K = 4 groups of the stage's channels over its tokens
     m = _stage_maps(1028)[int(source[-1]) - 1]
     groups, d, n, length = K_DIRECTIONS, m.d, m.n, m.height * m.width
-  ch = groups * d
-  args = [
-    _spec((1, ch, length), dtype),
-    _spec((1, ch, length), dtype),
-    _spec((ch, n), jnp.float32),
-    _spec((1, groups, n, length), dtype),
-    _spec((1, groups, n, length), dtype),
-    _spec((ch,), jnp.float32),
-    _spec((ch,), jnp.float32),
-  ]
-
-  def loss(*a):
-    return jnp.sum(pallas_scan.selective_scan(*a).astype(jnp.float32))
-
-  calls = triton_calls(lower_for("cuda", jax.value_and_grad(loss, argnums=tuple(range(7))), *args))
+  fn, args = scan_kernel_call(1, groups, d, n, length, dtype)
+  calls = triton_calls(lower_for("cuda", fn, *args))
   multi = -(-length // pallas_plumbing.choose_chunk(length, 256)) > 1
   names = (SCAN if multi else SCAN[1:]) + (SCAN_BWD if multi else SCAN_BWD[1:])
   _check_launches(calls, names, length, d, groups)
