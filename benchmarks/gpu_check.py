@@ -12,7 +12,8 @@ leaves what it measured):
      the end), and the report's section lists the failures so far every few seconds;
   2. `python -m pallas_kernels.bench` at "highest" matmul precision: Pallas vs associative
      (DASS-small stages at batch 12 x 1024 frames, one 2^20-token sequence), stage 1 at 1028
-     frames (32 x 257 tokens: padded chunks), then the chunked scan on stage 1;
+     frames (32 x 257 tokens: padded chunks), the chunked scan on stage 1, and the kernels'
+     launch alternatives (4 warps at stages 3-4, chunks of 128 at stage 1);
   3. environment: devices, versions, nvidia-smi's GPU line, and what `auto` resolves to, with
      the kernel self-check of each shape family (`pallas_kernels.kernel_check`) and its time;
   4. DASS-small training throughput at batch 12 x 1024 frames: forward + backward + Adam
@@ -55,7 +56,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SECONDS_PER_FRAME = 0.01  # 10 ms fbank hop
 # Share of the budget each section may use at most (the rest of the budget carries over).
-SHARES = {"tests": 0.3, "bench": 0.25, "throughput": 0.35, "longest": 0.15}
+SHARES = {"tests": 0.3, "bench": 0.35, "throughput": 0.3, "longest": 0.15}
 SECTIONS = ("tests", "bench", "environment", "throughput", "longest")
 GPU_TESTS = "tests/test_pallas_gpu.py"
 # Throughput rows: name -> (dtype, matmul precision).
@@ -75,7 +76,7 @@ class Plan:
   batch: int
   frames: int
   runs: tuple[tuple[str, str], ...]  # (PRECISION_ROWS name, scan_impl) of the throughput section
-  bench_args: tuple[tuple[str, ...], ...]
+  bench_runs: tuple[tuple[float, tuple[str, ...]], ...]  # (weight in the section's time, args)
   probe_frames: tuple[int, int]  # two lengths whose memory analysis is extrapolated
   platform: str
 
@@ -93,10 +94,17 @@ REAL = Plan(
     ("bf16", "chunked"),
     ("fp32(highest)", "pallas"),
   ),
-  bench_args=(
-    ("--repeats", "5"),
-    ("--frames", "1028", "--stages", "1", "--long-length", "0", "--repeats", "5"),
-    ("--impl", "chunked", "--stages", "1", "--long-length", "0"),
+  bench_runs=(
+    (3, ("--repeats", "5")),
+    # A length no chunk divides: stage 1 at 1028 frames, 33 padded chunks.
+    (1, ("--frames", "1028", "--stages", "1", "--long-length", "0", "--repeats", "5")),
+    # auto's fallback on GPU.
+    (1, ("--impl", "chunked", "--stages", "1", "--long-length", "0")),
+    # The launch alternatives of BENCHMARKS.md's offline compile table, against the default
+    # run above: 4 warps where the fused backward is register-bound (stages 3-4), and
+    # half-length chunks (twice the programs) where parallelism binds (stage 1).
+    (1, ("--stages", "3,4", "--long-length", "0", "--repeats", "5", "--num-warps", "4")),
+    (1, ("--stages", "1", "--long-length", "0", "--repeats", "5", "--chunk-size", "128")),
   ),
   probe_frames=(1 << 15, 1 << 16),
   platform="cuda",
@@ -106,7 +114,7 @@ DRY = Plan(
   batch=2,
   frames=64,
   runs=(("fp32(highest)", "pallas"), ("bf16", "chunked")),
-  bench_args=(("--quick", "--impl", "chunked", "--stages", "4", "--long-length", "0"),),
+  bench_runs=((1, ("--quick", "--impl", "chunked", "--stages", "4", "--long-length", "0")),),
   probe_frames=(256, 512),
   platform="cpu",
 )
@@ -222,8 +230,8 @@ def section_tests(report: Report, plan: Plan, budget: Budget, tests: str) -> Non
 def section_bench(report: Report, plan: Plan, budget: Budget) -> None:
   report.add("## 2. Selective-scan benchmark (`python -m pallas_kernels.bench`)")
   share = budget.for_section("bench")
-  for i, args in enumerate(plan.bench_args):
-    timeout = min(budget.left(), share / (len(plan.bench_args) - i))
+  for i, (weight, args) in enumerate(plan.bench_runs):
+    timeout = min(budget.left(), share * weight / sum(w for w, _ in plan.bench_runs[i:]))
     start = time.monotonic()
     cmd = [sys.executable, "-m", "pallas_kernels.bench", *args]
     log = report.path.with_suffix(f".bench{i + 1}.log")

@@ -96,7 +96,12 @@ def main(argv=None) -> int:
   parser.add_argument("--num-warps", default="", help="extra warp counts to compile, e.g. 1,2,4")
   args = parser.parse_args(argv)
   os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default; states it
-  os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton_cache_"))
+  with tempfile.TemporaryDirectory(prefix="triton_cache_") as cache:
+    os.environ.setdefault("TRITON_CACHE_DIR", cache)  # nothing left behind
+    return _compile_all(args)
+
+
+def _compile_all(args) -> int:
   import triton
 
   archs = args.arch or [80, 90]

@@ -4,6 +4,7 @@
                                  [--impl pallas|chunked] [--impl-ref associative] [--quick]
                                  [--dtype bfloat16] [--stages 1,2,3,4]
                                  [--matmul-precision highest|tensorfloat32|default]
+                                 [--num-warps 4] [--chunk-size 128]   (Pallas only)
 
 Stage i (0-3) of DASS-small at `--frames` input frames (128 mel bins, patch stride 4) is an
 H x W = (32 / 2^i) x ceil(frames / 4 / 2^i) map with d = 96 * 2^i channels (PyTorch's
@@ -24,8 +25,10 @@ cross-merge as separate ops) and the reference implementation's unfused route.
 Off GPU the Pallas kernels run in interpret mode (slow; the numbers only show that the
 script works). `--quick` shrinks every shape for a CPU smoke run. Matmuls (the SS2D
 projections) run at `--matmul-precision` (default highest: true fp32; tensorfloat32 is what
-JAX's default precision gives fp32 matmuls on Ampere and newer GPUs). The exit status is 1
-when any timing failed.
+JAX's default precision gives fp32 matmuls on Ampere and newer GPUs). `--num-warps` and
+`--chunk-size` run the Pallas kernels (the scan and the fused SS2D route) with other launch
+parameters than their defaults, to measure the alternatives of BENCHMARKS.md's offline
+compile table. The exit status is 1 when any timing failed.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels import random_inputs
+from pallas_kernels import pallas_scan, pallas_ss2d_fused, random_inputs
 from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels.dispatch import ScanImpl, selective_scan
 from pallas_kernels.ss2d_core import ss2d_scan
@@ -216,6 +219,10 @@ def scan_table(shapes, args, dtype, copy_bw, errors) -> list[str]:
     inputs = scan_inputs(shape, dtype, jax.random.PRNGKey(i))
     cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
     impl_fn = functools.partial(selective_scan, impl=args.impl, interpret=interpret)
+    if kernel_options(args):
+      impl_fn = functools.partial(
+        pallas_scan.selective_scan, interpret=interpret, **kernel_options(args)
+      )
     ref_fn = functools.partial(selective_scan, impl=args.impl_ref)
     fwd, step = timed_pair(
       impl_fn, inputs, cotangent, args.warmup, args.repeats, errors, f"{shape.name} {args.impl}"
@@ -273,12 +280,17 @@ def ss2d_table(shapes, args, dtype, errors) -> list[str]:
     "unfused": dict(impl=args.impl, interpret=interpret, fused=False),
     "own": dict(impl=args.impl, interpret=interpret, fused=True),
   }
+  own = None
+  if kernel_options(args):
+    own = functools.partial(
+      pallas_ss2d_fused.ss2d_scan_fused, interpret=interpret, **kernel_options(args)
+    )
   for i, shape in enumerate(shapes):
     inputs = ss2d_inputs(shape, dtype, jax.random.PRNGKey(i))
     cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
     times = {
       name: timed_pair(
-        functools.partial(ss2d_scan, **kwargs),
+        own if name == "own" and own else functools.partial(ss2d_scan, **kwargs),
         inputs,
         cotangent,
         args.warmup,
@@ -305,6 +317,12 @@ def ss2d_table(shapes, args, dtype, errors) -> list[str]:
     )
     del inputs, cotangent
   return rows
+
+
+def kernel_options(args) -> dict:
+  """--num-warps / --chunk-size for the Pallas kernels (empty when neither is given)."""
+  options = dict(num_warps=args.num_warps, chunk_size=args.chunk_size)
+  return {k: v for k, v in options.items() if v}
 
 
 def parse_args(argv):
@@ -334,6 +352,15 @@ def parse_args(argv):
     choices=["highest", "tensorfloat32", "default"],
     help="precision of the SS2D projections (jax.default_matmul_precision)",
   )
+  parser.add_argument(
+    "--num-warps",
+    type=int,
+    default=0,
+    help="Pallas only: warps per program (default: one per 32 lanes); the unfused route keeps it",
+  )
+  parser.add_argument(
+    "--chunk-size", type=int, default=0, help="Pallas only: target steps per program (256)"
+  )
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument(
@@ -351,6 +378,8 @@ def parse_args(argv):
   if parser.parse_args(argv).quick:
     parser.set_defaults(**QUICK_DEFAULTS)
   args = parser.parse_args(argv)
+  if kernel_options(args) and args.impl != ScanImpl.PALLAS.value:
+    parser.error("--num-warps and --chunk-size apply to --impl pallas only")
   if args.long_channels % K_DIRECTIONS:
     parser.error(f"--long-channels must be a multiple of {K_DIRECTIONS}")
   args.stages = [int(s) for s in args.stages.split(",") if s]
@@ -380,8 +409,8 @@ def main(argv=None) -> int:
     f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
   )
   print(
-    f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; matmul precision "
-    f"{args.matmul_precision}; "
+    f"impl {args.impl}{f' {kernel_options(args)}' if kernel_options(args) else ''} vs reference "
+    f"{args.impl_ref}; dtype {args.dtype}; matmul precision {args.matmul_precision}; "
     f"DASS-small at batch {args.batch}, {args.frames} frames; median of {args.repeats} "
     f"runs after {args.warmup} warm-up"
   )

@@ -46,8 +46,22 @@ def pad_trailing(x: jax.Array, widths) -> jax.Array:
   return jnp.pad(x, [(0, 0)] * (x.ndim - len(widths)) + [(0, w) for w in widths])
 
 
-def compiler_params(lanes: int):
-  """Triton compiler params (one thread per lane); the class was renamed across JAX versions.
+def default_num_warps(lanes: int) -> int:
+  """One warp per 32 lanes: every lane vector lives in exactly one warp (one thread per lane).
+
+  Chosen from the offline compile (BENCHMARKS.md, "Offline Triton compile"): with more warps
+  than that, Triton replicates the (lanes,) vectors across warps and turns the backward's
+  per-step lane reductions (dB, dC, d dt_low) into cross-warp ones through shared memory
+  (3-5x more `bar.sync`); it lowers registers only where (lanes, R) dt-projection tiles
+  dominate (the fused backward at DASS stages 3-4: 153 -> 96 and 225 -> 153 registers at 4
+  warps on sm_90a). Unmeasured on a GPU, so the default stays; `num_warps=` of the kernels
+  and `pallas_kernels.bench --num-warps` let the GPU check measure the alternative.
+  """
+  return max(1, lanes // 32)
+
+
+def compiler_params(num_warps: int):
+  """Triton compiler params; the class was renamed across JAX versions.
 
   Passing Triton params is what selects the Triton lowering over Mosaic GPU for a generic
   `pallas_call` on CUDA; interpret mode ignores them.
@@ -55,7 +69,7 @@ def compiler_params(lanes: int):
   from jax.experimental.pallas import triton as pltriton
 
   cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
-  return cls(num_warps=max(1, lanes // 32))
+  return cls(num_warps=num_warps)
 
 
 def softplus_and_slope(x: jax.Array, delta_softplus: bool):

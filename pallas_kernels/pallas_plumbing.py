@@ -166,15 +166,21 @@ def scratch_sinks(checkpoint_ref, replay_ref, interpret: bool) -> dict:
   )
 
 
-def call_on_grid(grid: LaneGrid, kernel, name: str, args, in_specs, outs, interpret: bool):
-  """Runs `kernel` over the grid; outs is a list of (BlockSpec, ShapeDtypeStruct)."""
+def call_on_grid(
+  grid: LaneGrid, kernel, name: str, args, in_specs, outs, interpret: bool, num_warps=None
+):
+  """Runs `kernel` over the grid; outs is a list of (BlockSpec, ShapeDtypeStruct).
+
+  num_warps: warps per program (None: `chunk_engine.default_num_warps`, one per 32 lanes).
+  """
+  num_warps = num_warps or ce.default_num_warps(grid.lanes)
   return pl.pallas_call(
     kernel,
     grid=grid.grid,
     in_specs=in_specs,
     out_specs=[spec for spec, _ in outs],
     out_shape=[shape for _, shape in outs],
-    compiler_params=ce.compiler_params(grid.lanes),
+    compiler_params=ce.compiler_params(num_warps),
     interpret=interpret,
     name=name,
   )(*args)

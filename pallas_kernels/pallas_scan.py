@@ -99,6 +99,7 @@ class _Config:
   out_dtype: object
   interpret: bool
   chunk_size: int | None
+  num_warps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,8 +342,9 @@ def _bwd_kernel(
 
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
+  kernel = functools.partial(kernel, plan, cfg)
   return plumbing.call_on_grid(
-    plan, functools.partial(kernel, plan, cfg), name, args, in_specs, outs, cfg.interpret
+    plan, kernel, name, args, in_specs, outs, cfg.interpret, cfg.num_warps
   )
 
 
@@ -426,6 +428,7 @@ def selective_scan(
   out_dtype=None,
   interpret=False,
   chunk_size=None,
+  num_warps=None,
 ):
   """Selective scan with the Pallas kernels; differentiable in all seven inputs.
 
@@ -438,6 +441,8 @@ def selective_scan(
     interpret: run the kernels in Pallas interpret mode (CPU tests).
     chunk_size: target time steps per grid program (default 256; `choose_chunk` rounds it
       to ceil(L / chunks) steps, a multiple of 8, and L is zero-padded to whole chunks).
+    num_warps: warps per program (default `chunk_engine.default_num_warps`: one per 32
+      lanes); for measuring alternatives.
   Returns:
     y: (batch, K*D, L) in out_dtype.
   """
@@ -445,5 +450,11 @@ def selective_scan(
   channels = u.shape[1]
   D = jnp.zeros((channels,), jnp.float32) if D is None else D
   delta_bias = jnp.zeros((channels,), jnp.float32) if delta_bias is None else delta_bias
-  cfg = _Config(bool(delta_softplus), jnp.dtype(out_dtype or u.dtype), bool(interpret), chunk_size)
+  cfg = _Config(
+    bool(delta_softplus),
+    jnp.dtype(out_dtype or u.dtype),
+    bool(interpret),
+    chunk_size,
+    num_warps,
+  )
   return _scan(cfg, u, delta, A, B, C, D, delta_bias)

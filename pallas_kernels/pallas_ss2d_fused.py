@@ -67,6 +67,7 @@ class _Config:
   chunk_size: int | None
   out_dtype: object
   interpret: bool
+  num_warps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,8 +410,9 @@ def _bwd_kernel(
 
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
+  kernel = functools.partial(kernel, plan, cfg)
   return plumbing.call_on_grid(
-    plan, functools.partial(kernel, plan, cfg), name, args, in_specs, outs, cfg.interpret
+    plan, kernel, name, args, in_specs, outs, cfg.interpret, cfg.num_warps
   )
 
 
@@ -514,6 +516,7 @@ def ss2d_scan_fused(
   out_dtype=None,
   interpret=False,
   chunk_size=None,
+  num_warps=None,
 ):
   """Fused SS2D core; arguments and result as `ss2d_core.ss2d_scan` (softplus on delta).
 
@@ -525,6 +528,8 @@ def ss2d_scan_fused(
     interpret: run the kernels in Pallas interpret mode (CPU tests).
     chunk_size: target tokens per program (default 256; `pallas_plumbing.choose_chunk` rounds
       it, and the token sequence is zero-padded to whole chunks).
+    num_warps: warps per program (default `chunk_engine.default_num_warps`: one per 32
+      lanes); for measuring alternatives.
   Returns:
     (batch, H, W, d): the sum over the four routes of each route's scan, in row-major order.
   """
@@ -534,7 +539,9 @@ def ss2d_scan_fused(
   tokens = x.reshape(batch, height * width, d)
   x_dbl = jnp.einsum("bld,kcd->blkc", tokens, x_proj_weight.astype(x.dtype))
   dtl, b, c = jnp.split(x_dbl, [rank, rank + n], axis=3)
-  cfg = _Config(height, width, chunk_size, jnp.dtype(out_dtype or x.dtype), bool(interpret))
+  cfg = _Config(
+    height, width, chunk_size, jnp.dtype(out_dtype or x.dtype), bool(interpret), num_warps
+  )
   y = _fused(
     cfg,
     tokens,

@@ -22,6 +22,12 @@ Pallas that default is reasoned, not measured (no GPU was available): at DASS st
 fused route is estimated to move ~0.42 GB per forward against ~1.16 GB for the separate ops
 (`pallas_ss2d_fused` docstring).
 For the chunked scan it is measured on CPU (BENCHMARKS.md).
+
+Precision: the projections (x_proj; in the unfused route also the rank-R dt projection) are
+matmuls at JAX's matmul precision, whose default runs float32 matmuls as TF32 on Ampere and
+newer GPUs (bf16 passes on TPU); the fused Pallas kernel forms the dt projection in fp32
+in-kernel whatever that setting. Comparisons of the routes therefore set it explicitly
+(`jax.default_matmul_precision`: tests/kernel_parity.py, `kernel_check`, the benchmark).
 """
 
 from __future__ import annotations

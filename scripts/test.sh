@@ -10,6 +10,9 @@ python -m pip install -q -c requirements-lock.txt -e ".[torch,test,dev]"
 # torch and torchaudio (whose PyPI build does not import beside the CPU torch); the tests stand in
 # for torchaudio (torch_reference/torchaudio_double.py) and the test extra brings einops.
 python -m pip install -q -c requirements-lock.txt --no-deps "dasheng==0.0.9"
+# The separate pinned-triton environment of the offline compile test (tests/test_offline_compile.py;
+# requirements-triton.txt): ~30 s and one 290 MB wheel the first time, nothing once it exists.
+bash scripts/triton_venv.sh
 ruff check .
 ruff format --check .
 python -m pytest -q -n 2 --dist loadfile --durations=30 "$@"

@@ -56,7 +56,10 @@ def test_quick_bench_prints_scan_table_for_every_stage_and_the_long_shape(capsys
 
 
 def test_quick_bench_runs_pallas_in_interpret_mode(capsys):
-  out = _run(capsys, ["--quick", "--stages", "4", "--long-length", "0"])
+  # With the launch options the GPU check measures (interpret mode ignores num_warps).
+  argv = ["--quick", "--stages", "4", "--long-length", "0", "--num-warps", "4", "--chunk-size", "2"]
+  out = _run(capsys, argv)
+  assert "impl pallas {'num_warps': 4, 'chunk_size': 2} vs reference associative" in out
   assert "interpret mode" in out
   _, rows = _table_rows(out, "shape")
   assert [r[0] for r in rows] == ["stage 4"]
@@ -70,6 +73,8 @@ def test_quick_bench_runs_pallas_in_interpret_mode(capsys):
 def test_bad_stage_is_rejected():
   with pytest.raises(SystemExit):
     bench.parse_args(["--stages", "5"])
+  with pytest.raises(SystemExit):  # launch options are the Pallas kernels'
+    bench.parse_args(["--impl", "chunked", "--num-warps", "4"])
 
 
 def test_quick_bench_times_the_chunked_scan_and_its_ss2d_route(capsys):
