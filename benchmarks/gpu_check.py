@@ -13,7 +13,8 @@ leaves what it measured):
   2. `python -m pallas_kernels.bench` at "highest" matmul precision: Pallas vs associative
      (DASS-small stages at batch 12 x 1024 frames, one 2^20-token sequence), stage 1 at 1028
      frames (32 x 257 tokens: padded chunks), the chunked scan on stage 1, and the kernels'
-     launch alternatives (4 warps at stages 3-4, chunks of 128 at stage 1);
+     launch alternatives (4 warps at stages 3-4, chunks of 128 at stage 1, d_state 16 with 4
+     warps and with 1);
   3. environment: devices, versions, nvidia-smi's GPU line, and what `auto` resolves to, with
      the kernel self-check of each shape family (`pallas_kernels.kernel_check`) and its time;
   4. DASS-small training throughput at batch 12 x 1024 frames: forward + backward + Adam
@@ -94,17 +95,23 @@ REAL = Plan(
     ("bf16", "chunked"),
     ("fp32(highest)", "pallas"),
   ),
-  bench_runs=(
-    (3, ("--repeats", "5")),
-    # A length no chunk divides: stage 1 at 1028 frames, 33 padded chunks.
-    (1, ("--frames", "1028", "--stages", "1", "--long-length", "0", "--repeats", "5")),
-    # auto's fallback on GPU.
-    (1, ("--impl", "chunked", "--stages", "1", "--long-length", "0")),
-    # The launch alternatives of BENCHMARKS.md's offline compile table, against the default
-    # run above: 4 warps where the fused backward is register-bound (stages 3-4), and
-    # half-length chunks (twice the programs) where parallelism binds (stage 1).
-    (1, ("--stages", "3,4", "--long-length", "0", "--repeats", "5", "--num-warps", "4")),
-    (1, ("--stages", "1", "--long-length", "0", "--repeats", "5", "--chunk-size", "128")),
+  bench_runs=tuple(
+    (weight, tuple(args.split()))
+    for weight, args in (
+      (3, "--repeats 5"),
+      # A length no chunk divides: stage 1 at 1028 frames, 33 padded chunks.
+      (1, "--frames 1028 --stages 1 --long-length 0 --repeats 5"),
+      # auto's fallback on GPU.
+      (1, "--impl chunked --stages 1 --long-length 0"),
+      # The launch choices of BENCHMARKS.md's offline compile table against their
+      # alternatives: 4 warps where the fused backward is register-bound (stages 3-4, default
+      # 1); half-length chunks (twice the programs) where parallelism binds (stage 1); AuM's
+      # d_state 16 with its default 4 warps, then with 1.
+      (1, "--stages 3,4 --long-length 0 --repeats 5 --num-warps 4"),
+      (1, "--stages 1 --long-length 0 --repeats 5 --chunk-size 128"),
+      (1, "--stages 1 --long-length 0 --repeats 5 --d-state 16"),
+      (1, "--stages 1 --long-length 0 --repeats 5 --d-state 16 --num-warps 1"),
+    )
   ),
   probe_frames=(1 << 15, 1 << 16),
   platform="cuda",

@@ -4,7 +4,7 @@
                                  [--impl pallas|chunked] [--impl-ref associative] [--quick]
                                  [--dtype bfloat16] [--stages 1,2,3,4]
                                  [--matmul-precision highest|tensorfloat32|default]
-                                 [--num-warps 4] [--chunk-size 128]   (Pallas only)
+                                 [--d-state 16] [--num-warps 4] [--chunk-size 128]
 
 Stage i (0-3) of DASS-small at `--frames` input frames (128 mel bins, patch stride 4) is an
 H x W = (32 / 2^i) x ceil(frames / 4 / 2^i) map with d = 96 * 2^i channels (PyTorch's
@@ -28,7 +28,8 @@ projections) run at `--matmul-precision` (default highest: true fp32; tensorfloa
 JAX's default precision gives fp32 matmuls on Ampere and newer GPUs). `--num-warps` and
 `--chunk-size` run the Pallas kernels (the scan and the fused SS2D route) with other launch
 parameters than their defaults, to measure the alternatives of BENCHMARKS.md's offline
-compile table. The exit status is 1 when any timing failed.
+compile table; `--d-state` sets N (16: AuM's state, whose default launch has 4 warps). The
+exit status is 1 when any timing failed.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class Shape:
     return inputs + seq * s_out, 2 * inputs + seq * s_out
 
 
-def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[Shape]:
+def dass_stages(
+  batch: int, frames: int, stages=range(1, N_STAGES + 1), n: int = D_STATE
+) -> list[Shape]:
   """SS2D stage shapes (numbered 1-4) of DASS-small for `frames` input frames.
 
   Each stride-2 conv (two in the patch embed, one per later stage) maps n to ceil(n / 2), so
@@ -110,7 +113,7 @@ def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[
     raise ValueError(f"frames must be positive, got {frames}")
   side = lambda n, i: -(n // -(PATCH_STRIDE << (i - 1)))
   return [
-    Shape(f"stage {i}", batch, BASE_DIM << (i - 1), side(MEL_BINS, i), side(frames, i))
+    Shape(f"stage {i}", batch, BASE_DIM << (i - 1), side(MEL_BINS, i), side(frames, i), n)
     for i in stages
   ]
 
@@ -347,6 +350,9 @@ def parse_args(argv):
   )
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument(
+    "--d-state", type=int, default=D_STATE, help="state size N of every shape (AuM: 16)"
+  )
+  parser.add_argument(
     "--matmul-precision",
     default="highest",
     choices=["highest", "tensorfloat32", "default"],
@@ -395,9 +401,9 @@ def main(argv=None) -> int:
   on_gpu = jax.default_backend() == "gpu"
   pallas = args.impl == ScanImpl.PALLAS.value
   own_ss2d_route = args.impl in (ScanImpl.PALLAS.value, ScanImpl.CHUNKED.value)
-  shapes = dass_stages(args.batch, args.frames, args.stages)
+  shapes = dass_stages(args.batch, args.frames, args.stages, args.d_state)
   long_shapes = (
-    [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length)]
+    [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length, args.d_state)]
     if args.long_length
     else []
   )

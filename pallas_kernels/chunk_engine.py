@@ -46,18 +46,26 @@ def pad_trailing(x: jax.Array, widths) -> jax.Array:
   return jnp.pad(x, [(0, 0)] * (x.ndim - len(widths)) + [(0, w) for w in widths])
 
 
-def default_num_warps(lanes: int) -> int:
-  """One warp per 32 lanes: every lane vector lives in exactly one warp (one thread per lane).
+WIDE_STATE = 16  # padded state sizes from which a channel block gets 4 warps
 
-  Chosen from the offline compile (BENCHMARKS.md, "Offline Triton compile"): with more warps
-  than that, Triton replicates the (lanes,) vectors across warps and turns the backward's
-  per-step lane reductions (dB, dC, d dt_low) into cross-warp ones through shared memory
-  (3-5x more `bar.sync`); it lowers registers only where (lanes, R) dt-projection tiles
-  dominate (the fused backward at DASS stages 3-4: 153 -> 96 and 225 -> 153 registers at 4
-  warps on sm_90a). Unmeasured on a GPU, so the default stays; `num_warps=` of the kernels
-  and `pallas_kernels.bench --num-warps` let the GPU check measure the alternative.
+
+def default_num_warps(lanes: int, padded_n: int) -> int:
+  """Warps per program: one per 32 lanes, times 4 for a state of 16 (AuM's d_state).
+
+  Chosen from the offline compile (BENCHMARKS.md, "Offline Triton compile"; registers per
+  thread and resident warps per SM on sm_80 / sm_90a), conservatively, with no GPU timing:
+  * N == 1 (DASS): one thread per lane. More warps replicate the (lanes,) vectors across
+    warps and turn the fused kernel's per-step lane reductions into cross-warp ones through
+    shared memory (stage 1: 9 -> 37-41 `bar.sync` in the backward, 0 -> 7 in the forward's
+    first pass) for no register gain there; registers fall only where the (lanes, R)
+    dt-projection tiles dominate (the fused backward at stages 3-4: 153-230 -> 96-153 at 4
+    warps), so that stays a measurement for the GPU check (`bench --num-warps 4`).
+  * N == 16 (AuM): the (lanes, 16) state tile is 16 values per thread in one warp and 4 in
+    four. Four warps cut every kernel's registers (backward 168 -> 96, forward 71 -> 40),
+    raise the resident warps per SM (12 -> 20, 28 -> 48) and add no barrier, on both
+    targets; the GPU check measures it against one warp (`bench --d-state 16 --num-warps 1`).
   """
-  return max(1, lanes // 32)
+  return max(1, lanes // 32) * (4 if padded_n >= WIDE_STATE else 1)
 
 
 def compiler_params(num_warps: int):

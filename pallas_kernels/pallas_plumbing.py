@@ -171,9 +171,9 @@ def call_on_grid(
 ):
   """Runs `kernel` over the grid; outs is a list of (BlockSpec, ShapeDtypeStruct).
 
-  num_warps: warps per program (None: `chunk_engine.default_num_warps`, one per 32 lanes).
+  num_warps: warps per program (None: `chunk_engine.default_num_warps`).
   """
-  num_warps = num_warps or ce.default_num_warps(grid.lanes)
+  num_warps = num_warps or ce.default_num_warps(grid.lanes, grid.padded_n)
   return pl.pallas_call(
     kernel,
     grid=grid.grid,

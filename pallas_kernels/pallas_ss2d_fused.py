@@ -529,7 +529,7 @@ def ss2d_scan_fused(
     chunk_size: target tokens per program (default 256; `pallas_plumbing.choose_chunk` rounds
       it, and the token sequence is zero-padded to whole chunks).
     num_warps: warps per program (default `chunk_engine.default_num_warps`: one per 32
-      lanes); for measuring alternatives.
+      lanes, four times that for d_state 16); for measuring alternatives.
   Returns:
     (batch, H, W, d): the sum over the four routes of each route's scan, in row-major order.
   """

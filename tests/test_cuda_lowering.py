@@ -86,13 +86,14 @@ def _spec(shape, dtype):
   return jax.ShapeDtypeStruct(shape, dtype)
 
 
-def _check_launches(calls, names, length, channels_per_group, groups, batch=1):
-  """Names in order, one warp per 32 lanes, and the grid (batch, blocks, chunks)."""
+def _check_launches(calls, names, length, channels_per_group, groups, n, batch=1):
+  """Names in order, the default warps (1 for N = 1, 4 for N = 16), the grid (batch, blocks,
+  chunks)."""
   assert [c.name for c in calls] == list(names), [c.name for c in calls]
   lanes = chunk_engine.lanes_for(channels_per_group)
   blocks = -(-channels_per_group // lanes)
   for call in calls:
-    assert call.num_warps == max(1, lanes // 32), call
+    assert call.num_warps == chunk_engine.default_num_warps(lanes, n), call
     b, j, chunks = call.grid
     assert (b, j) == (batch, groups * blocks), call
     assert chunks * MAX_CHUNK >= length, call  # no chunk longer than the target, rounded
@@ -107,7 +108,7 @@ def test_fused_ss2d_kernels_lower_for_cuda(shape, dtype):
   calls = triton_calls(lower_for("cuda", fn, *args))
   multi = -(-h * w // pallas_plumbing.choose_chunk(h * w, 256)) > 1
   names = (FUSED if multi else FUSED[1:]) + (FUSED_BWD if multi else FUSED_BWD[1:])
-  _check_launches(calls, names, h * w, d, pallas_ss2d_fused.ROUTE_PAIRS)
+  _check_launches(calls, names, h * w, d, pallas_ss2d_fused.ROUTE_PAIRS, shape.n)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
@@ -125,7 +126,8 @@ def test_scan_kernels_lower_for_cuda(source, dtype):
   calls = triton_calls(lower_for("cuda", fn, *args))
   multi = -(-length // pallas_plumbing.choose_chunk(length, 256)) > 1
   names = (SCAN if multi else SCAN[1:]) + (SCAN_BWD if multi else SCAN_BWD[1:])
-  _check_launches(calls, names, length, d, groups)
+  _check_launches(calls, names, length, d, groups, n)
+  assert calls[0].num_warps == (4 if n == 16 else 1)
 
 
 def _train_step_args(config, batch=2, frames=1024):

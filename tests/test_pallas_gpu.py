@@ -17,6 +17,7 @@ files do not already have it) runs everywhere:
 | GPU test                                      | CPU twin                                       |
 |-----------------------------------------------|------------------------------------------------|
 | test_kernel_matches_reference_at_dass_shapes  | test_pallas_gpu_twins::test_scan_twin          |
+| test_kernel_matches_reference_at_aum_shape    | test_pallas_gpu_twins::test_scan_twin[bf16-n16]|
 | test_kernel_bf16_inputs_fp32_output           | test_pallas_gpu_twins::test_scan_twin[bf16-f32]|
 | test_kernel_matches_reference_at_benchmark... | test_pallas_gpu_twins::test_scan_twin (batch 3)|
 | test_ss2d_core_matches_reference              | test_pallas_gpu_twins::test_ss2d_twin          |
@@ -24,7 +25,7 @@ files do not already have it) runs everywhere:
 | test_awkward_length                           | test_pallas_gpu_twins::test_{ss2d,scan}_twin,  |
 |                                               | test_pallas_fused::test_padded_tokens_are_exact|
 | test_chunked_scan_on_gpu                      | test_pallas_gpu_twins::test_chunked_scan_twin  |
-| test_auto_self_check_picks_pallas_on_gpu      | test_scan_auto::test_kernel_that_agrees_is_used|
+| test_auto_self_check_picks_pallas_on_gpu      | test_scan_auto::test_bf16_fused_kernel_that... |
 """
 
 import functools
@@ -64,6 +65,13 @@ def _impl(name, **kw):
 def test_kernel_matches_reference_at_dass_shapes(stage, row):
   length, d = STAGES[stage]
   args, weight = scan_case(2, K, length, d, row.dtype)
+  assert_matches(_impl("pallas"), _impl("associative"), args, weight, SCAN_ARGS, row)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_kernel_matches_reference_at_aum_shape(row):
+  """AuM-base's scan: K = 2 directions of 1536 channels, N = 16 (4 warps), 513 tokens."""
+  args, weight = scan_case(2, 2, 513, 1536, row.dtype, n=16)
   assert_matches(_impl("pallas"), _impl("associative"), args, weight, SCAN_ARGS, row)
 
 

@@ -31,15 +31,15 @@ def _kernel(**kw):
 
 
 @pytest.mark.parametrize(
-  "row,out_dtype,batch",
-  [(BF16, None, 3), (BF16, jnp.float32, 2)],
-  ids=["bf16", "bf16-f32"],
+  "row,out_dtype,batch,n",
+  [(BF16, None, 3, 1), (BF16, jnp.float32, 2, 1), (BF16, None, 2, 16)],
+  ids=["bf16", "bf16-f32", "bf16-n16"],
 )
-def test_scan_twin(row, out_dtype, batch):
-  """Twin of the scan tests at DASS shapes (and at 1028 frames), with fp32 output, and at a
-  batch > 2: 65 steps in 3 chunks of 24 (7 padded steps)."""
+def test_scan_twin(row, out_dtype, batch, n):
+  """Twin of the scan tests at DASS shapes (and at 1028 frames), at AuM's d_state 16, with
+  fp32 output, and at a batch > 2: 65 steps in 3 chunks of 24 (7 padded steps)."""
   assert pallas_plumbing.choose_chunk(65, CHUNK) == 24
-  args, weight = scan_case(batch, 2, 65, 40, row.dtype)
+  args, weight = scan_case(batch, 2, 65, 40, row.dtype, n=n)
   kernel, ref = _kernel(out_dtype=out_dtype), _scan("associative", out_dtype=out_dtype)
   assert_matches(kernel, ref, args, weight, SCAN_ARGS, row)
   if out_dtype is not None:  # bf16 in, fp32 math and output on both sides

@@ -18,7 +18,7 @@ import pytest
 from numerics import assert_close
 
 from dass_jax.models import DASS, DassConfig
-from pallas_kernels import ScanImpl, dispatch, kernel_check, pallas_scan, ss2d_core
+from pallas_kernels import ScanImpl, dispatch, kernel_check, pallas_scan, reference, ss2d_core
 from pallas_kernels.random_inputs import scan_inputs, ss2d_inputs
 
 SCAN_FP32 = kernel_check.Family("scan", "float32", 1)
@@ -72,16 +72,23 @@ def test_kernel_that_disagrees_falls_back(gpu, monkeypatch):
     assert dispatch.resolve_impl("auto", SCAN_FP32) is ScanImpl.CHUNKED
 
 
-@pytest.mark.parametrize(
-  "family",
-  [
-    kernel_check.Family("scan", "float32", 4),
-    kernel_check.Family("ss2d", "bfloat16", 1),  # the bf16 twin of the GPU test of auto
-  ],
-  ids=str,
-)
-def test_kernel_that_agrees_is_used(gpu, monkeypatch, family):
+def test_kernel_that_agrees_is_used_and_checked_while_tracing(gpu, monkeypatch):
+  """The check compiles and runs in its own thread while the caller's jit is tracing."""
   monkeypatch.setattr(kernel_check, "INTERPRET", True)
+  args = scan_inputs(jax.random.PRNGKey(3), 1, 2, 8, 4, 40)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    y = jax.jit(functools.partial(dispatch.selective_scan, interpret=True))(*args)
+  family = kernel_check.Family("scan", "float32", 4)
+  assert kernel_check.verify(family) == kernel_check.verify(family)  # cached
+  assert kernel_check.verify(family).ok and dispatch.resolve_impl("auto", family) == "pallas"
+  assert_close(y, reference.selective_scan_sequential(*args), name="auto (pallas) vs sequential")
+
+
+def test_bf16_fused_kernel_that_agrees_is_used(gpu, monkeypatch):
+  """The bf16 twin of the GPU test of auto (the fused SS2D family DASS uses)."""
+  monkeypatch.setattr(kernel_check, "INTERPRET", True)
+  family = kernel_check.Family("ss2d", "bfloat16", 1)
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     assert dispatch.resolve_impl("auto", family) is ScanImpl.PALLAS
