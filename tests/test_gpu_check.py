@@ -61,7 +61,7 @@ def test_dry_run_writes_every_section(tmp_path):
   ):
     assert section in text, section
   # CPU: every GPU test skips; each result is in the live log.
-  assert re.search(r"test_pallas_gpu.py` .*\n\nexit 0, \d+ s; results so far: \d+ skipped", text)
+  assert re.search(r"test_pallas_gpu.py`; .*\n\nexit 0, \d+ s; results so far: \d+ skipped", text)
   assert "SKIPPED" in (tmp_path / "gpu_check.tests.log").read_text()
   assert (tmp_path / "gpu_check.junit.xml").is_file()
   assert "pallas_kernels.bench --quick --impl chunked" in text and "Failures" not in text
