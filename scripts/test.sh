@@ -13,6 +13,9 @@ python -m pip install -q -c requirements-lock.txt --no-deps "dasheng==0.0.9"
 # The ONNX converter of dass_jax.export, without its declared dependencies: it caps orbax-checkpoint
 # below our pin and asks for libraries its converter never imports (pyproject.toml, [export]).
 python -m pip install -q -c requirements-lock.txt --no-deps "jax2onnx==0.17.1"
+# The separate pinned-triton environment of the offline compile test (tests/test_offline_compile.py;
+# requirements-triton.txt): ~30 s and one 290 MB wheel the first time, nothing once it exists.
+bash scripts/triton_venv.sh
 ruff check .
 ruff format --check .
 python -m pytest -q -n 2 --dist loadfile --durations=30 "$@"

@@ -1,4 +1,4 @@
-"""`dass_jax` and `pallas_kernels` import with jax, flax, numpy (and orbax) alone.
+"""`dass_jax` and `pallas_kernels` import with jax, flax and numpy alone.
 
 Accelerator images often lack the audio and data libraries, and torch is only for conversion; a
 subprocess makes every such import fail and then imports the inference-side modules.
@@ -22,6 +22,7 @@ ABSENT = (
   "tensorboardX",
   "matplotlib",
   "tensorflow_datasets",
+  "orbax",  # imported by the checkpoint functions when they run (dass_jax.checkpoint._orbax)
 )
 MODULES = (
   "dass_jax",
