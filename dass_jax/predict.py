@@ -404,8 +404,8 @@ def _check_timeline_inputs(
   if length is not None and args.timeline_window_frames > length:
     raise InputError(
       f"--timeline-window {args.timeline_window} s is "
-      f"{args.timeline_window_frames} frames; this {info.model_type} model takes at most "
-      f"{length} frames"
+      f"{args.timeline_window_frames} frames; this {info.model_type} checkpoint takes at most "
+      f"max_length={length} frames"
     )
   for path, batch in inputs:
     if batch.shape[0] != 1:
