@@ -1,7 +1,8 @@
 """The DASS v3 and v2-style ensemble configs' `runlocal` variants train on the synthetic data, and
 the quickstart's extra stages (EMA, ensemble) run and are summarised over seeds.
 
-The teachers are tiny random converted checkpoints (an AST standing in for SSLAM, a DASS).
+The teachers are tiny random converted checkpoints: SSLAM for v3 (an AST while the registry has
+no SSLAM), AST and DASS for the ensemble.
 """
 
 import json
@@ -38,15 +39,16 @@ def env(tmp_path_factory):
   root = tmp_path_factory.mktemp("recipe_configs")
   ds = synthetic.ensure_dataset(root / "data", num_train=16, num_eval=8, clip_seconds=1.0)
   classes = ds.num_classes
-  ast = models.AstConfig(
-    num_classes=classes, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=98
-  )
+  tiny_vit = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32, "max_length": 98}
+  ast = models.AstConfig(num_classes=classes, **tiny_vit)
   dass = models.DassConfig(num_classes=classes, depths=(1, 1), dims=(8, 16), drop_path_rate=0.0)
+  sslam = models.SslamConfig(num_classes=classes, **tiny_vit) if "sslam" in models.MODELS else ast
   return {
     "root": root,
     "dataset": ds,
     "ast": _save_random(root / "ast_teacher", ast, 0),
     "dass": _save_random(root / "dass_teacher", dass, 1),
+    "sslam": _save_random(root / "sslam_teacher", sslam, 2),
     "cache": str(tmp_path_factory.getbasetemp() / "xla_recipe"),
   }
 
@@ -81,7 +83,7 @@ def _paths(env):
 
 def test_v3_and_v2_ensemble_configs_runlocal_train(env):
   root, paths = env["root"], _paths(env)
-  v3 = f"experiments/configs/dass_v3.py:runlocal,teacher={env['ast']},{paths}"
+  v3 = f"experiments/configs/dass_v3.py:runlocal,teacher={env['sslam']},{paths}"
   v2 = f"experiments/configs/dass_v2_ensemble.py:runlocal,ast={env['ast']},second={env['dass']},"
   v2 += f"combine=probs,{paths}"
   procs = {
@@ -89,7 +91,8 @@ def test_v3_and_v2_ensemble_configs_runlocal_train(env):
     "v2": _command(env, "experiments.train", v2, root / "v2"),
   }
   logs = {name: _finish(p) for name, p in procs.items()}
-  assert "teacher teacher: " in logs["v3"]
+  teacher_type = "SslamConfig" if "sslam" in models.MODELS else "AstConfig"
+  assert f"teacher teacher: {env['sslam']} ({teacher_type}, takes fbank)" in logs["v3"]
   assert "teacher ensemble ['ast', 'second'], combined by the mean of their probs" in logs["v2"]
   for name in procs:
     results = json.loads((root / name / "results.json").read_text())
