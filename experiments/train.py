@@ -743,7 +743,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ens = jax.device_get(state["checkpoint_ensemble"]) if ensemble_eval else None
   if ens is not None and ens["count"] > 0:
     results["checkpoint_ensemble"] = {
-      **ensemble_figures(state, valid_targets, valid_index),
+      **checkpoint_ensemble.figures(ens["sum"], int(ens["count"]), valid_targets, valid_index),
       "evaluations": int(ens["count"]),
       f"best_{cum_metric}": float(ens["best_value"]),
       f"best_{cum_metric}_step": int(ens["best_step"]),
