@@ -1,10 +1,11 @@
 """Self-distillation from the student's EMA and checkpoint-ensemble evaluation in
 `experiments.train`, through a kill and resume.
 
-Two runs of the same config (test_train_runs.py's tiny AST, its helpers): one uninterrupted, one
-killed after a checkpoint and resumed. Every step is checkpointed, so the EMA can be checked step
-by step against t = m t + (1 - m) s, and every second step is evaluated with its scores saved, so
-the checkpoint-ensemble figures can be recomputed from them.
+Runs of the same config (test_train_runs.py's tiny AST, its helpers): one uninterrupted, one
+killed after a checkpoint and resumed, one on 8 devices with the params (and so the EMA) sharded.
+Every step is checkpointed, so the EMA can be checked step by step against t = m t + (1 - m) s,
+and every second step is evaluated with its scores saved, so the checkpoint-ensemble figures can
+be recomputed from them.
 """
 
 import json
@@ -51,6 +52,9 @@ def ema_runs(tmp_path_factory):
   cache = tmp_path_factory.getbasetemp() / "xla_recipe"
   env = {"root": root, "config": str(config), "dataset": ds, "cache": str(cache)}
   full = runs._start(env, root / "full", *ARGS)
+  fsdp = runs._start(
+    env, root / "fsdp8", *ARGS, "--config.mesh=(('data', 1), ('fsdp', -1))", devices=8
+  )
   killed = runs._start(env, root / "killed", *ARGS)
   deadline = time.time() + runs.TIMEOUT
   while (runs._latest_checkpoint(root / "killed") or 0) < 3:
@@ -63,12 +67,20 @@ def ema_runs(tmp_path_factory):
   assert stopped_at < STEPS, "the run finished before it could be killed"
   resumed_log = runs._run(env, root / "killed", *ARGS)
   assert f"resuming from checkpoint step {stopped_at}" in resumed_log
+  runs._finish(fsdp)
   return {"root": root, "full_log": runs._finish(full), "stopped_at": stopped_at}
 
 
 def _state(workdir, step):
+  """The train state saved at `step`, on this process's one device (whatever mesh saved it)."""
+  path = (Path(workdir) / "checkpoints" / str(step) / "state").absolute()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore((Path(workdir) / "checkpoints" / str(step) / "state").absolute())
+    target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      ckptr.metadata(path).item_metadata,
+    )
+    state = ckptr.restore(path, target)
   return jax.tree.map(np.asarray, state)
 
 
@@ -141,3 +153,12 @@ def test_checkpoint_ensemble_figures_equal_a_direct_computation(ema_runs):
   best_step = max(sorted(direct), key=lambda s: (direct[s]["mAP"], -s))
   assert results["best_cum_mAP_step"] == best_step
   assert results["best_cum_mAP"] == pytest.approx(direct[best_step]["mAP"], abs=1e-6)
+
+
+def test_ema_sharded_like_the_params_on_eight_devices(ema_runs):
+  """Under FSDP over 8 devices the EMA (sharded as the params) follows the same path."""
+  root = ema_runs["root"]
+  one, eight = _state(root / "full", STEPS), _state(root / "fsdp8", STEPS)
+  for a, b in zip(jax.tree.leaves(one["ema_params"]), jax.tree.leaves(eight["ema_params"])):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  assert "'fsdp': 8" in Path(f"{root / 'fsdp8'}.log").read_text()
