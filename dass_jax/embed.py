@@ -92,6 +92,7 @@ class Embedder:
     self.bucket_steps = int(round(bucket_seconds * 1000.0 / self.step_ms))
     self.fixed_length = models.fixed_length(config)
     self.sample_rate = SAMPLE_RATE
+    self._info = None  # predict.ModelInfo, for reading files
 
     def hidden(params, x):
       _, state = model.apply({"params": params}, x, train=False, mutable=["intermediates"])
@@ -194,9 +195,11 @@ class Embedder:
 
   def embed_file(self, path: str | os.PathLike) -> Embeddings:
     """One audio file's embeddings (the whole recording; also a .npy of model input)."""
-    from dass_jax.predict import load_input
+    from dass_jax.predict import load_input, model_info
 
-    batch = load_input(path, self.config)
+    if self._info is None:
+      self._info = model_info(self.config)
+    batch = load_input(path, self._info)
     if batch.shape[0] != 1:
       raise ValueError(f"{path}: holds a batch of {batch.shape[0]} inputs; embed one recording")
     return self.embed_model_input(batch[0])

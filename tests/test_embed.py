@@ -22,10 +22,13 @@ CONFIGS = {
   "dasheng": models.DashengConfig(
     num_classes=3, embed_dim=16, depth=1, num_heads=2, mlp_dim=32, chunk_tokens=8
   ),
+  "sslam": models.SslamConfig(
+    num_classes=3, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=64
+  ),
 }
 # Token length in ms of each tiny model: DASS 4 stride-2 convs + 3 downsamples = 32 frames; AST 64
-# frames in 5 time patches; AuM 16-frame patches; Dasheng 4 frames.
-TOKEN_MS = {"dass": 320.0, "ast": 128.0, "aum": 160.0, "dasheng": 40.0}
+# frames in 5 time patches; AuM and SSLAM 16-frame patches; Dasheng 4 frames.
+TOKEN_MS = {"dass": 320.0, "ast": 128.0, "aum": 160.0, "dasheng": 40.0, "sslam": 160.0}
 
 
 def _init(config):
@@ -69,7 +72,7 @@ def test_shapes_dtypes_and_timestamps(embedders, name, seconds):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_scene_is_the_mean_of_the_timestamp_embeddings_for_whole_tokens(embedders, name):
-  # 41200 samples = 256 fbank frames = 8 DASS tokens = 4 AST/AuM windows = 64 Dasheng tokens.
+  # 41200 samples = 256 fbank frames = 8 DASS tokens = 4 AST/AuM/SSLAM windows = 64 Dasheng tokens.
   out = embedders[name].embed_waveform(_audio(41200 / 16000))
   np.testing.assert_allclose(out.scene, out.frames.mean(axis=0), rtol=1e-5, atol=1e-6)
 
@@ -94,7 +97,7 @@ def test_dasheng_timestamp_embeddings_are_its_embed_output(embedders):
   np.testing.assert_allclose(e.embed_waveform(audio).frames, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["ast", "aum"])
+@pytest.mark.parametrize("name", ["ast", "aum", "sslam"])
 def test_fixed_length_models_window_long_inputs_instead_of_cropping(embedders, name):
   e = embedders[name]
   x = e.model_input(_audio(1.6)[None])[0]  # 158 frames: windows of 64, 64 and 30 + padding

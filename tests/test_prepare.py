@@ -93,7 +93,7 @@ def test_csv_with_splits_groups_and_multi_label_cells(tmp_path):
   out = tmp_path / "data"
 
   summary = prepare.prepare(out, csv_file=str(tmp_path / "list.csv"), valid_fraction=0.3, seed=1)
-  _, entries, _classes = _read(out)
+  _, entries, _ = _read(out)
   assert summary["label_kind"] == "multi"
   assert {len(e.labels) for s in SPLITS for e in entries[s]} == {1, 2}
   reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
@@ -153,7 +153,7 @@ def test_esc50_csv_imports_with_the_column_mapping_and_its_folds(tmp_path):
     str(out),
   ]
   assert prepare.main(argv) == 0
-  summary, entries, _classes = _read(out)
+  summary, entries, _ = _read(out)
   assert summary["split_rule"] == {
     "kind": "folds",
     "folds": ["1", "2", "3", "4", "5"],
