@@ -1,4 +1,5 @@
-r"""Scene and timestamp embeddings of audio from any registered model (DASS, AST, AuM, Dasheng).
+r"""Scene and timestamp embeddings of audio from any registered model (DASS, AST, AuM, Dasheng,
+SSLAM).
 
     python -m dass_jax.embed --checkpoint NAME|FOLDER a.wav b.flac long_recording.wav --out x.npz
 
@@ -9,13 +10,13 @@ What the vectors are. The model's last hidden state as a sequence over time
 (`dass_jax.models.ModelSpec.hidden_states`):
   DASS     the classifier's normalised last-stage map averaged over frequency: one vector per 32
            input frames (320 ms);
-  AST, AuM the final normalised patch tokens (class/distillation tokens dropped) averaged over
-           frequency: one per time patch (AST 100 ms hop, 160 ms patches; AuM 160 ms);
+  AST, AuM, SSLAM  the final patch tokens (class/distillation tokens dropped) averaged over
+           frequency: one per time patch (AST 100 ms hop, 160 ms patches; AuM, SSLAM 160 ms);
   Dasheng  its embeddings, one per 40 ms.
 Timestamp embeddings are those vectors, token i stamped at its centre (i + 1/2) x hop, the hop
 being the model's input per token: for DASS and Dasheng measured once from the token counts at two
-input lengths (32 frames = 320 ms; 640 samples = 40 ms), for AST and AuM a window's length over
-its tokens (AST: 1024 frames in 101 overlapping patches every 10 frames are stamped every 101.4
+input lengths (32 frames = 320 ms; 640 samples = 40 ms), for AST, AuM and SSLAM a window's length
+over its tokens (AST: 1024 frames in 101 overlapping patches every 10 frames are stamped every 101.4
 ms, up to 110 ms off the patch centres at the window's end); only tokens whose centre lies within
 the recording are stamped. The scene embedding is the mean of every token that starts within the
 recording (the "mean-pooled last hidden state"; for DASS, whose strided convolutions pad the last
@@ -25,10 +26,11 @@ timestamp embeddings.
 Long files, no silent crop. The whole recording is read (`dass_jax.predict.load_input`: audio of
 any length, streamed where soundfile reads the format). DASS and Dasheng take any length in one
 pass (Dasheng encodes 10.08 s chunks internally). AST and AuM have position embeddings for
-`max_length` frames: their input is cut into consecutive windows of exactly max_length frames
-(no overlap, hop = max_length), the last one padded with the fbank of silence, and the windows'
-tokens are concatenated in time order; tokens whose centre lies in the padding are dropped (so
-are those of any padding, for every model). A recording shorter than one token is padded to one;
+`max_length` frames, and SSLAM is fed clips of its `max_length` as its authors do: their input is
+cut into consecutive windows of exactly max_length frames (no overlap, hop = max_length), the last
+one padded with the fbank of silence, and the windows' tokens are concatenated in time order;
+tokens whose centre lies in the padding are dropped (so are those of any padding, for every
+model). A recording shorter than one token is padded to one;
 shorter than half a token, it is stamped at the middle of the recording.
 
 Shapes compile once per input length. `bucket_seconds` > 0 pads every input to a multiple of
@@ -230,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files of any length")
   parser.add_argument("--out", required=True, help="the .npz to write")
-  parser.add_argument("--batch-size", type=int, default=16, help="windows per call (AST, AuM)")
+  parser.add_argument(
+    "--batch-size", type=int, default=16, help="windows per call (AST, AuM, SSLAM)"
+  )
   args = parser.parse_args(argv)
   if not args.out.endswith(".npz"):
     parser.error("--out must end in .npz")
