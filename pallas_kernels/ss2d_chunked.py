@@ -34,7 +34,6 @@ ROUTES = (K_DIRECTIONS // ORDERS, ORDERS)  # route k = 2 * r + o as the index (r
 SOFTPLUS_TERMS = 7
 
 
-@jax.custom_jvp
 def softplus(x):
   """`reference.softplus` (torch's, threshold 20) in float32, in three times less CPU time.
 
@@ -43,27 +42,48 @@ def softplus(x):
   division and a short polynomial, where XLA:CPU's log1p(exp(x)) costs an exp, a log and a
   select-guarded series. Within 3e-7 relative of torch's float32 softplus (the same as
   `reference.softplus`), for every x: above the threshold log1p(t) < 2.1e-9 vanishes in the
-  rounding of x, as torch returns x there.
+  rounding of x, as torch returns x there. Not differentiated: `step_sizes` has the gradient.
   """
-  return _softplus_and_slope(x)[0]
-
-
-def _softplus_and_slope(x):
   t = jnp.exp(-jnp.abs(x))
   s = t / (2.0 + t)
   s2 = s * s
   series = jnp.asarray(1.0 / (2 * SOFTPLUS_TERMS - 1), x.dtype)
   for k in range(SOFTPLUS_TERMS - 2, -1, -1):
     series = series * s2 + 1.0 / (2 * k + 1)
-  slope = jnp.where(x >= 0, 1.0, t) / (1.0 + t)  # sigmoid(x), from the same t
-  return jnp.maximum(x, 0.0) + 2.0 * s * series, slope
+  return jnp.maximum(x, 0.0) + 2.0 * s * series
 
 
-@softplus.defjvp
-def _softplus_jvp(primals, tangents):
-  (x,), (dx,) = primals, tangents
-  value, slope = _softplus_and_slope(x)
-  return value, slope * dx
+@jax.custom_vjp
+def step_sizes(low_rank, weight, bias):
+  """dt = softplus(low_rank @ weight + bias): (b, o, L, R), (o, R, d), (o, 1, d) -> (b, o, L, d).
+
+  Forward: the rank-R product as R multiply-adds in one elementwise pass with the bias and the
+  softplus, writing dt token-major (as a dot, XLA:CPU produced it channel-major, a rank-R
+  contraction being too thin for a matrix kernel, and transposed it in the softplus pass).
+  Backward (custom VJP): the slope sigmoid(pre) = 1 - exp(-dt) from the saved dt (which the
+  scan saves anyway), then two matrix products; autodiff of the R multiply-adds would make 2R
+  passes over the map.
+  """
+  pre = low_rank[..., 0:1] * weight[:, None, 0]
+  for j in range(1, weight.shape[-2]):
+    pre = pre + low_rank[..., j : j + 1] * weight[:, None, j]
+  return softplus(pre + bias)
+
+
+def _step_sizes_fwd(low_rank, weight, bias):
+  dt = step_sizes(low_rank, weight, bias)
+  return dt, (low_rank, weight, dt)
+
+
+def _step_sizes_bwd(res, g):
+  low_rank, weight, dt = res
+  g_pre = g * -jnp.expm1(-dt)  # d softplus / d pre = sigmoid(pre) = 1 - exp(-softplus(pre))
+  d_low = jnp.einsum("bold,ord->bolr", g_pre, weight)
+  d_weight = jnp.einsum("bolr,bold->ord", low_rank, g_pre)
+  return d_low, d_weight, jnp.sum(g_pre, axis=(0, 2))[:, None]
+
+
+step_sizes.defvjp(_step_sizes_fwd, _step_sizes_bwd)
 
 
 def ss2d_scan_chunked(
@@ -115,23 +135,10 @@ def ss2d_scan_chunked(
   dt_bias = dt_projs_bias.astype(f32).reshape(*ROUTES, 1, d)
   rates = jnp.swapaxes(-jnp.exp(A_logs.astype(f32)).reshape(*ROUTES, d, n), -1, -2)
 
-  def step_sizes(rev, low_rank):
-    """softplus(dt_projs_weight[k] @ dt_low + bias) of the routes k = 2 rev + o: (b, o, L, d).
-
-    The rank-R product as R multiply-adds in one elementwise pass with the bias and softplus,
-    writing dt token-major: as a dot, XLA:CPU produced it channel-major (a rank-R contraction
-    is too thin to use a matrix unit) and transposed it in the softplus pass.
-    """
-    weight = dt_proj[rev][None, :, None]  # (1, o, 1, R, d)
-    pre = low_rank[..., 0:1] * weight[..., 0, :]
-    for j in range(1, rank):
-      pre = pre + low_rank[..., j : j + 1] * weight[..., j, :]
-    return softplus(pre + dt_bias[rev])
-
   def scan(rev, low_rank):  # the routes k = 2 * rev and 2 * rev + 1, one per token order
     return scan_channels_last(
       orders,
-      step_sizes(rev, low_rank),
+      step_sizes(low_rank, dt_proj[rev], dt_bias[rev]),
       rates[rev],
       b_ssm[:, :, :, rev],
       c_ssm[:, :, :, rev],
