@@ -49,7 +49,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -57,7 +56,8 @@ from collections.abc import Sequence
 from http.client import HTTPException
 from pathlib import Path
 
-from dass_jax.cache import cache_dir, remove_stale
+from dass_jax.cache import cache_dir
+from dass_jax.files import atomic_folder
 
 TIMEOUT_S = 10.0
 CHUNK_BYTES = 1 << 20
@@ -444,10 +444,8 @@ def fetch_url(
     )
   if entry.exists():  # no usable record: an entry left incomplete by hand
     shutil.rmtree(entry)
-  root.mkdir(parents=True, exist_ok=True)
-  remove_stale(root, f".tmp-{entry.name}-")
-  tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=root))
-  try:
+  # Another process storing the same URL first wins ("keep"): the file is the same.
+  with atomic_folder(entry, if_exists="keep") as tmp:
     request = urllib.request.Request(_download_url(base), headers=_HEADERS)
     try:
       with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -479,14 +477,8 @@ def fetch_url(
       raise SourceError(f"{base}: download refused, nothing was kept: " + "; ".join(problems))
     record = {"url": base, "file": name, "size": count, "sha256": digest}
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    try:
-      os.rename(tmp, entry)
-    except OSError:  # another process stored the same URL first
-      record = _read_record(entry)
-      if record is None:
-        raise
-    print(f"fetched {base}: {record['size']:,} bytes, sha256 {record['sha256']}", file=sys.stderr)
-    return Resolved(entry / record["file"], f"{base}#sha256={record['sha256']}")
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
+  record = _read_record(entry)
+  if record is None:
+    raise SourceError(f"{base}: {entry} holds no download record after storing it")
+  print(f"fetched {base}: {record['size']:,} bytes, sha256 {record['sha256']}", file=sys.stderr)
+  return Resolved(entry / record["file"], f"{base}#sha256={record['sha256']}")

@@ -11,8 +11,6 @@ checkpoints converted on first use by `dass_jax.load_model`).
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from pathlib import Path
 
 CACHE_ENV = "DASS_JAX_CACHE"
@@ -23,11 +21,3 @@ def cache_dir(name: str) -> Path:
   base = os.environ.get(CACHE_ENV)
   root = Path(base) if base else Path.home() / ".cache" / "dass_jax"
   return root / name
-
-
-def remove_stale(folder: str | os.PathLike, prefix: str, max_age_s: float = 3600.0) -> None:
-  """Removes the temporary folders `folder/prefix*` older than `max_age_s` (killed runs)."""
-  now = time.time()
-  for path in Path(folder).glob(f"{prefix}*"):
-    if now - path.stat().st_mtime > max_age_s:
-      shutil.rmtree(path, ignore_errors=True)

@@ -5,29 +5,60 @@
     logits = model.apply({"params": params}, fbank)            # fbank: (batch, frames, 128)
 
 Written by the converters (`python -m convert_torch ...`) and by `experiments.train` (its `export/`
-folders), always through `save_converted`. `config.json` is written last, atomically, so a folder
-with a `config.json` is a complete checkpoint; a `params/` left without one by an interrupted save
-is overwritten by the next save.
+folders), always through `save_converted`, which builds the whole folder under a temporary sibling
+name and renames it into place (`dass_jax.files.replace_folder`): a folder with a `config.json` is
+a complete checkpoint, and an interrupted save leaves the previous one (or nothing).
+
+`config.json` records `params_sha256`, a digest of the params tree (`params_digest`), so a reader
+can tell whether the params it cached something for are still the ones in the folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
+from dass_jax import files
 from dass_jax.models import ModelConfig, build_model, config_from_dict
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 # Keys of config.json that describe where a checkpoint came from rather than the architecture.
-METADATA_KEYS = frozenset({"source", "source_format", "labels"})
+METADATA_KEYS = frozenset({"source", "source_format", "labels", "params_sha256", "training"})
+# Entries of a folder that an interrupted save of the pre-atomic layout could leave behind.
+_PARTIAL_ENTRIES = frozenset({PARAMS_DIR, CONFIG_FILE + ".tmp"})
+
+
+def params_digest(params: Any) -> str:
+  """SHA-256 (hex) of a params tree: every leaf's '/'-joined path, dtype, shape and bytes.
+
+  Equal trees give equal digests whatever their container types (dict, FrozenDict) or where the
+  arrays live; any changed value, shape, dtype or name changes it.
+  """
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  digest = hashlib.sha256()
+  for name in sorted(flat):
+    leaf = np.ascontiguousarray(np.asarray(jax.device_get(flat[name])))
+    digest.update(f"{name}|{leaf.dtype.str}|{leaf.shape}\n".encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()
+
+
+def _orbax():
+  """orbax.checkpoint, imported when a checkpoint is read or written: `import dass_jax` (and so
+  the GPU check and inference from in-memory params) needs jax, flax and numpy only."""
+  import orbax.checkpoint as ocp
+
+  return ocp
 
 
 def is_converted(folder: str | os.PathLike) -> bool:
@@ -48,42 +79,70 @@ def save_converted(
   config: ModelConfig,
   params: Any,
   extra: dict[str, Any] | None = None,
+  overwrite: bool = False,
 ) -> Path:
-  """Writes an orbax `params/` checkpoint, then `config.json`, into `out_dir`.
+  """Writes an orbax `params/` checkpoint and `config.json` into `out_dir`, atomically.
+
+  The folder is built as `.tmp-<name>` beside `out_dir` and renamed into place when complete
+  (replacing an older checkpoint when `overwrite`), so `out_dir` never holds a mix of two saves.
 
   Args:
-    out_dir: the checkpoint folder (created if needed).
+    out_dir: the checkpoint folder. It may be absent, empty, a converted checkpoint (with
+      `overwrite`) or what an interrupted save of older versions left (`params/` alone); any other
+      existing content is refused rather than deleted.
     config: the model config (stored with its `model_type`).
     params: the Flax params tree: numpy arrays, or jax arrays that every process can read whole
       (e.g. replicated). In a multi-process run every process calls this with the same params;
-      orbax coordinates the write and process 0 writes config.json.
+      orbax coordinates the write and process 0 writes config.json and renames the folder.
     extra: metadata stored beside the config (keys in METADATA_KEYS: source, source_format,
-      labels).
+      labels, training). `params_sha256` (`params_digest`) is always written.
+    overwrite: replace an existing converted checkpoint in `out_dir`.
 
   Returns:
     The absolute folder path.
 
   Raises:
     ValueError: unknown metadata keys.
-    FileExistsError: `out_dir` already holds a converted checkpoint (nothing is touched).
+    FileExistsError: `out_dir` already holds a converted checkpoint and not `overwrite`, or holds
+      something else (nothing is touched).
   """
   unknown = set(extra or {}) - METADATA_KEYS
   if unknown:
     raise ValueError(
       f"unknown checkpoint metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}"
     )
-  refuse_existing(out_dir)
   out = Path(out_dir).absolute()
-  out.mkdir(parents=True, exist_ok=True)
+  if not overwrite:
+    refuse_existing(out)
+  if out.is_dir() and not is_converted(out) and set(os.listdir(out)) - _PARTIAL_ENTRIES:
+    raise FileExistsError(
+      f"{out} exists and holds files that are not a converted checkpoint; choose another folder"
+    )
   params = jax.tree.map(np.asarray, params)
+  meta = {**config.to_dict(), **(extra or {}), "params_sha256": params_digest(params)}
+  # One temporary name on every process (they write into the same folder).
+  tmp = out.parent / f".tmp-{out.name}"
+  main = jax.process_index() == 0
+  if main:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save
+  _sync("save_converted_start")
+  ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(out / PARAMS_DIR, params, force=True)
+    ckptr.save(tmp / PARAMS_DIR, params, force=True)
     ckptr.wait_until_finished()
-  if jax.process_index() == 0:
-    tmp = out / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps({**config.to_dict(), **(extra or {})}, indent=2) + "\n")
-    os.replace(tmp, out / CONFIG_FILE)
+  if main:
+    files.write_json(tmp / CONFIG_FILE, meta)
+    files.replace_folder(tmp, out)
+  _sync("save_converted_done")
   return out
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def read_metadata(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
@@ -134,6 +193,7 @@ def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **conf
   if config_overrides:
     config = dataclasses.replace(config, **config_overrides)
   model = build_model(config)
+  ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(Path(ckpt_dir).absolute() / PARAMS_DIR)
   return model, params, config

@@ -7,6 +7,14 @@
 `--checkpoint` also takes a published name (`dass-small-47.2`, see `python -m convert_torch
 --list`), an hf:// hub id or an https:// URL: converted on first use into the user's cache.
 
+    python -m dass_jax.predict --onnx model.onnx clip.wav ...   (the same options)
+
+runs a file written by `python -m dass_jax.export --format onnx` with onnxruntime instead, and
+imports no JAX (numpy, soundfile and onnxruntime are all it needs; `dass_jax.onnx_model`): the
+model type, input kind, input length and class names come from the file's metadata. A graph
+exported at a fixed length (`--frames N`) takes audio padded / cropped to N frames, as AST and AuM
+do below (a .npy must have exactly that length); a `--dynamic` DASS graph takes any length.
+
 What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`):
   * fbank models (DASS, AST, AuM): a `.npy` array of model input, normalised fbank (frames, 128) or
     (batch, frames, 128), exactly what the PyTorch `DASS.forward` takes; or an audio file of any
@@ -57,14 +65,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from dass_jax import audio, models, timeline
-from dass_jax.checkpoint import is_source_name, load_model
+from dass_jax import audio, timeline
 from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
 from dass_jax.labels import class_names
+from dass_jax.onnx_model import ModelInfo
+
+# JAX, the models and the checkpoint reader are imported only for --checkpoint (`_load_checkpoint`
+# and `main`), so that --onnx runs where JAX is not installed.
 
 # Samples per 10 ms timeline step of a waveform input.
 SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_SECOND
@@ -79,9 +89,18 @@ def is_audio(path: str | os.PathLike) -> bool:
   return Path(path).suffix.lower() != ".npy"
 
 
-def input_kind(config) -> str:
-  """What the model of `config` takes: 'fbank' or 'waveform' (its `models.MODELS` entry)."""
-  return models.spec_of(config).input_kind
+def model_info(config) -> ModelInfo:
+  """The `ModelInfo` of a model config (its `models.MODELS` entry, class names)."""
+  from dass_jax import models
+
+  return ModelInfo(
+    model_type=config.model_type,
+    input_kind=models.spec_of(config).input_kind,
+    num_mel_bins=getattr(config, "num_mel_bins", 0),
+    fixed_length=models.fixed_length(config),
+    num_classes=config.num_classes,
+    names=tuple(class_names(config.num_classes)),
+  )
 
 
 def _audio_features(path: Path) -> np.ndarray:
@@ -126,7 +145,7 @@ def _read(path: Path, from_audio) -> np.ndarray:
     raise InputError(f"{path}: not a readable .npy array ({e})") from e
 
 
-def load_input(path: str | os.PathLike, config) -> np.ndarray:
+def load_input(path: str | os.PathLike, info: ModelInfo) -> np.ndarray:
   """Reads one INPUT as the model's float32 input, checking every property.
 
   fbank models: (batch, frames, num_mel_bins); audio gives batch 1 and all of the recording's
@@ -134,7 +153,7 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
   gives batch 1 and the whole recording.
   """
   path = Path(path)
-  if input_kind(config) == "waveform":
+  if info.input_kind == "waveform":
     array = _read(path, _audio_waveform)
     _check_array(path, array)
     if array.ndim not in (1, 2):
@@ -145,7 +164,7 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
     _check_values(path, array)
     return np.asarray(array, np.float32).reshape((-1, array.shape[-1]))
   array = _read(path, _audio_features)
-  mel = config.num_mel_bins
+  mel = info.num_mel_bins
   _check_array(path, array)
   if array.ndim not in (2, 3):
     raise InputError(
@@ -166,14 +185,21 @@ def pad_value() -> float:
   return float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
 
 
-def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
-  """Audio features padded / cropped to a fixed-length model's input (AST, AuM); else unchanged."""
-  length = models.fixed_length(config)
-  if length is None or not from_audio or batch.shape[1] == length:
+def model_input(batch: np.ndarray, info: ModelInfo, from_audio: bool) -> np.ndarray:
+  """Audio padded / cropped to a fixed-length model's input (AST, AuM, a fixed ONNX graph).
+
+  fbank features are padded with `pad_value()`, a waveform (a fixed-length ONNX Dasheng graph:
+  160 samples per frame) with zeros; any other input is returned unchanged.
+  """
+  length = info.fixed_length
+  if length is None or not from_audio:
     return batch
-  if batch.shape[1] > length:
+  waveform = info.input_kind == "waveform"
+  length = length * SAMPLES_PER_FRAME if waveform else length
+  if batch.shape[1] >= length:
     return batch[:, :length]
-  return np.pad(batch, ((0, 0), (0, length - batch.shape[1]), (0, 0)), constant_values=pad_value())
+  pad = [(0, 0), (0, length - batch.shape[1])] + [(0, 0)] * (batch.ndim - 2)
+  return np.pad(batch, pad, constant_values=0.0 if waveform else pad_value())
 
 
 def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.ndarray:
@@ -199,39 +225,39 @@ def top_classes(logits: np.ndarray, k: int, names: list[str]) -> list[dict[str, 
   ]
 
 
-def timeline_steps(recording: np.ndarray, config) -> np.ndarray:
+def timeline_steps(recording: np.ndarray, info: ModelInfo) -> np.ndarray:
   """One recording as (10 ms steps, values) rows for `timeline.window_logits` to crop.
 
   fbank features are already (frames, mel); a waveform (samples,) becomes (samples // 160, 160),
   dropping the last samples that do not fill a 10 ms step.
   """
-  if input_kind(config) != "waveform":
+  if info.input_kind != "waveform":
     return recording
   steps = len(recording) // SAMPLES_PER_FRAME
   return recording[: steps * SAMPLES_PER_FRAME].reshape(steps, SAMPLES_PER_FRAME)
 
 
 def timeline_windows(
-  apply_fn, params, recording: np.ndarray, config, args: argparse.Namespace, names: list[str]
+  apply_fn, params, recording: np.ndarray, info: ModelInfo, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
   """Per-window records of one recording's timeline.
 
   Args:
     apply_fn: `apply_fn(params, x)`, model input (batch, ...) -> (batch, classes).
-    params: model params.
+    params: model params (None for an ONNX model).
     recording: the whole recording's model input without the batch axis: (frames, mel)
       normalised features, or (samples,) 16 kHz waveform.
-    config: the model config (fixed-length models' windows are padded to its max_length).
+    info: the model (fixed-length models' windows are padded to `info.fixed_length`; class
+      names).
     args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size).
-    names: class names.
 
   Returns:
     [{"window", "start_frame", "end_frame", "start_s", "end_s", "top": top_classes(...)}], one per
     window in time order; seconds are frames / 100.
   """
-  steps = timeline_steps(recording, config)
+  steps = timeline_steps(recording, info)
   bounds = timeline.window_bounds(len(steps), args.timeline_window_frames, args.timeline_hop_frames)
-  length = models.fixed_length(config)
+  length = info.fixed_length
   window_fn = apply_fn
   if steps is not recording:  # waveform windows go back to (batch, samples)
     window_fn = lambda p, x: apply_fn(p, x.reshape(x.shape[0], -1))
@@ -242,7 +268,7 @@ def timeline_windows(
     bounds,
     args.batch_size,
     length=length,
-    pad_value=pad_value() if length else 0.0,
+    pad_value=pad_value() if length and info.input_kind == "fbank" else 0.0,
   )
   fps = timeline.FRAMES_PER_SECOND
   return [
@@ -252,7 +278,7 @@ def timeline_windows(
       "end_frame": int(end),
       "start_s": start / fps,
       "end_s": end / fps,
-      "top": top_classes(row, args.top_k, names),
+      "top": top_classes(row, args.top_k, info.names),
     }
     for i, ((start, end), row) in enumerate(zip(bounds, logits))
   ]
@@ -264,11 +290,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     description="Print the top classes of a converted DASS / AST / AuM / Dasheng checkpoint for "
     ".npy arrays or audio files of any length, optionally as a sliding-window timeline.",
   )
-  parser.add_argument(
+  model = parser.add_mutually_exclusive_group(required=True)
+  model.add_argument(
     "--checkpoint",
-    required=True,
     help="folder written by `python -m convert_torch` (config.json + params/), or a published "
     "name / hf:// id / https:// URL converted on first use (python -m convert_torch --list)",
+  )
+  model.add_argument(
+    "--onnx",
+    help="a file written by `python -m dass_jax.export --format onnx`, run with onnxruntime "
+    "(no JAX needed)",
   )
   parser.add_argument(
     "inputs",
@@ -347,6 +378,8 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def _load_checkpoint(folder: str):
+  from dass_jax.checkpoint import is_source_name, load_model
+
   if not Path(folder).is_dir() and not is_source_name(folder):
     raise InputError(
       f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
@@ -364,14 +397,14 @@ def _load_checkpoint(folder: str):
 
 
 def _check_timeline_inputs(
-  args: argparse.Namespace, config, inputs: list[tuple[str, np.ndarray]]
+  args: argparse.Namespace, info: ModelInfo, inputs: list[tuple[str, np.ndarray]]
 ) -> None:
   """Raises InputError for a window a fixed-length model cannot take or a batched input."""
-  length = models.fixed_length(config)
+  length = info.fixed_length
   if length is not None and args.timeline_window_frames > length:
     raise InputError(
       f"--timeline-window {args.timeline_window} s is "
-      f"{args.timeline_window_frames} frames; this {config.model_type} checkpoint takes at most "
+      f"{args.timeline_window_frames} frames; this {info.model_type} checkpoint takes at most "
       f"max_length={length} frames"
     )
   for path, batch in inputs:
@@ -418,24 +451,44 @@ def _write_timelines(
     timeline.write_timeline(out, report)
 
 
+def _load_onnx(path: str):
+  from dass_jax.onnx_model import OnnxModel
+
+  if not Path(path).is_file():
+    raise InputError(f"{path}: ONNX file not found")
+  try:
+    return OnnxModel(path)
+  except ValueError as e:
+    raise InputError(str(e)) from e
+
+
+def _load(args: argparse.Namespace):
+  """(apply_fn(params, x), params, ModelInfo) of --checkpoint (jitted JAX) or --onnx."""
+  if args.onnx:
+    model = _load_onnx(args.onnx)
+    return (lambda _, x: model(x)), None, model.info
+  import jax
+
+  model, params, config = _load_checkpoint(args.checkpoint)
+  return jax.jit(lambda p, x: model.apply({"params": p}, x)), params, model_info(config)
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs the CLI; returns the exit status (0, or 2 for a bad checkpoint or input)."""
   args = _parse_args(argv)
   timeline_on = args.timeline_window is not None
   try:
-    model, params, config = _load_checkpoint(args.checkpoint)
-    inputs = [(path, load_input(path, config)) for path in args.inputs]
+    apply_fn, params, info = _load(args)
+    inputs = [(path, load_input(path, info)) for path in args.inputs]
     if timeline_on:
-      _check_timeline_inputs(args, config, inputs)
+      _check_timeline_inputs(args, info, inputs)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
-  names = class_names(config.num_classes)
-  length_key = "samples" if input_kind(config) == "waveform" else "frames"
+  length_key = "samples" if info.input_kind == "waveform" else "frames"
   results, all_logits = [], []
   for path, features in inputs:
-    batch = model_input(features, config, is_audio(path))
+    batch = model_input(features, info, is_audio(path))
     try:
       logits = predict_logits(apply_fn, params, batch, args.batch_size)
     except ValueError as e:  # the model rejects this input's shape (e.g. AST length)
@@ -447,17 +500,17 @@ def main(argv: list[str] | None = None) -> int:
         "input": str(path),
         "index": i,
         length_key: int(batch.shape[1]),
-        "top": top_classes(row, args.top_k, names),
+        "top": top_classes(row, args.top_k, info.names),
       }
       if timeline_on:
-        result["timeline"] = timeline_windows(apply_fn, params, features[0], config, args, names)
+        result["timeline"] = timeline_windows(apply_fn, params, features[0], info, args)
       results.append(result)
   if args.logits_npy:
     np.save(args.logits_npy, np.concatenate(all_logits, axis=0))
   header = {
-    "checkpoint": str(args.checkpoint),
-    "model_type": config.to_dict()["model_type"],
-    "num_classes": config.num_classes,
+    "checkpoint": str(args.checkpoint or args.onnx),
+    "model_type": info.model_type,
+    "num_classes": info.num_classes,
   }
   if timeline_on:
     _write_timelines(args, header, results)

@@ -7,8 +7,8 @@ checkpoint on disk always pairs the state with the iterator position it was save
 finalises a step folder atomically: a run killed mid-save leaves the previous checkpoints intact
 and the partial one is ignored. The newest `keep` checkpoints are kept.
 
-A finished run also exports its final params as converted checkpoints (`dass_jax.save_converted`)
-in `workdir/export/` and, when weight averaging ran, the averaged params in `workdir/export_wa/`.
+A finished run also exports the model it chose on its validation split as a converted checkpoint
+(`dass_jax.save_converted`) in `workdir/export/`.
 
 Restoring needs an abstract state whose leaves carry their target shardings
 (`abstract_with_shardings`), so a checkpoint restores onto any mesh.
@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
-EXPORT_DIR, EXPORT_WA_DIR = "export", "export_wa"
+EXPORT_DIR = "export"
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:

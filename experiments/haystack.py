@@ -91,6 +91,7 @@ from typing import Any
 
 import numpy as np
 
+from dass_jax import files
 from dass_jax.audio import load_audio
 from dass_jax.constants import NUM_MEL_BINS, SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
@@ -745,9 +746,7 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as e:  # includes dass_jax.audio.AudioLoadError
     print(f"error: {e}", file=sys.stderr)
     return 2
-  tmp = f"{args.out}.partial.npy"  # written whole, then renamed: no half-written --out
-  np.save(tmp, x)
-  os.replace(tmp, args.out)
+  files.save_npy(args.out, x)  # written whole, then renamed: no half-written --out
   what = "normalised fbank" if args.kind == "fbank" else "16 kHz waveform"
   print(f"{args.out}: float32 {x.shape} {what} ({args.protocol} protocol)")
   return 0

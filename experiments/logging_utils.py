@@ -22,6 +22,8 @@ import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from dass_jax import files
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -69,12 +71,10 @@ def write_config(workdir: str, config: Any, enabled: bool = True) -> None:
   """Writes the resolved config (an `ml_collections.ConfigDict`) as `workdir/config.json`."""
   if not enabled:
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, TRAIN_CONFIG_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
+  files.write_text(
+    os.path.join(workdir, TRAIN_CONFIG_FILE),
+    config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
+  )
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -99,7 +99,7 @@ EXTENSIONS = ast_lib.LENGTH_EXTENSIONS
 def load_for_eval(path: str, **config_overrides) -> tuple[Any, Any, Any]:
   """(module, params, model config) from a converted checkpoint folder or a train work directory.
 
-  A work directory resolves to its `export_wa/` (weight-averaged) or else `export/` folder, as the
+  A work directory resolves to its `export/` folder (the model it chose on valid), as the
   distillation teacher does (`experiments.teacher.resolve_dir`). `config_overrides` replace config
   fields that leave the params unchanged (e.g. dtype).
   """

@@ -8,20 +8,20 @@ Run by `python -m experiments.train --config experiments/configs/quickstart.py -
   2. DIR/teacher:      a small AST trained on its labels;
   3. DIR/student_kd:   a small DASS distilled from that teacher (online teacher in the step);
   4. DIR/student_nokd: the same DASS with the same recipe and no teacher;
-  5. a table of held-out metrics, printed and written to DIR/quickstart.json, and the learning
-     curves (training loss and held-out mAP against the step, one line per stage) drawn into
+  5. a table of metrics, printed and written to DIR/quickstart.json, and the learning
+     curves (training loss and valid mAP against the step, one line per stage) drawn into
      DIR/quickstart_curves.png.
 
 quickstart.json: {"stages": {stage: {"mAP", "mAUC", "d_prime", "accuracy", "num_examples",
-"seconds", "steps", "num_params", "curves": `stage_curves(...)`}}, "seconds", "chance_map",
-"dataset", "curves_png", "seed"}. The stage
-metrics are those of the final model (of the weight average when the stage ran one); "eval_map"
-holds the evaluations during training and the final one.
+"valid", "seconds", "steps", "num_params", "curves": `stage_curves(...)`}}, "seconds",
+"chance_map", "dataset", "curves_png", "seed"}. The stage metrics are those of the model each
+stage chose on its validation split (`experiments.train`, `config.select`), on the test split when
+the data has one (else on valid); "valid" holds its valid metrics, "valid_map" in "curves" every
+evaluation on valid during training.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -30,15 +30,15 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from dass_jax import data
+from dass_jax import data, files
 from dass_jax.data import synthetic
-from experiments import logging_utils
+from experiments import logging_utils, quickstart_variants
 
 RESULTS_FILE = "quickstart.json"
 CURVES_FILE = "quickstart_curves.png"
 STAGES = ("teacher", "student_kd", "student_nokd")
-# metrics.jsonl keys of the held-out mAP: during training, of the final params, of the average.
-EVAL_MAP_KEYS = ("eval/mAP", "final/mAP", "wa/mAP")
+# metrics.jsonl key of the valid mAP, logged at every evaluation during training.
+VALID_MAP_KEY = "valid/mAP"
 
 
 def stage_configs(
@@ -95,25 +95,26 @@ def chance_map(ds: synthetic.SyntheticDataset) -> float:
 
 
 def _metrics(results: dict) -> dict:
-  return results.get("wa", results["final"])
+  """A stage's figures: its test metrics (when the data has a test split, else valid) and the
+  valid metrics of the model chosen on valid."""
+  return {**results.get("test", results["valid"]), "valid": results["valid"]}
 
 
 def stage_curves(rows: list[dict]) -> dict[str, list[list[float]]]:
   """Learning curves from a stage's metrics.jsonl rows (`logging_utils.read_metrics`).
 
   Returns {"train_loss": [[step, loss], ...], "train_label_loss": [[step, loss], ...],
-  "eval_map": [[step, mAP], ...]}, sorted by step. "train_loss" is the optimised loss (with a
+  "valid_map": [[step, mAP], ...]}, sorted by step. "train_loss" is the optimised loss (with a
   teacher: (1 - w) label loss + w KD loss), "train_label_loss" its label part (the whole loss
   without a teacher), comparable between stages. A step logged twice (a resumed run) keeps its
-  last value; the weight average's mAP, when there is one, replaces the final model's at the
-  last step.
+  last value.
   """
   curves = {}
   label_loss = "train/loss_label" if any("train/loss_label" in r for r in rows) else "train/loss"
   for name, keys in (
     ("train_loss", ("train/loss",)),
     ("train_label_loss", (label_loss,)),
-    ("eval_map", EVAL_MAP_KEYS),
+    ("valid_map", (VALID_MAP_KEY,)),
   ):
     points = {}
     for row in rows:
@@ -125,7 +126,7 @@ def stage_curves(rows: list[dict]) -> dict[str, list[list[float]]]:
 
 
 def plot_curves(curves: dict[str, dict], chance: float | None = None, path: str | None = None):
-  """Training loss and held-out mAP against the step, one line per stage.
+  """Training loss and valid mAP against the step, one line per stage.
 
   Args:
     curves: {stage: `stage_curves(...)`}.
@@ -145,12 +146,12 @@ def plot_curves(curves: dict[str, dict], chance: float | None = None, path: str 
   for name, stage in curves.items():
     if stage.get("train_label_loss"):
       ax_loss.plot(*zip(*stage["train_label_loss"], strict=True), label=name)
-    if stage.get("eval_map"):
-      ax_map.plot(*zip(*stage["eval_map"], strict=True), marker="o", markersize=3, label=name)
+    if stage.get("valid_map"):
+      ax_map.plot(*zip(*stage["valid_map"], strict=True), marker="o", markersize=3, label=name)
   if chance is not None:
     ax_map.axhline(chance, color="gray", linestyle=":", label="chance")
   ax_loss.set(xlabel="step", ylabel="label loss (BCE)", title="training loss (label part)")
-  ax_map.set(xlabel="step", ylabel="mAP (held out)", title="held-out mAP", ylim=(0, 1))
+  ax_map.set(xlabel="step", ylabel="mAP (valid)", title="valid mAP", ylim=(0, 1))
   for ax in (ax_loss, ax_map):
     ax.grid(alpha=0.3)
     if ax.lines:
@@ -188,7 +189,9 @@ def run(
   ds = ensure_dataset(config)
   logging.info("synthetic dataset at %s (%.0f s)", ds.root, time.perf_counter() - start)
   table = {}
-  for name, cfg in stage_configs(config, workdir, ds).items():
+  stages = stage_configs(config, workdir, ds)
+  stages.update(quickstart_variants.extra_stages(config, workdir, stages))
+  for name, cfg in stages.items():
     stage_start = time.perf_counter()
     logging.info("quickstart stage %s", name)
     stage_dir = os.path.join(workdir, name)
@@ -220,6 +223,5 @@ def run(
     lines.append(f"total {total:.0f} s; chance mAP (random scores) ~ {chance:.3f}")
     lines.append(f"learning curves: {os.path.join(workdir, CURVES_FILE)}")
     print("\n".join(lines), flush=True)
-    with open(os.path.join(workdir, RESULTS_FILE), "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=2)
+    files.write_json(os.path.join(workdir, RESULTS_FILE), summary)
   return summary

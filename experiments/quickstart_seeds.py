@@ -42,7 +42,7 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 def summarize(per_seed: dict[int, dict[str, float]]) -> dict:
   """Mean ± std of each stage's mAP and the paired KD gain, from {seed: {stage: mAP}}."""
   seeds = sorted(per_seed)
-  stages = {name: _mean_std([per_seed[s][name] for s in seeds]) for name in quickstart.STAGES}
+  stages = {name: _mean_std([per_seed[s][name] for s in seeds]) for name in per_seed[seeds[0]]}
   gains = [per_seed[s]["student_kd"] - per_seed[s]["student_nokd"] for s in seeds]
   gain = {**_mean_std(gains), "per_seed": gains, "positive_seeds": sum(g > 0 for g in gains)}
   n = len(gains)
@@ -70,7 +70,7 @@ def format_table(per_seed: dict[int, dict[str, float]], summary: dict) -> list[s
   seeds = summary["seeds"]
   head = f"{'model':<14}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds)
   lines = [head + f"{'mean ± std':>18}"]
-  for name in quickstart.STAGES:
+  for name in summary["stages"]:
     cells = "".join(f"{per_seed[s][name]:9.4f}" for s in seeds)
     m = summary["stages"][name]
     lines.append(f"{name:<14}{cells}{m['mean']:>10.4f} ± {m['std']:.4f}")
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
       runs[seed] = quickstart.run(
         seed_config, os.path.join(workdir, f"seed{seed}"), train.train_and_evaluate
       )
-      per_seed[seed] = {name: runs[seed]["stages"][name]["mAP"] for name in quickstart.STAGES}
+      per_seed[seed] = {name: stage["mAP"] for name, stage in runs[seed]["stages"].items()}
   except train.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

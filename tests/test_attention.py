@@ -16,7 +16,7 @@ import pytest
 from numerics import assert_close, value_and_grads
 
 from dass_jax import attention
-from dass_jax.models import AST, AstConfig, Dasheng, DashengConfig
+from dass_jax.models import AST, SSLAM, AstConfig, Dasheng, DashengConfig, SslamConfig
 
 PARITY = 1e-6
 
@@ -99,6 +99,9 @@ AST_SMALL = AstConfig(
   num_classes=5, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=120
 )
 DASHENG_SMALL = DashengConfig(embed_dim=32, depth=2, num_heads=4, mlp_dim=64, num_classes=3)
+SSLAM_SMALL = SslamConfig(
+  num_classes=3, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=128
+)
 
 
 @pytest.mark.parametrize(
@@ -106,6 +109,7 @@ DASHENG_SMALL = DashengConfig(embed_dim=32, depth=2, num_heads=4, mlp_dim=64, nu
   [
     (AST, AST_SMALL, (2, 120, 128)),  # 12 x 11 patches + 2 tokens = 134
     (Dasheng, DASHENG_SMALL, (2, 16000 * 3)),  # 75 tokens per clip
+    (SSLAM, SSLAM_SMALL, (2, 128, 128)),  # 8 x 8 patches + 1 token = 65 (post-norm blocks)
   ],
 )
 def test_models_blocked_match_xla_logits_and_param_grads(model_cls, config, input_shape):

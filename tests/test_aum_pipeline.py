@@ -86,7 +86,7 @@ def test_train_student_from_checkpoint_of_another_length(twin_and_checkpoint, tm
   c.evals.batch_size, c.optim.warmup_steps = 4, 0
 
   results = train.train_and_evaluate(c, str(tmp_path / "run"))
-  assert results["steps"] == 2 and 0.0 <= results["final"]["mAP"] <= 1.0
+  assert results["steps"] == 2 and 0.0 <= results["valid"]["mAP"] <= 1.0
   model, params, config = load_model(tmp_path / "run" / "export")
   assert (config.model_type, config.max_length, config.num_classes) == ("aum", 98, ds.num_classes)
   assert params["pos_embed"].shape == (1, 1 + 8 * 6, 16)

@@ -66,9 +66,10 @@ def test_runlocal_prints_the_table_and_writes_json_and_curves(quickstart_run):
     curves = stage["curves"]
     assert curves["train_loss"] and curves["train_label_loss"]
     # Evaluated during training (config.evals.every_steps) and at the end.
-    steps = [step for step, _ in curves["eval_map"]]
+    steps = [step for step, _ in curves["valid_map"]]
     assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] == stage["steps"]
-    assert curves["eval_map"][-1][1] == pytest.approx(stage["mAP"])
+    # The model chosen on valid ('best') has the best valid mAP of every evaluation.
+    assert max(v for _, v in curves["valid_map"]) == pytest.approx(stage["valid"]["mAP"])
   kd = summary["stages"]["student_kd"]["curves"]
   assert kd["train_loss"] != kd["train_label_loss"]  # The KD part is in the total.
   png = workdir / summary["curves_png"]
@@ -115,14 +116,14 @@ def test_stage_curves_keep_the_last_value_of_a_repeated_step():
   rows = [
     {"step": 10, "train/loss": 0.5, "train/loss_label": 0.4},
     {"step": 20, "train/loss": 0.3, "train/loss_label": 0.2},
-    {"step": 20, "eval/mAP": 0.5},
+    {"step": 20, "valid/mAP": 0.5},
     {"step": 20, "train/loss": 0.25, "train/loss_label": 0.15},  # resumed run
-    {"step": 40, "final/mAP": 0.7},
+    {"step": 40, "valid/mAP": 0.7, "test/mAP": 0.1},
   ]
   curves = quickstart.stage_curves(rows)
   assert curves["train_loss"] == [[10, 0.5], [20, 0.25]]
   assert curves["train_label_loss"] == [[10, 0.4], [20, 0.15]]
-  assert curves["eval_map"] == [[20, 0.5], [40, 0.7]]
+  assert curves["valid_map"] == [[20, 0.5], [40, 0.7]]
   no_teacher = quickstart.stage_curves([{"step": 5, "train/loss": 0.3}])
   assert no_teacher["train_label_loss"] == [[5, 0.3]]
 

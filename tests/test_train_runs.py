@@ -48,6 +48,7 @@ CONFIG = textwrap.dedent('''\
       c.log_every_steps = 1
       c.checkpoint_every_steps = 1
       c.fsdp_min_size = 0
+      c.select.model = "last"  # exports compared between runs: the last step's params
       return c
     ''')
 
@@ -183,9 +184,9 @@ def test_one_vs_eight_devices_data_and_fsdp(env, parallel_runs):
   one = root / "one"
   assert json.loads((one / "train_config.json").read_text())["batch_size"] == 8
   assert any((one / "tensorboard").iterdir())
-  per_class = json.loads((one / "eval" / "final.json").read_text())["per_class"]
+  per_class = json.loads((one / "eval" / "valid_last.json").read_text())["per_class"]
   assert len(per_class) == env["dataset"].num_classes
-  assert set(json.loads((one / "results.json").read_text())["final"]) >= {
+  assert set(json.loads((one / "results.json").read_text())["valid"]) >= {
     "mAP",
     "mAUC",
     "d_prime",
@@ -204,8 +205,8 @@ def test_unreadable_audio_is_skipped_and_counted(env, parallel_runs):
 def test_two_processes_agree_with_one(env, parallel_runs):
   root = env["root"]
   finals = [
-    next(row for row in parallel_runs[f"proc{i}"].splitlines() if "eval final" in row).split(
-      "eval final"
+    next(row for row in parallel_runs[f"proc{i}"].splitlines() if "valid_last at" in row).split(
+      "valid_last at"
     )[1]
     for i in range(2)
   ]
@@ -313,7 +314,81 @@ def test_finetune_from_converted_checkpoint_single_label(env, parallel_runs):
     "--config.total_steps=2",
   )
   assert f"initialised from {root / 'one' / 'export'}" in log
-  final = json.loads((root / "finetune" / "results.json").read_text())["final"]
+  final = json.loads((root / "finetune" / "results.json").read_text())["valid"]
   assert 0.0 <= final["accuracy"] <= 1.0
   rows = _losses(root / "finetune")
   assert sorted(rows) == [1, 2]
+
+
+def _rows(workdir):
+  return [json.loads(row) for row in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_choice_on_valid_and_one_test_evaluation(env):
+  """'best' keeps the params of the best valid evaluation; test is evaluated once, on them."""
+  root, ds = env["root"], env["dataset"]
+  workdir = root / "select_best"
+  log = _run(
+    env,
+    workdir,
+    "--config.select.model=best",
+    "--config.total_steps=6",
+    "--config.evals.every_steps=1",
+    "--config.optim.lr=3e-3",
+    f"--config.test.input.datafile={ds.eval_datafile}",
+    f"--config.test.input.label_csv={ds.label_csv}",
+    "--config.test.input.target_frames=98",
+  )
+  results = json.loads((workdir / "results.json").read_text())
+  valid = [(r["step"], r["valid/mAP"]) for r in _rows(workdir) if "valid/mAP" in r]
+  assert [step for step, _ in valid] == [1, 2, 3, 4, 5, 6]
+  best_step, best_map = max(valid, key=lambda sv: (sv[1], -sv[0]))  # first of equal bests
+  assert results["selected"] == {"model": "best", "step": best_step, "metric": "mAP"}
+  assert results["valid"]["mAP"] == pytest.approx(best_map, abs=1e-6)
+  # The test split: once, at the end, on the chosen model (valid and test are the same clips
+  # here, so the chosen model's test mAP is its valid mAP).
+  tests = [r for r in _rows(workdir) if "test/mAP" in r]
+  assert len(tests) == 1 and log.count("test at step") == 1
+  assert results["test"]["mAP"] == pytest.approx(best_map, abs=1e-6)
+  exported = json.loads((workdir / "export" / "config.json").read_text())["training"]
+  assert exported["step"] == best_step and exported["model"] == "best"
+
+
+def test_rerun_with_more_steps_rewrites_the_export(env):
+  """A finished run rerun with more steps trains on, and export/ follows the new params."""
+  from dass_jax import checkpoint
+
+  workdir = env["root"] / "rerun_longer"
+  _run(env, workdir, "--config.total_steps=3")
+  first = checkpoint.read_metadata(workdir / "export")["params_sha256"]
+  _run(env, workdir, "--config.total_steps=5")
+  second = checkpoint.read_metadata(workdir / "export")["params_sha256"]
+  assert second != first
+  import orbax.checkpoint as ocp
+
+  with ocp.StandardCheckpointer() as ckptr:
+    state = ckptr.restore((workdir / "checkpoints" / "5" / "state").absolute())
+  assert second == checkpoint.params_digest(state["params"])
+  assert json.loads((workdir / "results.json").read_text())["steps"] == 5
+
+
+def test_early_stop_on_valid_survives_a_rerun(env):
+  """With lr 0 the valid mAP never improves after the first evaluation: patience 2 stops at
+  step 3, and rerunning the command does not train further."""
+  workdir = env["root"] / "early_stop"
+  args = [
+    "--config.total_steps=10",
+    "--config.evals.every_steps=1",
+    "--config.optim.lr=0",
+    "--config.optim.warmup_steps=0",
+    "--config.select.patience=2",
+  ]
+  log = _run(env, workdir, *args)
+  assert "early stop at step 3" in log
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["steps"] == 3 and results["stopped_early"]
+  assert _latest_checkpoint(workdir) == 3
+  log = _run(env, workdir, *args)
+  assert "early stop: no better valid mAP in 2 evaluations" in log
+  assert _latest_checkpoint(workdir) == 3
+  assert max(r["step"] for r in _rows(workdir) if "train/loss" in r) == 3

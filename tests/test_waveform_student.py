@@ -169,10 +169,11 @@ def test_eval_fed_the_waveforms_of_the_eval_frames(env, trained):
     datafile=ds.eval_datafile, label_csv=ds.label_csv, target_frames=FRAMES, read_threads=1
   )
   mesh = sharding.make_mesh((("data", -1), ("fsdp", 1)))
-  scores, targets = evaluate.Evaluator(Spy(), eval_cfg, mesh, 8).scores(params)
+  scores, targets, _ = evaluate.Evaluator(Spy(), eval_cfg, mesh, 8).scores(params)
   assert shapes == [(8, SAMPLES)]
   np.testing.assert_allclose(scores, want, atol=1e-5)
-  final = json.loads((env["root"] / "alone" / "eval" / "final.json").read_text())
+  chosen = json.loads((env["root"] / "alone" / "results.json").read_text())["selected"]["model"]
+  final = json.loads((env["root"] / "alone" / "eval" / f"valid_{chosen}.json").read_text())
   assert final["mAP"] == pytest.approx(metrics_lib.compute_metrics(want, targets)["mAP"], abs=1e-6)
 
 

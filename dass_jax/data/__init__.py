@@ -90,6 +90,7 @@ from dass_jax.data.pipeline import (
   label_prior,
   make_eval_iterator,
   make_train_iterator,
+  num_examples,
   request_inputs,
 )
 from dass_jax.labels import read_label_csv
@@ -101,6 +102,7 @@ __all__ = [
   "make_eval_iterator",
   "make_train_iterator",
   "num_classes_from_csv",
+  "num_examples",
   "read_datafile",
   "read_label_csv",
   "request_inputs",

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from dass_jax import files
 from dass_jax import labels as labels_lib
 
 
@@ -54,7 +55,7 @@ def read_datafile(path: str | os.PathLike) -> list[Entry]:
 
 
 def write_datafile(path: str | os.PathLike, entries: Sequence[Entry]) -> None:
-  """Writes a JSON datafile; wav paths under the datafile's folder are stored relative to it."""
+  """Writes a JSON datafile (atomically); wav paths under its folder are stored relative to it."""
   root = os.path.dirname(os.path.abspath(path))
 
   def stored(wav: str) -> str:
@@ -62,8 +63,7 @@ def write_datafile(path: str | os.PathLike, entries: Sequence[Entry]) -> None:
     return wav if rel.startswith(os.pardir) else rel
 
   data = [{"wav": stored(e.wav), "labels": ",".join(e.labels)} for e in entries]
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump({"data": data}, f, indent=1)
+  files.write_json(path, {"data": data}, indent=1)
 
 
 def label_indices(

@@ -27,15 +27,13 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import wave
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from dass_jax import cache
+from dass_jax import cache, files
 from dass_jax import labels as labels_lib
 from dass_jax.constants import SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
@@ -286,14 +284,7 @@ def _weak_label_datafile(root: str, seed: int, rate: float) -> str:
   for i, entry in enumerate(entries):
     keep = np.random.default_rng([seed, _MISSING_LABELS_CODE, i]).random(len(entry.labels)) >= rate
     weak.append(dataclasses.replace(entry, labels=tuple(np.asarray(entry.labels)[keep].tolist())))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-train-missing", suffix=".json", dir=root)
-  os.close(fd)
-  try:
-    datafile_lib.write_datafile(tmp, weak)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  datafile_lib.write_datafile(path, weak)
   return path
 
 
@@ -352,20 +343,10 @@ def _complete_dataset(
   os.makedirs(cache_dir, exist_ok=True)
   if os.path.isdir(root):  # Not made by this module (it renames complete folders only).
     raise RuntimeError(f"{root} exists but is not a complete synthetic dataset; remove it")
-  prefix = f".tmp-{os.path.basename(root)}-"
-  cache.remove_stale(cache_dir, prefix)  # left by runs killed over an hour ago
-  tmp = tempfile.mkdtemp(prefix=prefix, dir=cache_dir)
-  try:
-    _generate(tmp, seed, {"train": num_train, "eval": num_eval}, clip_seconds)
-    # The datafiles store wav paths relative to their folder, so the rename keeps them valid.
-    try:
-      os.rename(tmp, root)
-    except OSError:
-      if not _is_complete(root):  # Another process finished first otherwise.
-        raise
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp)
+  # Built in a temporary sibling, renamed into place whole; the datafiles store wav paths relative
+  # to their folder, so the rename keeps them valid. Another process finishing first wins.
+  with files.atomic_folder(root, if_exists="keep") as tmp:
+    _generate(str(tmp), seed, {"train": num_train, "eval": num_eval}, clip_seconds)
   return _paths(root)
 
 
