@@ -289,6 +289,22 @@ def section_environment(report: Report, plan: Plan) -> None:
   )
 
 
+def attention_note(report: Report) -> None:
+  """States which attention the ViT models (AST, Dasheng) get here ('auto', `dass_jax.attention`):
+  cuDNN's fused kernel where the lowered AST-shaped call holds its custom call, else XLA's."""
+  import jax
+  import jax.numpy as jnp
+
+  from dass_jax.attention import attention, resolve
+
+  q = jax.ShapeDtypeStruct((1, 1214, 12, 64), jnp.float32)  # AST: 1214 tokens, 12 heads
+  found = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    hlo = jax.jit(attention).lower(*[q.update(dtype=dtype)] * 3).as_text()
+    found[dtype.dtype.name] = "cudnn" if "cudnn" in hlo else resolve("auto").replace("cudnn", "xla")
+  report.add(f"Attention (`auto`, AST shape): {found}")
+
+
 def _model(plan: Plan, **overrides):
   import jax
 
@@ -453,7 +469,7 @@ def main(argv=None) -> int:
   run = {
     "tests": lambda: section_tests(report, plan, budget, args.tests),
     "bench": lambda: section_bench(report, plan, budget),
-    "environment": lambda: section_environment(report, plan),
+    "environment": lambda: (section_environment(report, plan), attention_note(report)),
     "throughput": lambda: section_throughput(
       report, plan, budget, args.steps if not args.dry_run else 2
     ),

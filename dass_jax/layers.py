@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dass_jax.attention import attention
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -236,11 +238,19 @@ class Attention(nn.Module):
   Params: qkv/{kernel (D, 3D), bias (3D,)} with output columns [q | k | v], each head-major
   (heads, head_dim), i.e. torch's `qkv.weight.T`; out/{kernel (D, D), bias}. Scores are scaled by
   head_dim^-0.5 (`jax.nn.dot_product_attention`'s default).
+
+  Attributes:
+    num_heads: attention heads.
+    qkv_bias: whether the qkv projection has a bias.
+    dtype: compute dtype.
+    implementation: how the attention itself runs, `dass_jax.attention.attention`'s
+      `implementation` ('auto': the fastest for the backend the call is traced for).
   """
 
   num_heads: int
   qkv_bias: bool = True
   dtype: Any = jnp.float32
+  implementation: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -248,7 +258,7 @@ class Attention(nn.Module):
     head_dim = dim // self.num_heads
     qkv = dense(3 * dim, "qkv", self.dtype, use_bias=self.qkv_bias)(x)
     qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)
-    y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    y = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], self.implementation)
     return dense(dim, "out", self.dtype)(y.reshape(batch, length, dim))
 
 
@@ -259,6 +269,7 @@ class TransformerBlock(nn.Module):
   their `AltBlock` with layer_norm_first=False): x = LN1(x + attn(x)); x = LN2(x + mlp(x)).
   Params either way: norm1, attn (`Attention`), norm2, mlp (`Mlp`). Dropout after the attention
   output and the MLP (train only, rng stream 'dropout') when `dropout_rate > 0`.
+  `attention_impl` is the attention's `implementation`.
   """
 
   num_heads: int
@@ -267,17 +278,21 @@ class TransformerBlock(nn.Module):
   qkv_bias: bool = True
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  attention_impl: str = "auto"
   post_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+    attention = Attention(
+      self.num_heads, self.qkv_bias, self.dtype, self.attention_impl, name="attn"
+    )
     if self.post_norm:
-      y = Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(x)
+      y = attention(x)
       x = layer_norm("norm1", self.eps, self.dtype)(x + drop(y))
       y = Mlp(self.mlp_dim, self.dtype, name="mlp")(x)
       return layer_norm("norm2", self.eps, self.dtype)(x + drop(y))
     y = layer_norm("norm1", self.eps, self.dtype)(x)
-    x = x + drop(Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(y))
+    x = x + drop(attention(y))
     y = layer_norm("norm2", self.eps, self.dtype)(x)
     return x + drop(Mlp(self.mlp_dim, self.dtype, name="mlp")(y))

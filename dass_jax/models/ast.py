@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dass_jax import attention
 from dass_jax.constants import NUM_MEL_BINS
 from dass_jax.layers import (
   DTYPES,
@@ -96,6 +97,8 @@ class AstConfig(ModelConfig):
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
     pos_embed_type: 'learned' (a `pos_embed` param for the max_length grid) or 'sine' (the DASS
       authors' fixed sinusoid over the flattened token index, computed for any input length).
+    attention_impl: how attention runs ('auto', 'xla', 'cudnn', 'blocked';
+      `dass_jax.attention`): a choice of speed, not of the model.
   """
 
   model_type: ClassVar[str] = "ast"
@@ -116,9 +119,11 @@ class AstConfig(ModelConfig):
   dropout_rate: float = 0.0
   dtype: str = "float32"
   pos_embed_type: str = "learned"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     check_choice(self.dtype, DTYPES, "AstConfig.dtype")
+    check_choice(self.attention_impl, attention.IMPLEMENTATIONS, "AstConfig.attention_impl")
     check_choice(self.pos_embed_type, POS_EMBED_TYPES, "AstConfig.pos_embed_type")
     if self.pos_embed_type == "sine" and self.hidden_size % 2:
       raise ValueError(f"sine positions need an even hidden_size, got {self.hidden_size}")
@@ -184,6 +189,7 @@ class AST(nn.Module):
         cfg.qkv_bias,
         cfg.dropout_rate,
         dtype,
+        cfg.attention_impl,
         name=f"blocks_{i}",
       )(x, train)
       self.sow("intermediates", "hidden_states", x)

@@ -58,6 +58,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dass_jax import attention
 from dass_jax.constants import SAMPLE_RATE
 from dass_jax.frontends import dasheng_mel
 from dass_jax.layers import DTYPES, TransformerBlock, compute_dtype, dense, layer_norm
@@ -92,6 +93,8 @@ class DashengConfig(ModelConfig):
     layer_norm_eps: eps of the block and final encoder LayerNorms.
     head_layer_norm_eps: eps of the classifier head's LayerNorm (torch default).
     dtype: encoder compute dtype ('float32' or 'bfloat16'); the front end and params stay float32.
+    attention_impl: how attention runs ('auto', 'xla', 'cudnn', 'blocked';
+      `dass_jax.attention`): a choice of speed, not of the model.
   """
 
   model_type: ClassVar[str] = "dasheng"
@@ -107,9 +110,11 @@ class DashengConfig(ModelConfig):
   layer_norm_eps: float = 1e-6
   head_layer_norm_eps: float = 1e-5
   dtype: str = "float32"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     check_choice(self.dtype, DTYPES, "DashengConfig.dtype")
+    check_choice(self.attention_impl, attention.IMPLEMENTATIONS, "DashengConfig.attention_impl")
     check_choice(self.db_floor, dasheng_mel.FLOOR_SCOPES, "DashengConfig.db_floor")
     for name in ("embed_dim", "depth", "num_heads", "mlp_dim", "chunk_tokens"):
       if getattr(self, name) < 1:
@@ -206,7 +211,9 @@ class Dasheng(nn.Module):
     )
     self.freq_pos_embed = self.param("freq_pos_embed", init, (cfg.embed_dim,), jnp.float32)
     self.blocks = [
-      TransformerBlock(cfg.num_heads, cfg.mlp_dim, cfg.layer_norm_eps, True, 0.0, dtype)
+      TransformerBlock(
+        cfg.num_heads, cfg.mlp_dim, cfg.layer_norm_eps, True, 0.0, dtype, cfg.attention_impl
+      )
       for _ in range(cfg.depth)
     ]
     self.norm = layer_norm("norm", cfg.layer_norm_eps, dtype)

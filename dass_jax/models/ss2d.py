@@ -49,27 +49,64 @@ if TYPE_CHECKING:
 class DepthwiseConv3x3(nn.Module):
   """torch's depthwise Conv2d(C, C, 3, padding=1, groups=C, bias=False), channels-last.
 
-  (batch, H, W, C) -> (batch, H, W, C): nine shifted multiply-adds over the zero-padded map, in
-  float32, cast to `dtype`. On CPU XLA runs a grouped convolution with one channel per group
-  100x slower than this one elementwise fusion (DASS-small stage 1: 70 ms against 0.5 ms), and
-  its filter gradient 10x slower. Param `kernel` (3, 3, 1, C) is `nn.Conv`'s layout, torch's
-  (C, 1, 3, 3).transpose(2, 3, 1, 0), with PyTorch's default init.
+  (batch, H, W, C) -> (batch, H, W, C) in float32 (`depthwise_conv3x3`), cast to `dtype`. Param
+  `kernel` (3, 3, 1, C) is `nn.Conv`'s layout, torch's (C, 1, 3, 3).transpose(2, 3, 1, 0), with
+  PyTorch's default init.
   """
 
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    channels = x.shape[-1]
-    kernel = self.param("kernel", torch_default_init, (3, 3, 1, channels))
-    height, width = x.shape[1:3]
-    padded = jnp.pad(x.astype(jnp.float32), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    out = sum(
-      padded[:, i : i + height, j : j + width, :] * kernel[i, j, 0]
+    kernel = self.param("kernel", torch_default_init, (3, 3, 1, x.shape[-1]))
+    return depthwise_conv3x3(x.astype(jnp.float32), kernel[:, :, 0]).astype(self.dtype)
+
+
+@jax.custom_vjp
+def depthwise_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Depthwise 3x3 correlation with zero padding 1: (batch, H, W, C), (3, 3, C) -> like x.
+
+  Nine shifted multiply-adds over the zero-padded map, one elementwise fusion: on CPU XLA runs a
+  grouped convolution with one channel per group 100x slower (DASS-small stage 1: 70 ms against
+  0.5 ms), and its filter gradient 10x slower. The backward (custom VJP) keeps only x and the
+  kernel: dx is the same nine-tap sum over the padded cotangent with the kernel flipped, and
+  d kernel[i, j] the sum of g times x shifted by (i, j); autodiff of the forward kept the eight
+  shifted copies of x instead (one map each).
+  """
+  return _taps(_pad1(x), kernel, x.shape[1], x.shape[2])
+
+
+def _pad1(x):
+  return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+def _taps(padded, kernel, height, width):
+  return sum(
+    padded[:, i : i + height, j : j + width, :] * kernel[i, j] for i in range(3) for j in range(3)
+  )
+
+
+def _depthwise_fwd(x, kernel):
+  return depthwise_conv3x3(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(res, g):
+  x, kernel = res
+  height, width = x.shape[1:3]
+  dx = _taps(_pad1(g), kernel[::-1, ::-1], height, width)
+  padded = _pad1(x)
+  dkernel = jnp.stack(
+    [
+      jnp.stack(
+        [jnp.sum(padded[:, i : i + height, j : j + width, :] * g, axis=(0, 1, 2)) for j in range(3)]
+      )
       for i in range(3)
-      for j in range(3)
-    )
-    return out.astype(self.dtype)
+    ]
+  )
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+depthwise_conv3x3.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 class SS2D(nn.Module):

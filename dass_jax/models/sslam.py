@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dass_jax import attention
 from dass_jax.constants import NUM_MEL_BINS
 from dass_jax.layers import (
   DTYPES,
@@ -87,6 +88,8 @@ class SslamConfig(ModelConfig):
       half precision (fairseq fp16 training halves it with the weights).
     dropout_rate: dropout after the embeddings, the attention output and the MLP (train only).
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
+    attention_impl: how attention runs ('auto', 'xla', 'cudnn', 'blocked';
+      `dass_jax.attention`): a choice of speed, not of the model.
   """
 
   model_type: ClassVar[str] = "sslam"
@@ -104,9 +107,11 @@ class SslamConfig(ModelConfig):
   pos_embed_dtype: str = "float32"
   dropout_rate: float = 0.0
   dtype: str = "float32"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     check_choice(self.dtype, DTYPES, "SslamConfig.dtype")
+    check_choice(self.attention_impl, attention.IMPLEMENTATIONS, "SslamConfig.attention_impl")
     check_choice(self.pos_embed_dtype, POS_EMBED_DTYPES, "SslamConfig.pos_embed_dtype")
     if self.hidden_size % 4:
       raise ValueError(f"hidden_size must be a multiple of 4 (2-D sin-cos), got {self.hidden_size}")
@@ -182,6 +187,7 @@ class SSLAM(nn.Module):
         True,
         cfg.dropout_rate,
         dtype,
+        cfg.attention_impl,
         post_norm=True,
         name=f"blocks_{i}",
       )(x, train)
