@@ -29,8 +29,9 @@ Formats:
 The selective scan of DASS and AuM is exported as `scan_impl='loop'` (`pallas_kernels.loop_scan`,
 the chunked scan's forward as `lax.scan` loops: ONNX `Loop`s over chunk steps with vector bodies),
 except in a `--dynamic` ONNX graph, which takes the `sequential` scan (`export_scan_impl`);
-DASS's inference MLP is not token-chunked (`mlp_token_chunk=0`). The exported function is the
-model's own `apply` with these settings, so its logits equal our JAX forward's up to rounding
+DASS's inference MLP is not token-chunked (`mlp_token_chunk=0`), and in ONNX its depthwise 3x3
+conv is one grouped `Conv` (`_depthwise_as_grouped_conv`). The exported function is the model's
+own `apply` with these settings, so its logits equal our JAX forward's up to rounding
 (tests/test_export.py holds them to 1e-5 relative).
 
 Export needs the [export] extra (jax2onnx, onnx, onnx-ir; see pyproject.toml); prediction from an
@@ -233,8 +234,13 @@ def to_stablehlo(model, params, layout: InputLayout) -> bytes:
   return bytes(exported.serialize())
 
 
-def to_onnx(model, params, layout: InputLayout, props: dict[str, str]):
-  """jax2onnx conversion of the forward: an onnx.ModelProto with `props` as metadata_props."""
+def to_onnx(
+  model, params, layout: InputLayout, props: dict[str, str], depthwise_as_conv: bool = True
+):
+  """jax2onnx conversion of the forward: an onnx.ModelProto with `props` as metadata_props.
+
+  `depthwise_as_conv=False` keeps DASS's nine shifted multiply-adds (benchmarks compare both).
+  """
   import onnx
   from jax2onnx import to_onnx as jax2onnx_to_onnx
 
@@ -245,7 +251,7 @@ def to_onnx(model, params, layout: InputLayout, props: dict[str, str]):
   names = iter(("batch", "length"))
   shape = tuple(next(names) if d is None else d for d in layout.shape())
   proto = jax2onnx_to_onnx(
-    _onnx_apply_fn(model, params),
+    (_onnx_apply_fn if depthwise_as_conv else _apply_fn)(model, params),
     [shape],
     model_name=f"dass_jax_{props['dass_jax.model_type']}",
     opset=ONNX_OPSET,
