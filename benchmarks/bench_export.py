@@ -49,7 +49,8 @@ def _export_files(params, frames: int, folder: Path, shifted: bool) -> dict[str,
   shifted_s = 0.0
   if shifted:
     start = time.perf_counter()
-    proto = export.to_onnx(model, params, layout, {}, depthwise_as_conv=False)
+    props = export.metadata(config, layout)
+    proto = export.to_onnx(model, params, layout, props, depthwise_as_conv=False)
     onnx.save(proto, folder / f"dass_small_{frames}_shifted.onnx")
     shifted_s = time.perf_counter() - start
   start = time.perf_counter()
