@@ -153,9 +153,10 @@ def read_metadata(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
   return json.loads(path.read_text())
 
 
-def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
-  """The model config of a converted checkpoint."""
-  meta = read_metadata(ckpt_dir)
+def load_config(ckpt_dir: str | os.PathLike, converter: str | None = None) -> ModelConfig:
+  """The model config of a converted checkpoint: a folder, or a name / hub id / URL (converted on
+  first use, as `load_model`)."""
+  meta = read_metadata(resolve(ckpt_dir, converter))
   return config_from_dict({k: v for k, v in meta.items() if k not in METADATA_KEYS})
 
 
@@ -174,6 +175,17 @@ def is_source_name(name: str | os.PathLike) -> bool:
   return published.find(text) is not None
 
 
+def resolve(ckpt_dir: str | os.PathLike, converter: str | None = None) -> Path:
+  """The converted checkpoint folder of `ckpt_dir`: itself, or for a published name, hub id or
+  URL (`is_source_name`) its folder in the user's cache, converted on first use
+  (`convert_torch.converted`; needs the [torch] extra the first time)."""
+  if is_source_name(ckpt_dir):
+    from convert_torch.converted import converted_folder
+
+    return converted_folder(os.fspath(ckpt_dir), converter)
+  return Path(ckpt_dir)
+
+
 def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **config_overrides):
   """Loads a converted checkpoint as (module, params, config), params as numpy arrays.
 
@@ -185,10 +197,7 @@ def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **conf
     converter: the `convert_torch` subcommand for a hub id or URL that is not a published name.
     **config_overrides: config fields that do not change the params (e.g. scan_impl, dtype).
   """
-  if is_source_name(ckpt_dir):
-    from convert_torch.converted import converted_folder
-
-    ckpt_dir = converted_folder(os.fspath(ckpt_dir), converter)
+  ckpt_dir = resolve(ckpt_dir, converter)
   config = load_config(ckpt_dir)
   if config_overrides:
     config = dataclasses.replace(config, **config_overrides)
