@@ -36,13 +36,23 @@ from dass_jax import export
 from dass_jax.models import DASS, DassConfig
 
 
-def _export_files(params, frames: int, folder: Path) -> dict[str, float]:
-  """Exports DASS-small at `frames` to both formats; returns seconds and sizes."""
+def _export_files(params, frames: int, folder: Path, shifted: bool) -> dict[str, float]:
+  """Exports DASS-small at `frames` to both formats; returns seconds and sizes.
+
+  `shifted`: also the ONNX graph with the depthwise conv as nine shifted multiply-adds.
+  """
   import onnx
 
   config = export.inference_config(DassConfig.small(num_classes=NUM_CLASSES))
   model = DASS(config)
   layout = export.input_layout(config, frames, False)
+  shifted_s = 0.0
+  if shifted:
+    start = time.perf_counter()
+    props = export.metadata(config, layout)
+    proto = export.to_onnx(model, params, layout, props, depthwise_as_conv=False)
+    onnx.save(proto, folder / f"dass_small_{frames}_shifted.onnx")
+    shifted_s = time.perf_counter() - start
   start = time.perf_counter()
   proto = export.to_onnx(model, params, layout, export.metadata(config, layout))
   onnx.save(proto, folder / f"dass_small_{frames}.onnx")
@@ -53,6 +63,7 @@ def _export_files(params, frames: int, folder: Path) -> dict[str, float]:
   shlo_s = time.perf_counter() - start
   return {
     "onnx_s": onnx_s,
+    "onnx_shifted_s": shifted_s,
     "stablehlo_s": shlo_s,
     "onnx_mb": (folder / f"dass_small_{frames}.onnx").stat().st_size / 2**20,
     "stablehlo_mb": len(blob) / 2**20,
@@ -75,6 +86,11 @@ def main(argv=None) -> int:
   parser.add_argument("--frames", type=int, nargs="+", default=[1024, 4096])
   parser.add_argument("--repeats", type=int, default=5, help="timed calls per implementation")
   parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
+  parser.add_argument(
+    "--compare-shifted",
+    action="store_true",
+    help="also time the ONNX graph with the depthwise conv as shifted multiply-adds",
+  )
   args = parser.parse_args(argv)
 
   import onnxruntime
@@ -112,9 +128,13 @@ def main(argv=None) -> int:
   print("| " + " | ".join(header) + " |\n|" + "---:|" * len(header), flush=True)
   with tempfile.TemporaryDirectory() as tmp:
     for frames in args.frames:
-      files = _export_files(params, frames, Path(tmp))
-      session = _session(Path(tmp) / f"dass_small_{frames}.onnx", args.threads)
+      files = _export_files(params, frames, Path(tmp), args.compare_shifted)
       x = np.random.default_rng(frames).standard_normal((1, frames, MEL_BINS), dtype=np.float32)
+      session = _session(Path(tmp) / f"dass_small_{frames}.onnx", args.threads)
+      extra = {}
+      if args.compare_shifted:
+        shifted = _session(Path(tmp) / f"dass_small_{frames}_shifted.onnx", args.threads)
+        extra["ort_shifted"] = lambda x=x, s=shifted: s.run(None, {s.get_inputs()[0].name: x})
       xt, xj = torch.from_numpy(x), jnp.asarray(x)
       feed = {session.get_inputs()[0].name: x}
       with torch.inference_mode():
@@ -126,6 +146,7 @@ def main(argv=None) -> int:
             "jax": lambda xj=xj: jax.block_until_ready(ours({"params": params}, xj)),
             "ort": lambda feed=feed, session=session: session.run(None, feed),
             "original": lambda xt=xt: torch_model(xt),
+            **extra,
           },
           args.repeats,
         )
@@ -141,6 +162,13 @@ def main(argv=None) -> int:
         f"{files['onnx_mb']:.1f} / {files['stablehlo_mb']:.1f}",
       ]
       print("| " + " | ".join(cells) + " |", flush=True)
+      if args.compare_shifted:
+        print(
+          f"<!-- {frames} frames: onnxruntime, depthwise conv as shifted multiply-adds: "
+          f"{times['ort_shifted']:.3f} s, as one Conv: {times['ort']:.3f} s; "
+          f"export {files['onnx_shifted_s']:.0f} s against {files['onnx_s']:.0f} s -->",
+          flush=True,
+        )
   print(f"\nload average after {os.getloadavg()[0]:.1f}")
   return 0
 

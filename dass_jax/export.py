@@ -29,8 +29,9 @@ Formats:
 The selective scan of DASS and AuM is exported as `scan_impl='loop'` (`pallas_kernels.loop_scan`,
 the chunked scan's forward as `lax.scan` loops: ONNX `Loop`s over chunk steps with vector bodies),
 except in a `--dynamic` ONNX graph, which takes the `sequential` scan (`export_scan_impl`);
-DASS's inference MLP is not token-chunked (`mlp_token_chunk=0`). The exported function is the
-model's own `apply` with these settings, so its logits equal our JAX forward's up to rounding
+DASS's inference MLP is not token-chunked (`mlp_token_chunk=0`), and in ONNX its depthwise 3x3
+conv is one grouped `Conv` (`_depthwise_as_grouped_conv`). The exported function is the model's
+own `apply` with these settings, so its logits equal our JAX forward's up to rounding
 (tests/test_export.py holds them to 1e-5 relative).
 
 Export needs the [export] extra (jax2onnx, onnx, onnx-ir; see pyproject.toml); prediction from an
@@ -52,6 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -59,6 +61,7 @@ from dass_jax import models
 from dass_jax.checkpoint import is_source_name, load_model
 from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.labels import class_names
+from dass_jax.models.ss2d import DepthwiseConv3x3
 
 FORMATS = ("onnx", "stablehlo")
 EXPORT_SCAN_IMPL = "loop"
@@ -172,6 +175,40 @@ def _apply_fn(model, params):
   return lambda x: model.apply({"params": params}, x)
 
 
+def _depthwise_as_grouped_conv(next_fun, args, kwargs, context):
+  """flax method interceptor: DASS's depthwise 3x3 conv as one grouped convolution.
+
+  `DepthwiseConv3x3` computes the conv as nine shifted multiply-adds, which XLA fuses into one
+  loop on CPU; exported as they are they become 26 ONNX ops per block (9 slices, 9 muls, 8 adds),
+  each a full pass over the map in onnxruntime. Here the same kernel runs as
+  `lax.conv_general_dilated` with one channel per group, which jax2onnx maps to one ONNX `Conv`
+  (group = C) between two Transposes. The same sums in another order (rounding only).
+  """
+  if not (isinstance(context.module, DepthwiseConv3x3) and context.method_name == "__call__"):
+    return next_fun(*args, **kwargs)
+  (x,) = args
+  kernel = context.module.get_variable("params", "kernel")  # (3, 3, 1, C)
+  out = jax.lax.conv_general_dilated(
+    x.astype(jnp.float32),
+    kernel.astype(jnp.float32),
+    window_strides=(1, 1),
+    padding=((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=x.shape[-1],
+  )
+  return out.astype(context.module.dtype)
+
+
+def _onnx_apply_fn(model, params):
+  """The forward as exported to ONNX: `_apply_fn` with the depthwise conv as one `Conv`."""
+
+  def apply(x):
+    with nn.intercept_methods(_depthwise_as_grouped_conv):
+      return model.apply({"params": params}, x)
+
+  return apply
+
+
 def _jax_specs(layout: InputLayout) -> jax.ShapeDtypeStruct:
   dims = layout.shape()
   names = iter(("batch", "length"))
@@ -197,8 +234,13 @@ def to_stablehlo(model, params, layout: InputLayout) -> bytes:
   return bytes(exported.serialize())
 
 
-def to_onnx(model, params, layout: InputLayout, props: dict[str, str]):
-  """jax2onnx conversion of the forward: an onnx.ModelProto with `props` as metadata_props."""
+def to_onnx(
+  model, params, layout: InputLayout, props: dict[str, str], depthwise_as_conv: bool = True
+):
+  """jax2onnx conversion of the forward: an onnx.ModelProto with `props` as metadata_props.
+
+  `depthwise_as_conv=False` keeps DASS's nine shifted multiply-adds (benchmarks compare both).
+  """
   import onnx
   from jax2onnx import to_onnx as jax2onnx_to_onnx
 
@@ -209,7 +251,7 @@ def to_onnx(model, params, layout: InputLayout, props: dict[str, str]):
   names = iter(("batch", "length"))
   shape = tuple(next(names) if d is None else d for d in layout.shape())
   proto = jax2onnx_to_onnx(
-    _apply_fn(model, params),
+    (_onnx_apply_fn if depthwise_as_conv else _apply_fn)(model, params),
     [shape],
     model_name=f"dass_jax_{props['dass_jax.model_type']}",
     opset=ONNX_OPSET,

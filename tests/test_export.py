@@ -15,10 +15,12 @@ Checked:
 
 Tolerance 1e-5 relative (the issue's): both sides are float32; the exported scans sum in another
 order than the chunked scan (measured 1e-7 to 1e-6). One exception, measured and stated: Dasheng on
-the recording in ONNX, held to 1e-4. The recording is short and zero-padded to the graph's 1 s, and
-the quiet bins of its spectrum reach the log-mel within Dasheng's 120 dB range, where two float32
-FFTs disagree: in JAX alone, XLA's rfft against a float32 DFT matmul moves these logits by 4.1e-5
-(1.6e-7 on white noise). onnxruntime's DFT lands at 2.7e-5.
+the recording in ONNX, held to 1e-4 (measured 2.7e-5; random input 9.5e-8). The recording was
+sampled at 11.025 kHz, so at 16 kHz its spectrum is empty above 5.5 kHz, yet those bins lie within
+Dasheng's 120 dB log-mel range: there the log amplifies the rounding of a float32 FFT, and two
+float32 FFTs disagree. In JAX alone, XLA's rfft against a float32 DFT matmul moves these logits
+by 4.1e-5 (1.6e-7 on white noise). It is not the zero padding to the graph's 1 s: a 0.28 s graph
+that the 0.3 s recording fills gives 6.9e-5 (2026-12-06).
 """
 
 import dataclasses
