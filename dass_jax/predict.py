@@ -1,7 +1,7 @@
 """Top-class predictions of a converted checkpoint (DASS, AST, AuM, Dasheng): recordings, timelines.
 
     python -m dass_jax.predict --checkpoint converted/dass_small clip.npy batch.npy song.wav \\
-        [--top-k 5] [--logits-npy logits.npy] [--json] \\
+        [--top-k 5] [--logits-npy logits.npy] [--json] [--label-kind bce|ce] [--crop] \\
         [--timeline-window 10 [--timeline-hop 1] [--timeline-out tl.json] [--timeline-out tl.csv]]
 
 `--checkpoint` also takes a published name (`dass-small-47.2`, see `python -m convert_torch
@@ -21,15 +21,26 @@ What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`)
     `dasheng` package; its encoder works on 10.08 s chunks, so memory grows linearly).
 DASS classifies every frame of an input in one forward pass, with no cropping (it has no position
 embedding; activation memory grows linearly with the length). The position embeddings of AST and
-AuM fix their input length (`dass_jax.models.fixed_length`), so audio features are padded / cropped
-to `max_length` frames for them, as their dataloaders do (for another length, resize the embeddings
-with the registry's `with_max_length` instead).
+AuM fix their input length (`dass_jax.models.fixed_length`): shorter audio is padded to
+`max_length` frames, as their dataloaders do. Longer audio is refused (exit 2) unless the command
+says what to do with the rest: `--timeline-window W` classifies the whole recording in windows of
+at most `max_length` frames, `--crop` classifies its first `max_length` frames only (what the
+training dataloaders do). In both cases the whole-recording result is of the first `max_length`
+frames, says so ("cropped_from": the recording's frames, in the JSON; a note in the text) and a
+warning goes to stderr. (A refusal rather than a warning alone: cropped scores presented as the
+recording's would be wrong without a sign in the JSON a pipeline reads. For another input length
+resize the embeddings with the registry's `with_max_length`.)
 
 Inputs run one file at a time (in chunks of --batch-size along the batch axis), never padded
 together, so every logit is what the model gives for that input alone. Scores are printed as
-logit and sigmoid probability (AudioSet is multi-label). `--logits-npy` saves the raw logits,
-(total batch, classes) float32 in input order; `--json` prints the results as JSON instead of text
-(each result's length is `frames` for fbank models, `samples` for waveform models).
+logit and probability, by the checkpoint's label kind (`dass_jax.checkpoint.label_kind`): a
+sigmoid per class for a multi-label model ('bce': the converted AudioSet checkpoints, a training
+export of a 'bce' run), a softmax over the classes for a single-label one ('ce': e.g. a fine-tune
+with `config.loss.label_kind='ce'`, which its export records). `--label-kind` sets it for a
+checkpoint that does not record it (a warning says when it is assumed 'bce'); the JSON header
+says which was used. `--logits-npy` saves the raw logits, (total batch, classes) float32 in input
+order; `--json` prints the results as JSON instead of text (each result's length is `frames` for
+fbank models, `samples` for waveform models).
 
 Timeline: `--timeline-window W` (seconds) also classifies each recording in windows of W seconds
 every `--timeline-hop H` seconds (default H = W; both whole multiples of the 10 ms frame shift,
@@ -45,7 +56,9 @@ exceed `max_length` frames and is padded to it.
 
 Exit status: 0 on success, 2 for a bad option, a bad checkpoint folder (or one without a
 classifier head) or a bad input (missing file, wrong rank, wrong number of mel bins, empty,
-NaN / inf, unreadable audio, too short for the model); the message names the option or file.
+NaN / inf, audio that cannot be decoded (`dass_jax.audio.AudioLoadError`), too short for the model,
+longer than a fixed-length model takes without --timeline-window or --crop); the message names the
+option or file. Any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -61,13 +74,15 @@ import jax
 import numpy as np
 
 from dass_jax import audio, models, timeline
-from dass_jax.checkpoint import is_source_name, load_model
+from dass_jax.checkpoint import is_source_name, label_kind, load_model, read_metadata, resolve
 from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
 from dass_jax.labels import class_names
 
 # Samples per 10 ms timeline step of a waveform input.
 SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_SECOND
+# --label-kind: 'bce' multi-label (sigmoid per class), 'ce' single-label (softmax over classes).
+LABEL_KINDS = ("bce", "ce")
 
 
 class InputError(ValueError):
@@ -87,7 +102,7 @@ def input_kind(config) -> str:
 def _audio_features(path: Path) -> np.ndarray:
   try:
     return kaldi_fbank.audio_features(path)
-  except Exception as e:  # any decoder error is a bad input file, reported with its name
+  except audio.AudioLoadError as e:  # the file cannot be decoded; any other error is a bug
     raise InputError(f"{path}: could not turn the audio into features ({e})") from e
 
 
@@ -98,7 +113,7 @@ def _audio_waveform(path: Path) -> np.ndarray:
       blocks = audio.iter_audio_blocks(path, kaldi_fbank.STREAM_BLOCK_SECONDS)
       return np.concatenate(list(blocks))
     return audio.load_audio(path, sample_rate=SAMPLE_RATE)
-  except Exception as e:  # any decoder error is a bad input file, reported with its name
+  except audio.AudioLoadError as e:  # the file cannot be decoded; any other error is a bug
     raise InputError(f"{path}: could not read the audio ({e})") from e
 
 
@@ -166,14 +181,46 @@ def pad_value() -> float:
   return float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
 
 
+def too_long(batch: np.ndarray, config, from_audio: bool) -> bool:
+  """Whether audio features are longer than a fixed-length model (AST, AuM) takes."""
+  length = models.fixed_length(config)
+  return from_audio and length is not None and batch.shape[1] > length
+
+
 def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
-  """Audio features padded / cropped to a fixed-length model's input (AST, AuM); else unchanged."""
+  """Audio features padded / cropped to a fixed-length model's input (AST, AuM); else unchanged.
+
+  Cropping keeps the first max_length frames; `main` crops only when asked (see the module doc).
+  """
   length = models.fixed_length(config)
   if length is None or not from_audio or batch.shape[1] == length:
     return batch
   if batch.shape[1] > length:
     return batch[:, :length]
   return np.pad(batch, ((0, 0), (0, length - batch.shape[1]), (0, 0)), constant_values=pad_value())
+
+
+def _check_length(path: str, batch: np.ndarray, config, args: argparse.Namespace) -> None:
+  """Refuses audio longer than a fixed-length model's input unless --crop or a timeline says what
+  to do with it; warns on stderr when it is cropped."""
+  if not too_long(batch, config, is_audio(path)):
+    return
+  length = models.fixed_length(config)
+  seconds, limit = batch.shape[1] / FRAMES_PER_SECOND, length / FRAMES_PER_SECOND
+  if not (args.crop or args.timeline_window is not None):
+    raise InputError(
+      f"{path}: {seconds:g} s ({batch.shape[1]} frames) is longer than this "
+      f"{config.model_type} checkpoint takes (max_length={length} frames, {limit:g} s; its "
+      f"position embeddings fix the length). Classify the whole recording in windows with "
+      f"--timeline-window {limit:g} (or shorter), or pass --crop to classify its first "
+      f"{limit:g} s only"
+    )
+  print(
+    f"warning: {path}: the whole-recording result is of the first {limit:g} s "
+    f"({length} of {batch.shape[1]} frames): this {config.model_type} checkpoint takes at most "
+    f"max_length={length} frames",
+    file=sys.stderr,
+  )
 
 
 def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.ndarray:
@@ -185,15 +232,30 @@ def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.n
   return np.concatenate(chunks, axis=0).astype(np.float32)
 
 
-def top_classes(logits: np.ndarray, k: int, names: list[str]) -> list[dict[str, Any]]:
-  """The k highest logits of one row: class index, name, logit, sigmoid probability."""
+def probabilities(logits: np.ndarray, kind: str) -> np.ndarray:
+  """(classes,) logits -> probabilities: a sigmoid per class ('bce', multi-label) or a softmax over
+  the classes ('ce', single-label), in float64."""
+  x = np.asarray(logits, np.float64)
+  if kind == "ce":
+    e = np.exp(x - x.max())
+    return e / e.sum()
+  if kind == "bce":
+    return 1.0 / (1.0 + np.exp(-x))
+  raise ValueError(f"label kind must be one of {LABEL_KINDS}, got {kind!r}")
+
+
+def top_classes(
+  logits: np.ndarray, k: int, names: list[str], kind: str = "bce"
+) -> list[dict[str, Any]]:
+  """The k highest logits of one row: class index, name, logit, probability (`probabilities`)."""
   order = np.argsort(-logits, kind="stable")[:k]
+  probs = probabilities(logits, kind)
   return [
     {
       "class": int(c),
       "name": names[c],
       "logit": float(logits[c]),
-      "probability": float(1.0 / (1.0 + np.exp(-float(logits[c])))),
+      "probability": float(probs[c]),
     }
     for c in order
   ]
@@ -222,7 +284,8 @@ def timeline_windows(
     recording: the whole recording's model input without the batch axis: (frames, mel)
       normalised features, or (samples,) 16 kHz waveform.
     config: the model config (fixed-length models' windows are padded to its max_length).
-    args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size).
+    args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size,
+      label_kind).
     names: class names.
 
   Returns:
@@ -252,7 +315,7 @@ def timeline_windows(
       "end_frame": int(end),
       "start_s": start / fps,
       "end_s": end / fps,
-      "top": top_classes(row, args.top_k, names),
+      "top": top_classes(row, args.top_k, names, args.label_kind),
     }
     for i, ((start, end), row) in enumerate(zip(bounds, logits))
   ]
@@ -286,6 +349,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     help="write all logits, (total batch, classes) float32, to this .npy file",
   )
   parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+  parser.add_argument(
+    "--label-kind",
+    choices=LABEL_KINDS,
+    default=None,
+    help="probabilities as a sigmoid per class (bce, multi-label) or a softmax over the classes "
+    "(ce, single-label); default: what the checkpoint records",
+  )
+  parser.add_argument(
+    "--crop",
+    action="store_true",
+    help="fixed-length models (AST, AuM): classify only the first max_length frames of longer "
+    "audio (without it such audio is refused unless --timeline-window is given)",
+  )
   parser.add_argument(
     "--batch-size",
     type=int,
@@ -347,12 +423,15 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def _load_checkpoint(folder: str):
+  """(module, params, config, label kind or None) of --checkpoint."""
   if not Path(folder).is_dir() and not is_source_name(folder):
     raise InputError(
       f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
     )
   try:
-    model, params, config = load_model(folder)
+    local = resolve(folder)
+    model, params, config = load_model(local)
+    kind = label_kind(read_metadata(local))
   except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:
     raise InputError(f"{folder}: not a usable converted checkpoint ({e})") from e
   if config.num_classes < 1:
@@ -360,7 +439,22 @@ def _load_checkpoint(folder: str):
       f"{folder}: this {config.model_type} checkpoint has no classifier head (num_classes 0, an "
       "encoder): it gives embeddings, not labels"
     )
-  return model, params, config
+  return model, params, config, kind
+
+
+def _choose_label_kind(args: argparse.Namespace, recorded: str | None) -> str:
+  """--label-kind, else the checkpoint's; 'bce' with a warning when neither says."""
+  if args.label_kind:
+    return args.label_kind
+  if recorded:
+    return recorded
+  print(
+    f"warning: {args.checkpoint} does not record whether its classes are multi-label or "
+    "single-label; probabilities are sigmoids (multi-label). Pass --label-kind ce for a "
+    "single-label model (softmax)",
+    file=sys.stderr,
+  )
+  return "bce"
 
 
 def _check_timeline_inputs(
@@ -385,7 +479,10 @@ def _check_timeline_inputs(
 def _print_text(results: list[dict[str, Any]]) -> None:
   for result in results:
     unit = "samples" if "samples" in result else "frames"
-    print(f"{result['input']}[{result['index']}] ({result[unit]} {unit})")
+    length = f"{result[unit]} {unit}"
+    if "cropped_from" in result:
+      length = f"the first {result[unit]} of {result['cropped_from']} {unit}"
+    print(f"{result['input']}[{result['index']}] ({length})")
     for rank, top in enumerate(result["top"], 1):
       print(
         f"  {rank:2d}. {top['name']:<40s} class {top['class']:4d}  "
@@ -423,13 +520,16 @@ def main(argv: list[str] | None = None) -> int:
   args = _parse_args(argv)
   timeline_on = args.timeline_window is not None
   try:
-    model, params, config = _load_checkpoint(args.checkpoint)
+    model, params, config, recorded_kind = _load_checkpoint(args.checkpoint)
     inputs = [(path, load_input(path, config)) for path in args.inputs]
     if timeline_on:
       _check_timeline_inputs(args, config, inputs)
+    for path, features in inputs:
+      _check_length(path, features, config, args)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  args.label_kind = _choose_label_kind(args, recorded_kind)
   apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
   names = class_names(config.num_classes)
   length_key = "samples" if input_kind(config) == "waveform" else "frames"
@@ -447,8 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         "input": str(path),
         "index": i,
         length_key: int(batch.shape[1]),
-        "top": top_classes(row, args.top_k, names),
+        "top": top_classes(row, args.top_k, names, args.label_kind),
       }
+      if too_long(features, config, is_audio(path)):
+        result["cropped_from"] = int(features.shape[1])
       if timeline_on:
         result["timeline"] = timeline_windows(apply_fn, params, features[0], config, args, names)
       results.append(result)
@@ -458,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     "checkpoint": str(args.checkpoint),
     "model_type": config.to_dict()["model_type"],
     "num_classes": config.num_classes,
+    "label_kind": args.label_kind,
+    "probability": "softmax" if args.label_kind == "ce" else "sigmoid",
   }
   if timeline_on:
     _write_timelines(args, header, results)

@@ -87,7 +87,8 @@ def get_config(arg=None):
       "dataset_dir": "",  # '' = the default cache folder
       "dataset_seed": 0,
       "num_train": 800,
-      "num_eval": 200,
+      "num_valid": 200,  # every choice is made on these clips
+      "num_test": 200,  # evaluated once per stage, after training
       "clip_seconds": CLIP_SECONDS,
       "missing_label_rate": 0.3,  # weak training labels (dass_jax.data.synthetic)
       "teacher": {
@@ -118,7 +119,7 @@ def get_config(arg=None):
     c.model.depths, c.model.dims = (1, 1), (8, 16)
     c.optim.warmup_steps = 2
     c.log_every_steps = 2
-    c.quickstart.num_train, c.quickstart.num_eval = 16, 8
+    c.quickstart.num_train, c.quickstart.num_valid, c.quickstart.num_test = 16, 8, 8
     c.quickstart.teacher.num_epochs = 1
     c.quickstart.teacher.model = {
       "hidden_size": 16,
