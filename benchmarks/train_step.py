@@ -14,6 +14,25 @@ import optax
 ADAM_LR = 1e-4
 
 
+def train_step(model, tx: optax.GradientTransformation):
+  """The step as a pure function (params, opt_state, x, y, key) -> (params, opt_state, loss).
+
+  Not jitted: `TrainStep` jits it; tests lower it for other platforms
+  (tests/test_cuda_lowering.py).
+  """
+
+  def step(params, opt_state, x, y, key):
+    def loss_fn(p):
+      logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
+      return optax.sigmoid_binary_cross_entropy(logits, y).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return step
+
+
 class TrainStep:
   """Jitted update of (params, optimizer state); `__call__(x, y)` runs one step and blocks.
 
@@ -22,17 +41,7 @@ class TrainStep:
 
   def __init__(self, model, params, lr: float = ADAM_LR):
     tx = optax.adam(lr)
-
-    def step(params, opt_state, x, y, key):
-      def loss_fn(p):
-        logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
-        return optax.sigmoid_binary_cross_entropy(logits, y).mean()
-
-      loss, grads = jax.value_and_grad(loss_fn)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
-
-    self._step = jax.jit(step, donate_argnums=(0, 1))
+    self._step = jax.jit(train_step(model, tx), donate_argnums=(0, 1))
     self.params = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
     self.opt_state = tx.init(self.params)
     self.count = 0

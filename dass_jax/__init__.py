@@ -7,7 +7,22 @@ with and distilled from.
   dass_jax.checkpoint  converted checkpoints: save_converted / load_model
 """
 
-from dass_jax.checkpoint import load_model, save_converted
-from dass_jax.models import AstConfig, AumConfig, DassConfig, build_model
+import importlib
 
-__all__ = ["AstConfig", "AumConfig", "DassConfig", "build_model", "load_model", "save_converted"]
+# Exported lazily (PEP 562), so that the jax-free modules (`dass_jax.onnx_model`, the numpy fbank,
+# `python -m dass_jax.predict --onnx`) import where JAX is not installed.
+_EXPORTS = {
+  "AstConfig": "dass_jax.models",
+  "AumConfig": "dass_jax.models",
+  "DassConfig": "dass_jax.models",
+  "build_model": "dass_jax.models",
+  "load_model": "dass_jax.checkpoint",
+  "save_converted": "dass_jax.checkpoint",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'dass_jax' has no attribute {name!r}")
+  return getattr(importlib.import_module(_EXPORTS[name]), name)

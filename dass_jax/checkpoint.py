@@ -26,7 +26,6 @@ from typing import Any
 import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from dass_jax import files
 from dass_jax.constants import AUDIOSET_NUM_CLASSES
@@ -55,6 +54,14 @@ def params_digest(params: Any) -> str:
     digest.update(f"{name}|{leaf.dtype.str}|{leaf.shape}\n".encode())
     digest.update(leaf.tobytes())
   return digest.hexdigest()
+
+
+def _orbax():
+  """orbax.checkpoint, imported when a checkpoint is read or written: `import dass_jax` (and so
+  the GPU check and inference from in-memory params) needs jax, flax and numpy only."""
+  import orbax.checkpoint as ocp
+
+  return ocp
 
 
 def is_converted(folder: str | os.PathLike) -> bool:
@@ -123,6 +130,7 @@ def save_converted(
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save
   _sync("save_converted_start")
+  ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(tmp / PARAMS_DIR, params, force=True)
     ckptr.wait_until_finished()
@@ -247,6 +255,7 @@ def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **conf
   ckpt_dir = resolve(ckpt_dir, converter)
   config = override_config(load_config(ckpt_dir), **config_overrides)
   model = build_model(config)
+  ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(Path(ckpt_dir).absolute() / PARAMS_DIR)
   return model, params, config

@@ -7,6 +7,16 @@
 `--checkpoint` also takes a published name (`dass-small-47.2`, see `python -m convert_torch
 --list`), an hf:// hub id or an https:// URL: converted on first use into the user's cache.
 
+    python -m dass_jax.predict --onnx model.onnx clip.wav ...   (the same options)
+
+runs a file written by `python -m dass_jax.export --format onnx` with onnxruntime instead, and
+imports no JAX (numpy, soundfile and onnxruntime are all it needs; `dass_jax.onnx_model`): the
+model type, input kind, input length and class names come from the file's metadata. A graph
+exported at a fixed length (`--frames N`) takes audio padded to N frames and refuses longer audio
+without --crop or --timeline-window, as AST and AuM do below (a .npy must have exactly that
+length); a `--dynamic` DASS graph takes any length. Its probabilities are sigmoids when it has the
+527 AudioSet classes; for another classifier pass --label-kind.
+
 What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`):
   * fbank models (DASS, AST, AuM): a `.npy` array of model input, normalised fbank (frames, 128) or
     (batch, frames, 128), exactly what the PyTorch `DASS.forward` takes; or an audio file of any
@@ -70,14 +80,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from dass_jax import audio, models, timeline
-from dass_jax.checkpoint import is_source_name, label_kind, load_model, read_metadata, resolve
+from dass_jax import audio, timeline
 from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.frontends import kaldi_fbank
 from dass_jax.labels import class_names
+from dass_jax.onnx_model import ModelInfo
+
+# JAX, the models and the checkpoint reader are imported only for --checkpoint (`_load_checkpoint`
+# and `main`), so that --onnx runs where JAX is not installed.
 
 # Samples per 10 ms timeline step of a waveform input.
 SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_SECOND
@@ -94,9 +106,18 @@ def is_audio(path: str | os.PathLike) -> bool:
   return Path(path).suffix.lower() != ".npy"
 
 
-def input_kind(config) -> str:
-  """What the model of `config` takes: 'fbank' or 'waveform' (its `models.MODELS` entry)."""
-  return models.spec_of(config).input_kind
+def model_info(config) -> ModelInfo:
+  """The `ModelInfo` of a model config (its `models.MODELS` entry, class names)."""
+  from dass_jax import models
+
+  return ModelInfo(
+    model_type=config.model_type,
+    input_kind=models.spec_of(config).input_kind,
+    num_mel_bins=getattr(config, "num_mel_bins", 0),
+    fixed_length=models.fixed_length(config),
+    num_classes=config.num_classes,
+    names=tuple(class_names(config.num_classes)),
+  )
 
 
 def _audio_features(path: Path) -> np.ndarray:
@@ -141,7 +162,7 @@ def _read(path: Path, from_audio) -> np.ndarray:
     raise InputError(f"{path}: not a readable .npy array ({e})") from e
 
 
-def load_input(path: str | os.PathLike, config) -> np.ndarray:
+def load_input(path: str | os.PathLike, info: ModelInfo) -> np.ndarray:
   """Reads one INPUT as the model's float32 input, checking every property.
 
   fbank models: (batch, frames, num_mel_bins); audio gives batch 1 and all of the recording's
@@ -149,7 +170,7 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
   gives batch 1 and the whole recording.
   """
   path = Path(path)
-  if input_kind(config) == "waveform":
+  if info.input_kind == "waveform":
     array = _read(path, _audio_waveform)
     _check_array(path, array)
     if array.ndim not in (1, 2):
@@ -160,7 +181,7 @@ def load_input(path: str | os.PathLike, config) -> np.ndarray:
     _check_values(path, array)
     return np.asarray(array, np.float32).reshape((-1, array.shape[-1]))
   array = _read(path, _audio_features)
-  mel = config.num_mel_bins
+  mel = info.num_mel_bins
   _check_array(path, array)
   if array.ndim not in (2, 3):
     raise InputError(
@@ -181,43 +202,53 @@ def pad_value() -> float:
   return float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
 
 
-def too_long(batch: np.ndarray, config, from_audio: bool) -> bool:
-  """Whether audio features are longer than a fixed-length model (AST, AuM) takes."""
-  length = models.fixed_length(config)
-  return from_audio and length is not None and batch.shape[1] > length
+def too_long(batch: np.ndarray, info: ModelInfo, from_audio: bool) -> bool:
+  """Whether audio is longer than a fixed-length model (AST, AuM, a fixed ONNX graph) takes."""
+  length = info.fixed_length
+  if length is None or not from_audio:
+    return False
+  per_frame = SAMPLES_PER_FRAME if info.input_kind == "waveform" else 1
+  return batch.shape[1] > length * per_frame
 
 
-def model_input(batch: np.ndarray, config, from_audio: bool) -> np.ndarray:
-  """Audio features padded / cropped to a fixed-length model's input (AST, AuM); else unchanged.
+def model_input(batch: np.ndarray, info: ModelInfo, from_audio: bool) -> np.ndarray:
+  """Audio padded / cropped to a fixed-length model's input (AST, AuM, a fixed ONNX graph).
 
-  Cropping keeps the first max_length frames; `main` crops only when asked (see the module doc).
+  fbank features are padded with `pad_value()`, a waveform (a fixed-length ONNX Dasheng graph:
+  160 samples per frame) with zeros; any other input is returned unchanged. Cropping keeps the
+  first max_length frames; `main` crops only when asked (`_check_length`, the module doc).
   """
-  length = models.fixed_length(config)
-  if length is None or not from_audio or batch.shape[1] == length:
+  length = info.fixed_length
+  if length is None or not from_audio:
     return batch
-  if batch.shape[1] > length:
+  waveform = info.input_kind == "waveform"
+  length = length * SAMPLES_PER_FRAME if waveform else length
+  if batch.shape[1] >= length:
     return batch[:, :length]
-  return np.pad(batch, ((0, 0), (0, length - batch.shape[1]), (0, 0)), constant_values=pad_value())
+  pad = [(0, 0), (0, length - batch.shape[1])] + [(0, 0)] * (batch.ndim - 2)
+  return np.pad(batch, pad, constant_values=0.0 if waveform else pad_value())
 
 
-def _check_length(path: str, batch: np.ndarray, config, args: argparse.Namespace) -> None:
+def _check_length(path: str, batch: np.ndarray, info: ModelInfo, args: argparse.Namespace) -> None:
   """Refuses audio longer than a fixed-length model's input unless --crop or a timeline says what
   to do with it; warns on stderr when it is cropped."""
-  if not too_long(batch, config, is_audio(path)):
+  if not too_long(batch, info, is_audio(path)):
     return
-  length = models.fixed_length(config)
-  seconds, limit = batch.shape[1] / FRAMES_PER_SECOND, length / FRAMES_PER_SECOND
+  length = info.fixed_length
+  per_frame = SAMPLES_PER_FRAME if info.input_kind == "waveform" else 1
+  frames = batch.shape[1] // per_frame
+  seconds, limit = frames / FRAMES_PER_SECOND, length / FRAMES_PER_SECOND
   if not (args.crop or args.timeline_window is not None):
     raise InputError(
-      f"{path}: {seconds:g} s ({batch.shape[1]} frames) is longer than this "
-      f"{config.model_type} checkpoint takes (max_length={length} frames, {limit:g} s; its "
-      f"position embeddings fix the length). Classify the whole recording in windows with "
+      f"{path}: {seconds:g} s ({frames} frames) is longer than this "
+      f"{info.model_type} checkpoint takes (max_length={length} frames, {limit:g} s; its "
+      f"input length is fixed). Classify the whole recording in windows with "
       f"--timeline-window {limit:g} (or shorter), or pass --crop to classify its first "
       f"{limit:g} s only"
     )
   print(
     f"warning: {path}: the whole-recording result is of the first {limit:g} s "
-    f"({length} of {batch.shape[1]} frames): this {config.model_type} checkpoint takes at most "
+    f"({length} of {frames} frames): this {info.model_type} checkpoint takes at most "
     f"max_length={length} frames",
     file=sys.stderr,
   )
@@ -261,40 +292,40 @@ def top_classes(
   ]
 
 
-def timeline_steps(recording: np.ndarray, config) -> np.ndarray:
+def timeline_steps(recording: np.ndarray, info: ModelInfo) -> np.ndarray:
   """One recording as (10 ms steps, values) rows for `timeline.window_logits` to crop.
 
   fbank features are already (frames, mel); a waveform (samples,) becomes (samples // 160, 160),
   dropping the last samples that do not fill a 10 ms step.
   """
-  if input_kind(config) != "waveform":
+  if info.input_kind != "waveform":
     return recording
   steps = len(recording) // SAMPLES_PER_FRAME
   return recording[: steps * SAMPLES_PER_FRAME].reshape(steps, SAMPLES_PER_FRAME)
 
 
 def timeline_windows(
-  apply_fn, params, recording: np.ndarray, config, args: argparse.Namespace, names: list[str]
+  apply_fn, params, recording: np.ndarray, info: ModelInfo, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
   """Per-window records of one recording's timeline.
 
   Args:
     apply_fn: `apply_fn(params, x)`, model input (batch, ...) -> (batch, classes).
-    params: model params.
+    params: model params (None for an ONNX model).
     recording: the whole recording's model input without the batch axis: (frames, mel)
       normalised features, or (samples,) 16 kHz waveform.
-    config: the model config (fixed-length models' windows are padded to its max_length).
+    info: the model (fixed-length models' windows are padded to `info.fixed_length`; class
+      names).
     args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size,
       label_kind).
-    names: class names.
 
   Returns:
     [{"window", "start_frame", "end_frame", "start_s", "end_s", "top": top_classes(...)}], one per
     window in time order; seconds are frames / 100.
   """
-  steps = timeline_steps(recording, config)
+  steps = timeline_steps(recording, info)
   bounds = timeline.window_bounds(len(steps), args.timeline_window_frames, args.timeline_hop_frames)
-  length = models.fixed_length(config)
+  length = info.fixed_length
   window_fn = apply_fn
   if steps is not recording:  # waveform windows go back to (batch, samples)
     window_fn = lambda p, x: apply_fn(p, x.reshape(x.shape[0], -1))
@@ -305,7 +336,7 @@ def timeline_windows(
     bounds,
     args.batch_size,
     length=length,
-    pad_value=pad_value() if length else 0.0,
+    pad_value=pad_value() if length and info.input_kind == "fbank" else 0.0,
   )
   fps = timeline.FRAMES_PER_SECOND
   return [
@@ -315,7 +346,7 @@ def timeline_windows(
       "end_frame": int(end),
       "start_s": start / fps,
       "end_s": end / fps,
-      "top": top_classes(row, args.top_k, names, args.label_kind),
+      "top": top_classes(row, args.top_k, info.names, args.label_kind),
     }
     for i, ((start, end), row) in enumerate(zip(bounds, logits))
   ]
@@ -327,11 +358,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     description="Print the top classes of a converted DASS / AST / AuM / Dasheng checkpoint for "
     ".npy arrays or audio files of any length, optionally as a sliding-window timeline.",
   )
-  parser.add_argument(
+  model = parser.add_mutually_exclusive_group(required=True)
+  model.add_argument(
     "--checkpoint",
-    required=True,
     help="folder written by `python -m convert_torch` (config.json + params/), or a published "
     "name / hf:// id / https:// URL converted on first use (python -m convert_torch --list)",
+  )
+  model.add_argument(
+    "--onnx",
+    help="a file written by `python -m dass_jax.export --format onnx`, run with onnxruntime "
+    "(no JAX needed)",
   )
   parser.add_argument(
     "inputs",
@@ -424,6 +460,8 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def _load_checkpoint(folder: str):
   """(module, params, config, label kind or None) of --checkpoint."""
+  from dass_jax.checkpoint import is_source_name, label_kind, load_model, read_metadata, resolve
+
   if not Path(folder).is_dir() and not is_source_name(folder):
     raise InputError(
       f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
@@ -449,23 +487,23 @@ def _choose_label_kind(args: argparse.Namespace, recorded: str | None) -> str:
   if recorded:
     return recorded
   print(
-    f"warning: {args.checkpoint} does not record whether its classes are multi-label or "
-    "single-label; probabilities are sigmoids (multi-label). Pass --label-kind ce for a "
-    "single-label model (softmax)",
+    f"warning: {args.checkpoint or args.onnx} does not record whether its classes are "
+    "multi-label or single-label; probabilities are sigmoids (multi-label). Pass --label-kind ce "
+    "for a single-label model (softmax)",
     file=sys.stderr,
   )
   return "bce"
 
 
 def _check_timeline_inputs(
-  args: argparse.Namespace, config, inputs: list[tuple[str, np.ndarray]]
+  args: argparse.Namespace, info: ModelInfo, inputs: list[tuple[str, np.ndarray]]
 ) -> None:
   """Raises InputError for a window a fixed-length model cannot take or a batched input."""
-  length = models.fixed_length(config)
+  length = info.fixed_length
   if length is not None and args.timeline_window_frames > length:
     raise InputError(
       f"--timeline-window {args.timeline_window} s is "
-      f"{args.timeline_window_frames} frames; this {config.model_type} checkpoint takes at most "
+      f"{args.timeline_window_frames} frames; this {info.model_type} checkpoint takes at most "
       f"max_length={length} frames"
     )
   for path, batch in inputs:
@@ -515,27 +553,50 @@ def _write_timelines(
     timeline.write_timeline(out, report)
 
 
+def _load_onnx(path: str):
+  from dass_jax.onnx_model import OnnxModel
+
+  if not Path(path).is_file():
+    raise InputError(f"{path}: ONNX file not found")
+  try:
+    return OnnxModel(path)
+  except ValueError as e:
+    raise InputError(str(e)) from e
+
+
+def _load(args: argparse.Namespace):
+  """(apply_fn(params, x), params, ModelInfo, recorded label kind or None) of --checkpoint
+  (jitted JAX) or --onnx (an export of the 527 AudioSet classes is multi-label; other ONNX
+  classifiers do not record it)."""
+  if args.onnx:
+    model = _load_onnx(args.onnx)
+    kind = "bce" if model.config.get("label_kind") == "audioset" else None
+    return (lambda _, x: model(x)), None, model.info, kind
+  import jax
+
+  model, params, config, kind = _load_checkpoint(args.checkpoint)
+  return jax.jit(lambda p, x: model.apply({"params": p}, x)), params, model_info(config), kind
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs the CLI; returns the exit status (0, or 2 for a bad checkpoint or input)."""
   args = _parse_args(argv)
   timeline_on = args.timeline_window is not None
   try:
-    model, params, config, recorded_kind = _load_checkpoint(args.checkpoint)
-    inputs = [(path, load_input(path, config)) for path in args.inputs]
+    apply_fn, params, info, recorded_kind = _load(args)
+    inputs = [(path, load_input(path, info)) for path in args.inputs]
     if timeline_on:
-      _check_timeline_inputs(args, config, inputs)
+      _check_timeline_inputs(args, info, inputs)
     for path, features in inputs:
-      _check_length(path, features, config, args)
+      _check_length(path, features, info, args)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   args.label_kind = _choose_label_kind(args, recorded_kind)
-  apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
-  names = class_names(config.num_classes)
-  length_key = "samples" if input_kind(config) == "waveform" else "frames"
+  length_key = "samples" if info.input_kind == "waveform" else "frames"
   results, all_logits = [], []
   for path, features in inputs:
-    batch = model_input(features, config, is_audio(path))
+    batch = model_input(features, info, is_audio(path))
     try:
       logits = predict_logits(apply_fn, params, batch, args.batch_size)
     except ValueError as e:  # the model rejects this input's shape (e.g. AST length)
@@ -547,19 +608,19 @@ def main(argv: list[str] | None = None) -> int:
         "input": str(path),
         "index": i,
         length_key: int(batch.shape[1]),
-        "top": top_classes(row, args.top_k, names, args.label_kind),
+        "top": top_classes(row, args.top_k, info.names, args.label_kind),
       }
-      if too_long(features, config, is_audio(path)):
+      if too_long(features, info, is_audio(path)):
         result["cropped_from"] = int(features.shape[1])
       if timeline_on:
-        result["timeline"] = timeline_windows(apply_fn, params, features[0], config, args, names)
+        result["timeline"] = timeline_windows(apply_fn, params, features[0], info, args)
       results.append(result)
   if args.logits_npy:
     np.save(args.logits_npy, np.concatenate(all_logits, axis=0))
   header = {
-    "checkpoint": str(args.checkpoint),
-    "model_type": config.to_dict()["model_type"],
-    "num_classes": config.num_classes,
+    "checkpoint": str(args.checkpoint or args.onnx),
+    "model_type": info.model_type,
+    "num_classes": info.num_classes,
     "label_kind": args.label_kind,
     "probability": "softmax" if args.label_kind == "ce" else "sigmoid",
   }

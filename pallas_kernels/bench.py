@@ -3,12 +3,15 @@
   python -m pallas_kernels.bench [--batch 12] [--frames 1024] [--long-length 1048576]
                                  [--impl pallas|chunked] [--impl-ref associative] [--quick]
                                  [--dtype bfloat16] [--stages 1,2,3,4]
+                                 [--matmul-precision highest|tensorfloat32|default]
+                                 [--d-state 16] [--num-warps 4] [--chunk-size 128]
 
 Stage i (0-3) of DASS-small at `--frames` input frames (128 mel bins, patch stride 4) is an
-H x W = (32 / 2^i) x (frames / 4 / 2^i) map with d = 96 * 2^i channels, so the scan sees
-L = H * W (8192 / 4^i at 1024 frames), K * D = 4 * d channels, N = 1. The long shape is one
-sequence of `--long-length` tokens with `--long-channels` channels (K = 4 groups, N = 1);
-`--long-length 0` leaves it out.
+H x W = (32 / 2^i) x ceil(frames / 4 / 2^i) map with d = 96 * 2^i channels (PyTorch's
+stride-2 convs round up), so the scan sees L = H * W (8192 / 4^i at 1024 frames; 32 x 257 =
+8224 at stage 1 for 1028 frames, a length no chunk divides), K * D = 4 * d channels, N = 1.
+The long shape is one sequence of `--long-length` tokens with `--long-channels` channels
+(K = 4 groups, N = 1); `--long-length 0` leaves it out.
 
 For each shape it prints the median time of the forward and of forward + backward (jit,
 `block_until_ready`, after warm-up), the bytes moved by the minimal data flow
@@ -20,7 +23,13 @@ fused kernel; chunked: `ss2d_chunked`), its unfused route (cross-scan, projectio
 cross-merge as separate ops) and the reference implementation's unfused route.
 
 Off GPU the Pallas kernels run in interpret mode (slow; the numbers only show that the
-script works). `--quick` shrinks every shape for a CPU smoke run.
+script works). `--quick` shrinks every shape for a CPU smoke run. Matmuls (the SS2D
+projections) run at `--matmul-precision` (default highest: true fp32; tensorfloat32 is what
+JAX's default precision gives fp32 matmuls on Ampere and newer GPUs). `--num-warps` and
+`--chunk-size` run the Pallas kernels (the scan and the fused SS2D route) with other launch
+parameters than their defaults, to measure the alternatives of BENCHMARKS.md's offline
+compile table; `--d-state` sets N (16: AuM's state, whose default launch has 4 warps). The
+exit status is 1 when any timing failed.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels import random_inputs
+from pallas_kernels import pallas_scan, pallas_ss2d_fused, random_inputs
 from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels.dispatch import ScanImpl, selective_scan
 from pallas_kernels.ss2d_core import ss2d_scan
@@ -92,19 +101,19 @@ class Shape:
     return inputs + seq * s_out, 2 * inputs + seq * s_out
 
 
-def dass_stages(batch: int, frames: int, stages=range(1, N_STAGES + 1)) -> list[Shape]:
-  """SS2D stage shapes (numbered 1-4) of DASS-small for `frames` input frames."""
-  unit = PATCH_STRIDE * 2 ** (N_STAGES - 1)
-  if frames % unit:
-    raise ValueError(f"frames must be a multiple of {unit}, got {frames}")
+def dass_stages(
+  batch: int, frames: int, stages=range(1, N_STAGES + 1), n: int = D_STATE
+) -> list[Shape]:
+  """SS2D stage shapes (numbered 1-4) of DASS-small for `frames` input frames.
+
+  Each stride-2 conv (two in the patch embed, one per later stage) maps n to ceil(n / 2), so
+  stage i has ceil(n / (4 * 2^(i-1))) rows and columns.
+  """
+  if frames < 1:
+    raise ValueError(f"frames must be positive, got {frames}")
+  side = lambda n, i: -(n // -(PATCH_STRIDE << (i - 1)))
   return [
-    Shape(
-      f"stage {i}",
-      batch,
-      BASE_DIM << (i - 1),
-      (MEL_BINS // PATCH_STRIDE) >> (i - 1),
-      (frames // PATCH_STRIDE) >> (i - 1),
-    )
+    Shape(f"stage {i}", batch, BASE_DIM << (i - 1), side(MEL_BINS, i), side(frames, i), n)
     for i in stages
   ]
 
@@ -213,6 +222,10 @@ def scan_table(shapes, args, dtype, copy_bw, errors) -> list[str]:
     inputs = scan_inputs(shape, dtype, jax.random.PRNGKey(i))
     cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
     impl_fn = functools.partial(selective_scan, impl=args.impl, interpret=interpret)
+    if kernel_options(args):
+      impl_fn = functools.partial(
+        pallas_scan.selective_scan, interpret=interpret, **kernel_options(args)
+      )
     ref_fn = functools.partial(selective_scan, impl=args.impl_ref)
     fwd, step = timed_pair(
       impl_fn, inputs, cotangent, args.warmup, args.repeats, errors, f"{shape.name} {args.impl}"
@@ -270,12 +283,17 @@ def ss2d_table(shapes, args, dtype, errors) -> list[str]:
     "unfused": dict(impl=args.impl, interpret=interpret, fused=False),
     "own": dict(impl=args.impl, interpret=interpret, fused=True),
   }
+  own = None
+  if kernel_options(args):
+    own = functools.partial(
+      pallas_ss2d_fused.ss2d_scan_fused, interpret=interpret, **kernel_options(args)
+    )
   for i, shape in enumerate(shapes):
     inputs = ss2d_inputs(shape, dtype, jax.random.PRNGKey(i))
     cotangent = jax.random.normal(jax.random.PRNGKey(100 + i), inputs[0].shape, dtype)
     times = {
       name: timed_pair(
-        functools.partial(ss2d_scan, **kwargs),
+        own if name == "own" and own else functools.partial(ss2d_scan, **kwargs),
         inputs,
         cotangent,
         args.warmup,
@@ -304,6 +322,12 @@ def ss2d_table(shapes, args, dtype, errors) -> list[str]:
   return rows
 
 
+def kernel_options(args) -> dict:
+  """--num-warps / --chunk-size for the Pallas kernels (empty when neither is given)."""
+  options = dict(num_warps=args.num_warps, chunk_size=args.chunk_size)
+  return {k: v for k, v in options.items() if v}
+
+
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=12)
@@ -325,6 +349,24 @@ def parse_args(argv):
     choices=[i.value for i in ScanImpl if i is not ScanImpl.AUTO],
   )
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument(
+    "--d-state", type=int, default=D_STATE, help="state size N of every shape (AuM: 16)"
+  )
+  parser.add_argument(
+    "--matmul-precision",
+    default="highest",
+    choices=["highest", "tensorfloat32", "default"],
+    help="precision of the SS2D projections (jax.default_matmul_precision)",
+  )
+  parser.add_argument(
+    "--num-warps",
+    type=int,
+    default=0,
+    help="Pallas only: warps per program (default: one per 32 lanes); the unfused route keeps it",
+  )
+  parser.add_argument(
+    "--chunk-size", type=int, default=0, help="Pallas only: target steps per program (256)"
+  )
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument(
@@ -342,6 +384,8 @@ def parse_args(argv):
   if parser.parse_args(argv).quick:
     parser.set_defaults(**QUICK_DEFAULTS)
   args = parser.parse_args(argv)
+  if kernel_options(args) and args.impl != ScanImpl.PALLAS.value:
+    parser.error("--num-warps and --chunk-size apply to --impl pallas only")
   if args.long_channels % K_DIRECTIONS:
     parser.error(f"--long-channels must be a multiple of {K_DIRECTIONS}")
   args.stages = [int(s) for s in args.stages.split(",") if s]
@@ -357,9 +401,9 @@ def main(argv=None) -> int:
   on_gpu = jax.default_backend() == "gpu"
   pallas = args.impl == ScanImpl.PALLAS.value
   own_ss2d_route = args.impl in (ScanImpl.PALLAS.value, ScanImpl.CHUNKED.value)
-  shapes = dass_stages(args.batch, args.frames, args.stages)
+  shapes = dass_stages(args.batch, args.frames, args.stages, args.d_state)
   long_shapes = (
-    [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length)]
+    [Shape("long", 1, args.long_channels // K_DIRECTIONS, 1, args.long_length, args.d_state)]
     if args.long_length
     else []
   )
@@ -371,7 +415,8 @@ def main(argv=None) -> int:
     f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
   )
   print(
-    f"impl {args.impl} vs reference {args.impl_ref}; dtype {args.dtype}; "
+    f"impl {args.impl}{f' {kernel_options(args)}' if kernel_options(args) else ''} vs reference "
+    f"{args.impl_ref}; dtype {args.dtype}; matmul precision {args.matmul_precision}; "
     f"DASS-small at batch {args.batch}, {args.frames} frames; median of {args.repeats} "
     f"runs after {args.warmup} warm-up"
   )
@@ -384,15 +429,17 @@ def main(argv=None) -> int:
   print(BYTES_NOTE)
   print()
   errors: list[str] = []
-  print("\n".join(scan_table(shapes + long_shapes, args, dtype, copy_bw, errors)))
-  if own_ss2d_route and shapes:
-    print()
-    print(f"## SS2D core: {args.impl}'s own route vs the unfused routes")
-    print("\n".join(ss2d_table(shapes, args, dtype, errors)))
+  precision = None if args.matmul_precision == "default" else args.matmul_precision
+  with jax.default_matmul_precision(precision):
+    print("\n".join(scan_table(shapes + long_shapes, args, dtype, copy_bw, errors)), flush=True)
+    if own_ss2d_route and shapes:
+      print()
+      print(f"## SS2D core: {args.impl}'s own route vs the unfused routes")
+      print("\n".join(ss2d_table(shapes, args, dtype, errors)))
   if errors:
     print("\nFailures (shown as n/a above):")
     print("\n".join(f"- {e}" for e in errors))
-  return 0
+  return 1 if errors else 0
 
 
 if __name__ == "__main__":

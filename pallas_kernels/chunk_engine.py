@@ -46,8 +46,30 @@ def pad_trailing(x: jax.Array, widths) -> jax.Array:
   return jnp.pad(x, [(0, 0)] * (x.ndim - len(widths)) + [(0, w) for w in widths])
 
 
-def compiler_params(lanes: int):
-  """Triton compiler params (one thread per lane); the class was renamed across JAX versions.
+WIDE_STATE = 16  # padded state sizes from which a channel block gets 4 warps
+
+
+def default_num_warps(lanes: int, padded_n: int) -> int:
+  """Warps per program: one per 32 lanes, times 4 for a state of 16 (AuM's d_state).
+
+  Chosen from the offline compile (BENCHMARKS.md, "Offline Triton compile"; registers per
+  thread and resident warps per SM on sm_80 / sm_90a), conservatively, with no GPU timing:
+  * N == 1 (DASS): one thread per lane. More warps replicate the (lanes,) vectors across
+    warps and turn the fused kernel's per-step lane reductions into cross-warp ones through
+    shared memory (stage 1: 9 -> 37-41 `bar.sync` in the backward, 0 -> 7 in the forward's
+    first pass) for no register gain there; registers fall only where the (lanes, R)
+    dt-projection tiles dominate (the fused backward at stages 3-4: 153-230 -> 96-153 at 4
+    warps), so that stays a measurement for the GPU check (`bench --num-warps 4`).
+  * N == 16 (AuM): the (lanes, 16) state tile is 16 values per thread in one warp and 4 in
+    four. Four warps cut every kernel's registers (backward 168 -> 96, forward 71 -> 40),
+    raise the resident warps per SM (12 -> 20, 28 -> 48) and add no barrier, on both
+    targets; the GPU check measures it against one warp (`bench --d-state 16 --num-warps 1`).
+  """
+  return max(1, lanes // 32) * (4 if padded_n >= WIDE_STATE else 1)
+
+
+def compiler_params(num_warps: int):
+  """Triton compiler params; the class was renamed across JAX versions.
 
   Passing Triton params is what selects the Triton lowering over Mosaic GPU for a generic
   `pallas_call` on CUDA; interpret mode ignores them.
@@ -55,7 +77,7 @@ def compiler_params(lanes: int):
   from jax.experimental.pallas import triton as pltriton
 
   cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
-  return cls(num_warps=max(1, lanes // 32))
+  return cls(num_warps=num_warps)
 
 
 def softplus_and_slope(x: jax.Array, delta_softplus: bool):
@@ -174,7 +196,9 @@ class GradSinks:
 
   store_ckpt / load_ckpt: the state at each sub-chunk start (steps / S slots);
   store_h / load_h: h_{t-1} for the S steps of the current sub-chunk (S slots). Both are the
-  program's own slots, written and read back by the same lane. emit_ddelta threads a user
+  program's own slots in global memory; `sync()` (`pallas_plumbing.sync_program`) separates
+  every write of a slot from its reads and every read from the next overwrite, so that no
+  thread relies on which thread of the program stored an element. emit_ddelta threads a user
   accumulator (the fused path accumulates the dt-projection weight gradient there).
   """
 
@@ -187,6 +211,7 @@ class GradSinks:
   store_db: Callable[[jax.Array, jax.Array], None]
   store_dc: Callable[[jax.Array, jax.Array], None]
   emit_ddelta: Callable[[jax.Array, jax.Array, object], object]
+  sync: Callable[[], None]
 
 
 def chunk_backward(
@@ -208,6 +233,9 @@ def chunk_backward(
   sub-chunks from last to first: rerun the sub-chunk from its checkpoint storing h_{t-1},
   and walk it backwards from the reverse carry (r_end for the chunk's last step). Scratch
   per lane is steps / sub + sub states instead of steps; the forward runs twice.
+  Memory order: `sink.sync()` after the checkpoint sweep, after each replay (its slots are
+  read next) and after each backward walk (the next replay overwrites the slots it read), so
+  2 * steps / sub + 1 barriers per chunk (33 at 256 steps).
   Returns (dA, dD, d_delta_bias, acc): this chunk's contributions, summed outside.
   """
   n_sub = steps // sub
@@ -222,6 +250,7 @@ def chunk_backward(
 
   sink.store_ckpt(0, h0)
   lax.fori_loop(0, n_sub - 1, checkpoint, h0)
+  sink.sync()
 
   def rev(t, s, carry):
     r, d_a, d_d, d_bias, acc = carry
@@ -249,7 +278,10 @@ def chunk_backward(
       return advance(j * sub + s, h)
 
     lax.fori_loop(0, sub, replay, sink.load_ckpt(j))
-    return lax.fori_loop(0, sub, lambda k, c: rev(j * sub + sub - 1 - k, sub - 1 - k, c), carry)
+    sink.sync()
+    carry = lax.fori_loop(0, sub, lambda k, c: rev(j * sub + sub - 1 - k, sub - 1 - k, c), carry)
+    sink.sync()
+    return carry
 
   zeros = jnp.zeros((lanes,), jnp.float32)
   init = (r_end, ss.zeros(lanes), zeros, zeros, acc0)

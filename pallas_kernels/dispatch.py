@@ -2,12 +2,18 @@
 
 `impl` is a `ScanImpl` or its string value:
 
-  auto         the Pallas kernel on NVIDIA GPUs it supports, the chunked scan on CPU, the
-               associative reference elsewhere (TPU, other GPUs: not measured yet)
+  auto         the Pallas kernel on NVIDIA GPUs it supports, once it has passed its self-check
+               for the call's shape family (`kernel_check`: compiled and compared with the
+               chunked scan on a small input, once per process; on failure the chunked scan,
+               with one warning); the chunked scan on CPU; the associative reference
+               elsewhere (TPU, other GPUs: not measured yet). The environment variable
+               DASS_SCAN_IMPL (any name below) replaces what `auto` picks, with no check.
   pallas       the Pallas kernel (`interpret=True` runs it on CPU, for tests)
   chunked      chunked loops in plain JAX (`chunked_scan`): the fast one on CPU
   associative  `lax.associative_scan` reference (the plain parallel statement of the math)
   sequential   `lax.scan` reference (O(state) memory, the plainest statement of the math)
+  loop         the chunked scan's forward as `lax.scan` loops (`loop_scan`), inference only:
+               what `dass_jax.export` selects, since ONNX and StableHLO take it in any length
 
 On the 2-core CPU dev machine, DASS-small with the chunked scan runs its forward 2.0-2.9x and
 its training step 1.4x faster than with the associative one (BENCHMARKS.md, "DASS-small vs the
@@ -19,12 +25,14 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import os
 
 import jax
 
-from pallas_kernels import chunked_scan, pallas_scan, reference
+from pallas_kernels import chunked_scan, kernel_check, loop_scan, pallas_scan, reference
 
 log = logging.getLogger(__name__)
+IMPL_ENV = "DASS_SCAN_IMPL"
 
 
 class ScanImpl(enum.StrEnum):
@@ -33,6 +41,24 @@ class ScanImpl(enum.StrEnum):
   CHUNKED = "chunked"
   ASSOCIATIVE = "associative"
   SEQUENTIAL = "sequential"
+  LOOP = "loop"
+
+
+def _backend() -> str:
+  """The backend `auto` resolves for (a function, so that tests can stand in a GPU)."""
+  return jax.default_backend()
+
+
+def _forced_impl() -> ScanImpl | None:
+  """The implementation named by DASS_SCAN_IMPL, or None when it is unset or 'auto'."""
+  name = os.environ.get(IMPL_ENV, "").strip().lower()
+  if name in ("", ScanImpl.AUTO.value):
+    return None
+  try:
+    return ScanImpl(name)
+  except ValueError:
+    choices = ", ".join(impl.value for impl in ScanImpl)
+    raise ValueError(f"{IMPL_ENV}={name!r} is not a scan implementation ({choices})") from None
 
 
 @functools.cache
@@ -47,12 +73,26 @@ def _resolve_auto(backend: str) -> ScanImpl:
   return choice
 
 
-def resolve_impl(impl: ScanImpl | str = ScanImpl.AUTO) -> ScanImpl:
-  """Turns `impl` (enum or string) into a concrete implementation for the default backend."""
+def resolve_impl(
+  impl: ScanImpl | str = ScanImpl.AUTO, family: kernel_check.Family | None = None
+) -> ScanImpl:
+  """Turns `impl` (enum or string) into a concrete implementation for the default backend.
+
+  `auto` becomes DASS_SCAN_IMPL when that is set; otherwise the backend's choice, where a
+  Pallas choice for a call of `family` (see `kernel_check.Family`) stands only once the
+  family's kernel passed its self-check, and is the chunked scan if it failed. Without a
+  family (a caller asking what `auto` means here) no check runs.
+  """
   impl = ScanImpl(impl)
-  if impl is ScanImpl.AUTO:
-    return _resolve_auto(jax.default_backend())
-  return impl
+  if impl is not ScanImpl.AUTO:
+    return impl
+  forced = _forced_impl()
+  if forced is not None:
+    return forced
+  choice = _resolve_auto(_backend())
+  if choice is ScanImpl.PALLAS and family is not None and not kernel_check.verify(family).ok:
+    return ScanImpl.CHUNKED
+  return choice
 
 
 def selective_scan(
@@ -82,7 +122,7 @@ def selective_scan(
   Returns:
     y: (batch, K*D, L).
   """
-  impl = resolve_impl(impl)
+  impl = resolve_impl(impl, kernel_check.Family.of("scan", u, A.shape[1]))
   args = (u, delta, A, B, C, D, delta_bias)
   kwargs = dict(delta_softplus=delta_softplus, out_dtype=out_dtype)
   if impl is ScanImpl.PALLAS:
@@ -91,5 +131,6 @@ def selective_scan(
     ScanImpl.CHUNKED: chunked_scan.selective_scan_chunked,
     ScanImpl.ASSOCIATIVE: reference.selective_scan_associative,
     ScanImpl.SEQUENTIAL: reference.selective_scan_sequential,
+    ScanImpl.LOOP: loop_scan.selective_scan_loop,
   }[impl]
   return scan(*args, **kwargs)

@@ -20,12 +20,54 @@ from jax.experimental import pallas as pl
 from pallas_kernels import chunk_engine as ce
 
 DEFAULT_CHUNK = 256
+CHUNK_ALIGN = 8  # chunk lengths are multiples of this (of the target when it is smaller)
 MAX_STATE = 16  # the largest d_state N the kernels take (padded to a power of two inside)
 
 
 def check_state_size(n: int) -> None:
   if n > MAX_STATE:
     raise ValueError(f"d_state N={n} > {MAX_STATE} is not supported by the Pallas kernels")
+
+
+def choose_chunk(length: int, target: int) -> int:
+  """Steps per chunk T for a sequence of `length` steps, about `target` steps per program.
+
+  ceil(L / target) chunks of T = ceil(L / chunks) steps, T rounded up to a multiple of 8 (of
+  the target, when that is smaller) so that the backward's sub-chunk length (a divisor of T,
+  `chunk_engine.sub_chunk`) can stay near sqrt(T). The kernels zero-pad the sequence to
+  ceil(L / T) * T steps: fewer than 8 padded steps per chunk (2.7 % at DASS stage 1 for 1028
+  frames, L = 8224: 33 chunks of 256). There is no whole-length fallback: a length with no
+  good divisor (a prime, or 32 x 257 tokens) still runs ~L / target programs per channel
+  block instead of one.
+  """
+  if length < 1 or target < 1:
+    raise ValueError(f"length {length} and chunk target {target} must be positive")
+  target = min(target, length)
+  align = min(CHUNK_ALIGN, target)
+  chunk = -(-length // -(-length // target))
+  return -(-chunk // align) * align
+
+
+def sync_program(interpret: bool) -> None:
+  """A barrier over the threads of one grid program that also orders their memory accesses.
+
+  The kernels keep a few values in global memory that the same program writes and then
+  reads back (the backward's checkpoint and replay slots, the route pairs' partial maps).
+  Which thread of the program loads or stores each element is Triton's layout choice, and a
+  load's layout need not equal the store's; so every such write -> read (and read ->
+  overwrite) is separated by this barrier. On CUDA it is `bar.sync` (Triton-Pallas
+  `debug_barrier` -> `gpu.barrier`), which makes all global and shared memory accesses that
+  the block's threads made before it visible to all of them after it (the CUDA programming
+  guide's guarantee for `__syncthreads`, PTX's `barrier.cta`). Triton emits every global
+  load and store as `asm sideeffect` (checked in the compiled LLVM IR by
+  `benchmarks/offline_compile.py`), so LLVM keeps them in program order around the barrier.
+  Interpret mode runs a program's steps one after another, so there it is a no-op (and the
+  primitive has no CPU rule).
+  """
+  if not interpret:
+    from jax.experimental.pallas import triton as pltriton
+
+    pltriton.debug_barrier()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +144,12 @@ class LaneGrid:
     return [self.scratch(self.chunk // self.sub), self.scratch(self.sub)]
 
 
-def scratch_sinks(checkpoint_ref, replay_ref) -> dict:
-  """`GradSinks` fields over the backward's two scratch refs (see `chunk_engine.GradSinks`)."""
+def scratch_sinks(checkpoint_ref, replay_ref, interpret: bool) -> dict:
+  """`GradSinks` fields over the backward's two scratch refs (see `chunk_engine.GradSinks`).
+
+  Both refs are the program's own blocks; `sync` (`sync_program`) orders their writes and
+  reads across the program's threads.
+  """
 
   def store_checkpoint(i, h):
     checkpoint_ref[i] = h
@@ -116,18 +162,25 @@ def scratch_sinks(checkpoint_ref, replay_ref) -> dict:
     load_ckpt=lambda i: checkpoint_ref[i],
     store_h=store_replayed,
     load_h=lambda s: replay_ref[s],
+    sync=lambda: sync_program(interpret),
   )
 
 
-def call_on_grid(grid: LaneGrid, kernel, name: str, args, in_specs, outs, interpret: bool):
-  """Runs `kernel` over the grid; outs is a list of (BlockSpec, ShapeDtypeStruct)."""
+def call_on_grid(
+  grid: LaneGrid, kernel, name: str, args, in_specs, outs, interpret: bool, num_warps=None
+):
+  """Runs `kernel` over the grid; outs is a list of (BlockSpec, ShapeDtypeStruct).
+
+  num_warps: warps per program (None: `chunk_engine.default_num_warps`).
+  """
+  num_warps = num_warps or ce.default_num_warps(grid.lanes, grid.padded_n)
   return pl.pallas_call(
     kernel,
     grid=grid.grid,
     in_specs=in_specs,
     out_specs=[spec for spec, _ in outs],
     out_shape=[shape for _, shape in outs],
-    compiler_params=ce.compiler_params(grid.lanes),
+    compiler_params=ce.compiler_params(num_warps),
     interpret=interpret,
     name=name,
   )(*args)

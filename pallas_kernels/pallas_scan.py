@@ -20,8 +20,9 @@ Why this structure
   is (lanes, N) in registers, or (lanes,) for N == 1 (DASS's d_state, the fast path). Per
   step the kernel indexes refs (`u_ref[:, t]`), never loaded values, at dynamic t.
 * Padding, not masking. Channels per group are padded to a multiple of the lane block, N to
-  a power of two and L to a multiple of the chunk, all with zeros, only when needed (DASS
-  shapes need none: D = 96*2^i, L a multiple of 32). Zero padding is exact: padded lanes and
+  a power of two and L to a multiple of the chunk (`pallas_plumbing.choose_chunk`: about
+  256 steps, never the whole length), all with zeros, only when needed (DASS at 1024
+  frames needs none: D = 96*2^i, L = 8192 / 4^i). Zero padding is exact: padded lanes and
   steps carry u = B = C = dy = 0, so they add nothing to any output or gradient, and the
   Triton lowering never touches memory outside an array.
 * Backward. Residuals are the inputs plus the chunk start states (batch, K, chunks, D, N);
@@ -34,8 +35,14 @@ Why this structure
   forward sweep stores the state at each sub-chunk start, then each sub-chunk (last first)
   is replayed from its checkpoint into an S-slot scratch and walked backwards. The two
   scratch outputs hold chunk/S + S states per lane (32 instead of 256 at chunk 256; 4 KB
-  per program at N = 1), written and read back by the same lane, so they stay in cache;
+  per program at N = 1), written and read back by the same program, so they stay in cache;
   the price is one more forward recompute per chunk (cheap next to the memory traffic).
+* Memory order. Those scratch slots are the only global memory a program reads after
+  writing it. A CTA barrier (`pallas_plumbing.sync_program`, `bar.sync`) separates each
+  write of a slot from its reads and each read from the next overwrite, so correctness does
+  not depend on Triton giving the load the same thread-to-element layout as the store
+  (interpret mode, which runs programs sequentially, cannot check this; the CUDA lowering
+  test and `benchmarks/offline_compile.py` check that the barriers reach the PTX).
 * Reductions without atomics. dB and dC are shared by the D channels of a group: each
   program writes the lane-sum of its channel block per step into a (batch, K, channel
   blocks, N, L) fp32 partial, summed over channel blocks outside (3 blocks at D = 96).
@@ -92,6 +99,7 @@ class _Config:
   out_dtype: object
   interpret: bool
   chunk_size: int | None
+  num_warps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +114,7 @@ class _Plan(plumbing.LaneGrid):
     groups, n = B.shape[1], A.shape[1]
     if channels % groups:
       raise ValueError(f"K*D={channels} channels do not split into K={groups} groups")
-    chunk = min(chunk_size or plumbing.DEFAULT_CHUNK, length)
+    chunk = plumbing.choose_chunk(length, chunk_size or plumbing.DEFAULT_CHUNK)
     n_chunks = -(-length // chunk)
     return cls(batch, groups, channels // groups, n, chunk, n_chunks, length)
 
@@ -313,7 +321,7 @@ def _bwd_kernel(
     store_db=_store_proj(plan, db_ref),
     store_dc=_store_proj(plan, dc_ref),
     emit_ddelta=emit_ddelta,
-    **plumbing.scratch_sinks(checkpoint_ref, replay_ref),
+    **plumbing.scratch_sinks(checkpoint_ref, replay_ref, cfg.interpret),
   )
   d_a, d_d, d_bias, _ = ce.chunk_backward(
     plan.chunk,
@@ -334,8 +342,9 @@ def _bwd_kernel(
 
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
+  kernel = functools.partial(kernel, plan, cfg)
   return plumbing.call_on_grid(
-    plan, functools.partial(kernel, plan, cfg), name, args, in_specs, outs, cfg.interpret
+    plan, kernel, name, args, in_specs, outs, cfg.interpret, cfg.num_warps
   )
 
 
@@ -419,6 +428,7 @@ def selective_scan(
   out_dtype=None,
   interpret=False,
   chunk_size=None,
+  num_warps=None,
 ):
   """Selective scan with the Pallas kernels; differentiable in all seven inputs.
 
@@ -429,7 +439,10 @@ def selective_scan(
     delta_softplus: apply softplus (threshold 20) to delta + delta_bias.
     out_dtype: dtype of y (default u.dtype); state and accumulation are fp32.
     interpret: run the kernels in Pallas interpret mode (CPU tests).
-    chunk_size: time steps per grid program (default 256, capped at L).
+    chunk_size: target time steps per grid program (default 256; `choose_chunk` rounds it
+      to ceil(L / chunks) steps, a multiple of 8, and L is zero-padded to whole chunks).
+    num_warps: warps per program (default `chunk_engine.default_num_warps`: one per 32
+      lanes, four times that for d_state 16); for measuring alternatives.
   Returns:
     y: (batch, K*D, L) in out_dtype.
   """
@@ -437,5 +450,11 @@ def selective_scan(
   channels = u.shape[1]
   D = jnp.zeros((channels,), jnp.float32) if D is None else D
   delta_bias = jnp.zeros((channels,), jnp.float32) if delta_bias is None else delta_bias
-  cfg = _Config(bool(delta_softplus), jnp.dtype(out_dtype or u.dtype), bool(interpret), chunk_size)
+  cfg = _Config(
+    bool(delta_softplus),
+    jnp.dtype(out_dtype or u.dtype),
+    bool(interpret),
+    chunk_size,
+    num_warps,
+  )
   return _scan(cfg, u, delta, A, B, C, D, delta_bias)

@@ -12,14 +12,24 @@ out), computed differently:
   route k's step: k = 0 row-major, k = 1 column-major (token (i % H) * W + i // H at
   position i), k = 2, 3 their reversals. Channels-last makes every per-step read and write
   a contiguous run of lanes.
-* Route pairs. With chunks of T tokens (T divides L), route k chunk c and route k + 2 chunk
-  nc - 1 - c visit the same tokens in opposite orders. Program (batch, p * blocks + channel
+* Route pairs. With chunks of T tokens (the token sequence zero-padded to nc * T,
+  `pallas_plumbing.choose_chunk`), route k chunk c and route k + 2 chunk nc - 1 - c visit
+  the same tokens in opposite orders. Program (batch, p * blocks + channel
   block, c) runs route p chunk c, then route p + 2 chunk nc - 1 - c, adding into the same
   output tokens, so no two programs write one token: no atomics. Pair p = 0 (row-major
   routes) and pair p = 1 (column-major routes) write two fp32 partial maps, summed by one
   elementwise add outside (a transpose is not needed: column routes write at row-major
   token addresses). Chunk-indexed arrays are kept in this "program order"; the route-k+2
   half is flipped along chunks around the cross-chunk scans.
+* Padding. Padded tokens (positions L .. nc * T - 1, after the map's last token in every
+  route's position order) carry x = dt_low = B = C = dy = 0: a forward route meets them
+  after its last real token and a reversed route before its first, with a zero state that
+  a zero input keeps at zero, so they change no output or gradient; their rows of the
+  outputs are dropped.
+* Memory order. Route 1 of a pair reads back the partial-map tokens (y, and dx in the
+  backward) that route 0 of the same program wrote, and the backward re-reads its scratch
+  slots; a CTA barrier (`pallas_plumbing.sync_program`) separates each such write from the
+  read, whatever thread Triton's layouts give each element (see `pallas_scan`).
 * Backward: the same chunked adjoint as `pallas_scan`, per route, with dx accumulated the
   same way, and d(dt_low), dB, dC written per (token, route) into per-channel-block fp32
   partials; dt_projs_weight's gradient is a per-program (lanes, R) partial.
@@ -50,13 +60,6 @@ from pallas_kernels.cross_scan import K_DIRECTIONS
 ROUTE_PAIRS = 2  # pair p = k % 2 holds routes p and p + 2 (the same tokens, opposite orders)
 
 
-def choose_chunk(length: int, target: int) -> int:
-  """Largest divisor of L that is <= target; the whole sequence if that would be tiny."""
-  target = min(target, length)
-  best = max(t for t in range(1, target + 1) if length % t == 0)
-  return best if 4 * best >= target else length
-
-
 @dataclasses.dataclass(frozen=True)
 class _Config:
   height: int
@@ -64,6 +67,7 @@ class _Config:
   chunk_size: int | None
   out_dtype: object
   interpret: bool
+  num_warps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,26 +82,35 @@ class _Plan(plumbing.LaneGrid):
   @classmethod
   def make(cls, x, dt_low, b, cfg: _Config):
     batch, length, d = x.shape
-    chunk = choose_chunk(length, cfg.chunk_size or plumbing.DEFAULT_CHUNK)
+    chunk = plumbing.choose_chunk(length, cfg.chunk_size or plumbing.DEFAULT_CHUNK)
     n, rank = b.shape[-1], dt_low.shape[-1]
-    return cls(batch, ROUTE_PAIRS, d, n, chunk, length // chunk, cfg.height, cfg.width, rank)
+    n_chunks = -(-length // chunk)
+    return cls(batch, ROUTE_PAIRS, d, n, chunk, n_chunks, cfg.height, cfg.width, rank)
 
   @property
   def length(self) -> int:
     return self.height * self.width
 
   @property
+  def padded_length(self) -> int:
+    return self.chunk * self.n_chunks
+
+  @property
   def padded_rank(self) -> int:
     return ce.next_power_of_2(self.rank)
 
-  # Padded layouts.
+  # Padded layouts (zeros: padded tokens come after the map's last token).
   def map(self, x):
-    return ce.pad_trailing(x, (self.padded_d - self.d,))
+    """(batch, L, d) -> (batch, padded L, padded d)."""
+    return ce.pad_trailing(x, (self.padded_length - self.length, self.padded_d - self.d))
+
+  def unmap(self, x):
+    return x[:, : self.length, : self.d]
 
   def tokens(self, x, width):
-    """(batch, L, K, X) -> (batch, L, 2, 2, X_padded), route k = r * 2 + p."""
-    x = ce.pad_trailing(x, (width - x.shape[-1],))
-    return x.reshape(self.batch, self.length, 2, ROUTE_PAIRS, width)
+    """(batch, L, K, X) -> (batch, padded L, 2, 2, X_padded), route k = r * 2 + p."""
+    x = ce.pad_trailing(x, (self.padded_length - self.length, 0, width - x.shape[-1]))
+    return x.reshape(self.batch, self.padded_length, 2, ROUTE_PAIRS, width)
 
   def routes(self, x, tail=()):
     """(K*d, *tail) per-route params -> (2, 2, padded d, *tail) fp32."""
@@ -116,30 +129,32 @@ class _Plan(plumbing.LaneGrid):
   # Block specs over the grid (b, j = p * n_blocks + channel block, c).
   def map_spec(self):
     return pl.BlockSpec(
-      (None, self.length, self.lanes), lambda b, j, c: (b, 0, self.group_and_block(j)[1])
+      (None, self.padded_length, self.lanes), lambda b, j, c: (b, 0, self.group_and_block(j)[1])
     )
 
   def pair_map_spec(self):
     return pl.BlockSpec(
-      (None, None, self.length, self.lanes),
+      (None, None, self.padded_length, self.lanes),
       lambda b, j, c: (b, self.group_and_block(j)[0], 0, self.group_and_block(j)[1]),
     )
 
   def pair_map_shape(self):
-    return jax.ShapeDtypeStruct((self.batch, ROUTE_PAIRS, self.length, self.padded_d), jnp.float32)
+    shape = (self.batch, ROUTE_PAIRS, self.padded_length, self.padded_d)
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
 
   def token_spec(self, width):
     return pl.BlockSpec(
-      (None, self.length, 2, None, width), lambda b, j, c: (b, 0, 0, self.group_and_block(j)[0], 0)
+      (None, self.padded_length, 2, None, width),
+      lambda b, j, c: (b, 0, 0, self.group_and_block(j)[0], 0),
     )
 
   def token_partial(self, width):
     """Per channel block partial sums of a per-token gradient: (spec, shape)."""
     spec = pl.BlockSpec(
-      (None, None, self.length, 2, None, width),
+      (None, None, self.padded_length, 2, None, width),
       lambda b, j, c: (b, self.group_and_block(j)[1], 0, 0, self.group_and_block(j)[0], 0),
     )
-    shape = (self.batch, self.n_blocks, self.length, 2, ROUTE_PAIRS, width)
+    shape = (self.batch, self.n_blocks, self.padded_length, 2, ROUTE_PAIRS, width)
     return spec, jax.ShapeDtypeStruct(shape, jnp.float32)
 
   def route_spec(self, tail=()):
@@ -236,10 +251,13 @@ class _Route:
     self.base = pl.program_id(2) * plan.chunk
 
   def token(self, s):
-    t = self.plan.chunk
-    i = self.base + (s if self.r == 0 else t - 1 - s)
-    col = (i % self.plan.height) * self.plan.width + i // self.plan.height
-    return jnp.where(self.is_rows, i, col)
+    """Row of the padded map at route position i: i itself for the row-major routes and for
+    padding (i >= L), the column-major token (i % H) * W + i // H otherwise."""
+    plan = self.plan
+    i = self.base + (s if self.r == 0 else plan.chunk - 1 - s)
+    col = (i % plan.height) * plan.width + i // plan.height
+    rows = self.is_rows if plan.padded_length == plan.length else self.is_rows | (i >= plan.length)
+    return jnp.where(rows, i, col)
 
   def load_proj(self, ref):
     if self.plan.state.scalar:
@@ -287,11 +305,7 @@ def _route(plan, r, refs, w_ref, bias_ref):
   return _Route(plan, r, refs, (w_ref[r], bias_ref[r]))
 
 
-def _route(plan, r, refs, w_ref, bias_ref):
-  return _Route(plan, r, refs, (w_ref[r], bias_ref[r]))
-
-
-def _fwd_local_kernel(plan, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref, dt_sum_ref):
+def _fwd_local_kernel(plan, cfg, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref, dt_sum_ref):
   for r in range(2):
     io = _route(plan, r, (x_ref, dtl_ref, b_ref, None), w_ref, bias_ref).access()
     h, dt_sum = ce.chunk_end_state(plan.chunk, a_ref[r], plan.state, io, plan.lanes)
@@ -300,9 +314,11 @@ def _fwd_local_kernel(plan, x_ref, dtl_ref, b_ref, w_ref, a_ref, bias_ref, h_ref
 
 
 def _fwd_out_kernel(
-  plan, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, d_skip_ref, bias_ref, h0_ref, y_ref
+  plan, cfg, x_ref, dtl_ref, b_ref, c_ref, w_ref, a_ref, d_skip_ref, bias_ref, h0_ref, y_ref
 ):
   for r in range(2):
+    if r:  # route 1 adds to the tokens route 0 wrote (module docstring, "Memory order")
+      plumbing.sync_program(cfg.interpret)
     route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
     ce.chunk_outputs(
       plan.chunk,
@@ -315,7 +331,9 @@ def _fwd_out_kernel(
     )
 
 
-def _bwd_local_kernel(plan, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, carry_ref, dt_sum_ref):
+def _bwd_local_kernel(
+  plan, cfg, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, carry_ref, dt_sum_ref
+):
   for r in range(2):
     route = _route(plan, r, (None, dtl_ref, None, c_ref), w_ref, bias_ref)
     load_g = lambda s, route=route: dy_ref[route.token(s), :].astype(jnp.float32)
@@ -328,6 +346,7 @@ def _bwd_local_kernel(plan, dy_ref, dtl_ref, c_ref, w_ref, a_ref, bias_ref, carr
 
 def _bwd_kernel(
   plan,
+  cfg,
   x_ref,
   dy_ref,
   dtl_ref,
@@ -351,6 +370,8 @@ def _bwd_kernel(
   replay_ref,
 ):
   for r in range(2):
+    if r:  # route 1 adds to route 0's dx tokens and reuses the scratch slots
+      plumbing.sync_program(cfg.interpret)
     route = _route(plan, r, (x_ref, dtl_ref, b_ref, c_ref), w_ref, bias_ref)
     w = w_ref[r]
 
@@ -366,7 +387,7 @@ def _bwd_kernel(
       store_db=route.store_proj(db_ref),
       store_dc=route.store_proj(dc_ref),
       emit_ddelta=emit_ddelta,
-      **plumbing.scratch_sinks(checkpoint_ref, replay_ref),
+      **plumbing.scratch_sinks(checkpoint_ref, replay_ref, cfg.interpret),
     )
     acc0 = jnp.zeros((plan.lanes, plan.padded_rank), jnp.float32)
     d_a, d_d, d_bias, d_w = ce.chunk_backward(
@@ -389,8 +410,9 @@ def _bwd_kernel(
 
 
 def _call(plan: _Plan, cfg: _Config, kernel, name, args, in_specs, outs):
+  kernel = functools.partial(kernel, plan, cfg)
   return plumbing.call_on_grid(
-    plan, functools.partial(kernel, plan), name, args, in_specs, outs, cfg.interpret
+    plan, kernel, name, args, in_specs, outs, cfg.interpret, cfg.num_warps
   )
 
 
@@ -422,7 +444,7 @@ def _forward(cfg: _Config, x, dt_low, b, c, dt_weights, A, D, bias):
     [*specs.values(), plan.chunk_spec(tail)],
     [(plan.pair_map_spec(), plan.pair_map_shape())],
   )[0]
-  y = (y_pairs[:, 0] + y_pairs[:, 1])[..., : plan.d].astype(cfg.out_dtype)
+  y = plan.unmap(y_pairs[:, 0] + y_pairs[:, 1]).astype(cfg.out_dtype)
   return y, h0
 
 
@@ -460,7 +482,8 @@ def _backward(cfg: _Config, res, dy):
   k, d, length = K_DIRECTIONS, plan.d, plan.length
 
   def tokens_grad(g, width, ref):
-    return g.sum(axis=1).reshape(plan.batch, length, k, -1)[..., :width].astype(ref.dtype)
+    g = g.sum(axis=1)[:, :length].reshape(plan.batch, length, k, -1)
+    return g[..., :width].astype(ref.dtype)
 
   def route_grad(g, ref):
     return g.sum(axis=(0, 3))[:, :, :d].reshape(ref.shape).astype(ref.dtype)
@@ -468,7 +491,7 @@ def _backward(cfg: _Config, res, dy):
   d_a = da.sum(axis=(0, 3))[:, :, :d].reshape(k * d, -1)[:, : plan.n]
   d_w = dw.sum(axis=(0, 3))[:, :, :d, : plan.rank].reshape(k, d, plan.rank)
   return (
-    (dx_pairs[:, 0] + dx_pairs[:, 1])[..., :d].astype(x.dtype),
+    plan.unmap(dx_pairs[:, 0] + dx_pairs[:, 1]).astype(x.dtype),
     tokens_grad(ddtl, plan.rank, dt_low),
     tokens_grad(db, plan.n, b),
     tokens_grad(dc, plan.n, c),
@@ -493,6 +516,7 @@ def ss2d_scan_fused(
   out_dtype=None,
   interpret=False,
   chunk_size=None,
+  num_warps=None,
 ):
   """Fused SS2D core; arguments and result as `ss2d_core.ss2d_scan` (softplus on delta).
 
@@ -502,7 +526,10 @@ def ss2d_scan_fused(
     A_logs: (K*d, N), N <= 16; Ds: (K*d,).
     out_dtype: dtype of the result (default x.dtype).
     interpret: run the kernels in Pallas interpret mode (CPU tests).
-    chunk_size: target tokens per program (default 256; the largest divisor of H*W below it).
+    chunk_size: target tokens per program (default 256; `pallas_plumbing.choose_chunk` rounds
+      it, and the token sequence is zero-padded to whole chunks).
+    num_warps: warps per program (default `chunk_engine.default_num_warps`: one per 32
+      lanes, four times that for d_state 16); for measuring alternatives.
   Returns:
     (batch, H, W, d): the sum over the four routes of each route's scan, in row-major order.
   """
@@ -512,7 +539,9 @@ def ss2d_scan_fused(
   tokens = x.reshape(batch, height * width, d)
   x_dbl = jnp.einsum("bld,kcd->blkc", tokens, x_proj_weight.astype(x.dtype))
   dtl, b, c = jnp.split(x_dbl, [rank, rank + n], axis=3)
-  cfg = _Config(height, width, chunk_size, jnp.dtype(out_dtype or x.dtype), bool(interpret))
+  cfg = _Config(
+    height, width, chunk_size, jnp.dtype(out_dtype or x.dtype), bool(interpret), num_warps
+  )
   y = _fused(
     cfg,
     tokens,

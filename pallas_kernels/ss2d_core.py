@@ -22,13 +22,19 @@ Pallas that default is reasoned, not measured (no GPU was available): at DASS st
 fused route is estimated to move ~0.42 GB per forward against ~1.16 GB for the separate ops
 (`pallas_ss2d_fused` docstring).
 For the chunked scan it is measured on CPU (BENCHMARKS.md).
+
+Precision: the projections (x_proj; in the unfused route also the rank-R dt projection) are
+matmuls at JAX's matmul precision, whose default runs float32 matmuls as TF32 on Ampere and
+newer GPUs (bf16 passes on TPU); the fused Pallas kernel forms the dt projection in fp32
+in-kernel whatever that setting. Comparisons of the routes therefore set it explicitly
+(`jax.default_matmul_precision`: tests/kernel_parity.py, `kernel_check`, the benchmark).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pallas_kernels import pallas_ss2d_fused, ss2d_chunked
+from pallas_kernels import kernel_check, pallas_ss2d_fused, ss2d_chunked
 from pallas_kernels.cross_scan import (
   K_DIRECTIONS,
   cross_merge_channels_last,
@@ -50,7 +56,10 @@ def ss2d_scan(
   interpret=False,
   fused: bool | None = None,
 ):
-  impl = resolve_impl(impl)
+  # auto's kernel self-check is for the kernel this call would run: the fused one unless the
+  # caller asked for the separate ops.
+  family = kernel_check.Family.of("scan" if fused is False else "ss2d", x, A_logs.shape[1])
+  impl = resolve_impl(impl, family)
   has_own_route = impl in (ScanImpl.PALLAS, ScanImpl.CHUNKED)
   if fused is None:
     fused = has_own_route

@@ -52,7 +52,7 @@ def test_predict_pads_and_crops_audio_to_max_length(twin_and_checkpoint, tmp_pat
     sf.write(tmp_path / name, 0.1 * rng.standard_normal(int(seconds * 16000)), 16000)
   argv = ["--checkpoint", str(folder), "--logits-npy", str(tmp_path / "logits.npy")]
   assert predict_main([*argv, str(tmp_path / "long.wav"), str(tmp_path / "short.wav")]) == 2
-  assert "long.wav: 1.5 s (148 frames) is longer" in capsys.readouterr().err  # without --crop
+  assert "long.wav: 1.48 s (148 frames) is longer" in capsys.readouterr().err  # without --crop
   assert (
     predict_main([*argv, "--crop", str(tmp_path / "long.wav"), str(tmp_path / "short.wav")]) == 0
   )

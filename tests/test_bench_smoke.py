@@ -56,7 +56,10 @@ def test_quick_bench_prints_scan_table_for_every_stage_and_the_long_shape(capsys
 
 
 def test_quick_bench_runs_pallas_in_interpret_mode(capsys):
-  out = _run(capsys, ["--quick", "--stages", "4", "--long-length", "0"])
+  # With the launch options the GPU check measures (interpret mode ignores num_warps).
+  argv = ["--quick", "--stages", "4", "--long-length", "0", "--num-warps", "4", "--chunk-size", "2"]
+  out = _run(capsys, argv)
+  assert "impl pallas {'num_warps': 4, 'chunk_size': 2} vs reference associative" in out
   assert "interpret mode" in out
   _, rows = _table_rows(out, "shape")
   assert [r[0] for r in rows] == ["stage 4"]
@@ -70,6 +73,8 @@ def test_quick_bench_runs_pallas_in_interpret_mode(capsys):
 def test_bad_stage_is_rejected():
   with pytest.raises(SystemExit):
     bench.parse_args(["--stages", "5"])
+  with pytest.raises(SystemExit):  # launch options are the Pallas kernels'
+    bench.parse_args(["--impl", "chunked", "--num-warps", "4"])
 
 
 def test_quick_bench_times_the_chunked_scan_and_its_ss2d_route(capsys):
@@ -81,3 +86,30 @@ def test_quick_bench_times_the_chunked_scan_and_its_ss2d_route(capsys):
   assert "associative unfused fwd ms" in header and "own route fwd ms" in header
   assert ss2d_rows[0][:3] == ["stage 3", "8 x 2", "384"]
   assert all(re.fullmatch(rf"{NUMBER}x?", cell) for cell in ss2d_rows[0][3:]), ss2d_rows
+
+
+def test_stage_shapes_follow_the_model_at_awkward_frame_counts():
+  """PyTorch's stride-2 convs round up: 1028 frames give a 32 x 257 stage-1 map (8224 tokens,
+  which no chunk length divides; the GPU check benchmarks it), 1000 frames a 32 x 250 one."""
+  assert [(s.height, s.width, s.d) for s in bench.dass_stages(12, 1028)] == [
+    (32, 257, 96),
+    (16, 129, 192),
+    (8, 65, 384),
+    (4, 33, 768),
+  ]
+  assert [(s.height, s.width) for s in bench.dass_stages(1, 1000)] == [
+    (32, 250),
+    (16, 125),
+    (8, 63),
+    (4, 32),
+  ]
+  assert [s.length for s in bench.dass_stages(1, 1024)] == [8192, 2048, 512, 128]
+
+
+def test_failed_timings_give_exit_status_1(capsys, monkeypatch):
+  def broken(*args):
+    raise RuntimeError("no kernel")
+
+  monkeypatch.setattr(bench, "forward_and_step", lambda fn: (broken, broken))
+  assert bench.main(["--quick", "--impl", "sequential", "--stages", "4", "--long-length", "0"]) == 1
+  assert "Failures (shown as n/a above)" in capsys.readouterr().out

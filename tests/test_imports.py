@@ -1,4 +1,4 @@
-"""`dass_jax` and `pallas_kernels` import with jax, flax, numpy (and orbax) alone.
+"""`dass_jax` and `pallas_kernels` import with jax, flax and numpy alone.
 
 Accelerator images often lack the audio and data libraries, and torch is only for conversion; a
 subprocess makes every such import fail and then imports the inference-side modules.
@@ -22,6 +22,7 @@ ABSENT = (
   "tensorboardX",
   "matplotlib",
   "tensorflow_datasets",
+  "orbax",  # imported by the checkpoint functions when they run (dass_jax.checkpoint._orbax)
 )
 MODULES = (
   "dass_jax",
@@ -29,6 +30,8 @@ MODULES = (
   "dass_jax.layers",
   "dass_jax.frontends.kaldi_fbank",
   "dass_jax.predict",
+  "dass_jax.export",  # jax2onnx / onnx only when an ONNX file is written
+  "dass_jax.onnx_model",
   "dass_jax.timeline",
   "dass_jax.cache",
   "convert_torch.published",  # what load_model reads to tell a published name from a folder
@@ -36,21 +39,34 @@ MODULES = (
 )
 
 
-def test_inference_modules_import_without_data_or_torch_packages():
+# The ONNX prediction path (`python -m dass_jax.predict --onnx`) runs where JAX is not installed.
+WITHOUT_JAX = ("jax", "jaxlib", "flax", "optax", "orbax", "chex")
+JAX_FREE_MODULES = (
+  "dass_jax",
+  "dass_jax.onnx_model",
+  "dass_jax.predict",
+  "dass_jax.frontends.kaldi_fbank",
+  "dass_jax.audio",
+  "dass_jax.timeline",
+  "dass_jax.labels",
+)
+
+
+def _import_with_absent(absent, modules) -> subprocess.CompletedProcess:
   script = textwrap.dedent(f"""
     import importlib, sys
 
     class Absent:
       def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {ABSENT!r}:
+        if name.split(".")[0] in {absent!r}:
           raise ImportError(f"{{name}} is absent in this test")
 
     sys.meta_path.insert(0, Absent())
-    for module in {MODULES!r}:
+    for module in {modules!r}:
       importlib.import_module(module)
-    print("imported", len({MODULES!r}))
+    print("imported", len({modules!r}))
   """)
-  out = subprocess.run(
+  return subprocess.run(
     [sys.executable, "-c", script],
     cwd=REPO,
     capture_output=True,
@@ -58,5 +74,15 @@ def test_inference_modules_import_without_data_or_torch_packages():
     timeout=120,
     env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
   )
+
+
+def test_inference_modules_import_without_data_or_torch_packages():
+  out = _import_with_absent(ABSENT, MODULES)
   assert out.returncode == 0, out.stderr
   assert f"imported {len(MODULES)}" in out.stdout
+
+
+def test_onnx_prediction_modules_import_without_jax():
+  out = _import_with_absent(WITHOUT_JAX, JAX_FREE_MODULES)
+  assert out.returncode == 0, out.stderr
+  assert f"imported {len(JAX_FREE_MODULES)}" in out.stdout

@@ -20,7 +20,7 @@ import pytest
 from jaxpr_sizes import largest_intermediate
 from numerics import value_and_grads
 
-from pallas_kernels import pallas_ss2d_fused, ss2d_core
+from pallas_kernels import pallas_plumbing, pallas_ss2d_fused, ss2d_core
 from pallas_kernels.random_inputs import SS2D_ARGS, ss2d_inputs
 
 
@@ -77,11 +77,37 @@ def test_forward_never_materialises_the_four_routes():
   assert largest_intermediate(unfused, *args) == 4 * map_size  # the check can fail
 
 
-def test_chunk_divides_length():
-  assert pallas_ss2d_fused.choose_chunk(8192, 256) == 256
-  assert pallas_ss2d_fused.choose_chunk(15, 5) == 5
-  assert pallas_ss2d_fused.choose_chunk(96, 64) == 48
-  assert pallas_ss2d_fused.choose_chunk(257, 256) == 257  # prime: one chunk
+def test_chunk_choice_pads_instead_of_running_the_whole_length():
+  choose = pallas_plumbing.choose_chunk
+  assert choose(8192, 256) == 256  # DASS stage 1 at 1024 frames: 32 chunks, no padding
+  assert choose(15, 5) == 5
+  assert choose(96, 64) == 48
+  # Lengths without a good divisor: ~L / 256 chunks of a multiple of 8 steps, < 8 padded
+  # steps per chunk, where the rule before fell back to one program over the whole length.
+  for length in (257, 8224, 2 * 4099, 32 * 250, 100_003):
+    chunk = choose(length, 256)
+    n_chunks = -(-length // chunk)
+    assert chunk % 8 == 0 and chunk <= 256 + 7, (length, chunk)
+    assert n_chunks == -(-length // 256), (length, chunk)
+    assert n_chunks * chunk - length < 8 * n_chunks, (length, chunk)
+  assert choose(257, 256) == 136 and choose(8224, 256) == 256
+  assert choose(100, 256) == 104  # short sequences: one chunk (its length a multiple of 8)
+
+
+def test_padded_tokens_are_exact():
+  """A 7 x 11 map (77 tokens, prime factors only) in chunks of 8: 3 padded tokens after the
+  last one, visited last by the forward routes and first by the reversed ones."""
+  args = make_ss2d_inputs(77, 1, 7, 11, 5, 2, 2)
+  cot = jax.random.normal(jax.random.PRNGKey(2), args[0].shape)
+  plan_chunk = pallas_plumbing.choose_chunk(77, 8)
+  assert (plan_chunk, -(-77 // plan_chunk) * plan_chunk) == (8, 80)
+  y, grads = value_and_grads(
+    lambda *a: pallas_ss2d_fused.ss2d_scan_fused(*a, interpret=True, chunk_size=8), args, cot
+  )
+  y_ref, grads_ref = value_and_grads(unfused, args, cot)
+  assert_close(y, y_ref, 1e-5, "y")
+  for name, g, g_ref in zip(SS2D_ARGS, grads, grads_ref):
+    assert_close(g, g_ref, 1e-5, f"grad {name}")
 
 
 def test_fused_lowers_for_cuda_with_triton():

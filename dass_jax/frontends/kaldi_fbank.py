@@ -27,8 +27,6 @@ import functools
 import os
 from collections.abc import Iterable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dass_jax import audio as audio_lib
@@ -173,11 +171,11 @@ def _log_mel(frames: np.ndarray, fft_size: int, banks: np.ndarray) -> np.ndarray
   return np.log(np.maximum(power @ banks, LOG_FLOOR))
 
 
-@functools.partial(jax.jit, static_argnames=("sample_rate", "num_mel_bins"))
-def fbank_batch(
-  waveforms: jax.Array, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = NUM_MEL_BINS
-) -> jax.Array:
+def fbank_batch(waveforms, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = NUM_MEL_BINS):
   """Batched JAX version of `fbank` for equal-length waveforms (float32 throughout).
+
+  JAX is imported on first use, so that the numpy front end above runs where JAX is not installed
+  (`python -m dass_jax.predict --onnx`).
 
   Args:
     waveforms: (batch, samples) float, samples >= one window (400 at 16 kHz).
@@ -185,8 +183,22 @@ def fbank_batch(
     num_mel_bins: filters.
 
   Returns:
-    (batch, frames, num_mel_bins) float32, same frame count and layout as `fbank`.
+    (batch, frames, num_mel_bins) float32 jax.Array, same frame count and layout as `fbank`.
   """
+  return _fbank_batch_jit()(waveforms, sample_rate=sample_rate, num_mel_bins=num_mel_bins)
+
+
+@functools.cache
+def _fbank_batch_jit():
+  import jax
+
+  return jax.jit(_fbank_batch, static_argnames=("sample_rate", "num_mel_bins"))
+
+
+def _fbank_batch(waveforms, sample_rate: int, num_mel_bins: int):
+  import jax
+  import jax.numpy as jnp
+
   window_size, window_shift, fft_size = frame_geometry(sample_rate)
   if waveforms.ndim != 2 or waveforms.shape[1] < window_size:
     raise ValueError(f"waveforms must be (batch, samples >= {window_size}), got {waveforms.shape}")
