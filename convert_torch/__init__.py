@@ -1,4 +1,4 @@
-"""Import published PyTorch checkpoints (DASS, VMamba, AST, Dasheng) into dass_jax params."""
+"""Import PyTorch checkpoints (DASS, VMamba, AST, Dasheng, AuM, SSLAM) into dass_jax params."""
 
 from convert_torch.io import ConversionError, check_keys, load_state_dict
 

@@ -4,16 +4,18 @@
   vmamba   ImageNet VMamba checkpoint -> DASS initialisation          -> convert_torch.vmamba
   ast      AST teacher checkpoint                                      -> convert_torch.ast
   dasheng  Dasheng encoder / Hugging Face folder / AudioSet classifier -> convert_torch.dasheng
-  aum      Audio Mamba (AuM) checkpoint (being added)                  -> convert_torch.aum
+  aum      Audio Mamba (AuM) checkpoint                                -> convert_torch.aum
+  sslam    SSLAM / EAT classifier (fairseq .pt or Hugging Face folder) -> convert_torch.sslam
 
 SOURCE is a local file or folder, hf://OWNER/NAME[@REVISION], an https:// URL (optionally ending
 in #sha256=HEX), or a published name; `python -m convert_torch --list` prints the published names.
 Remote sources are fetched into the user's cache ($DASS_JAX_CACHE or ~/.cache/dass_jax) and
 verified before conversion; with HF_HUB_OFFLINE=1 only the cache is used.
 
-Each subcommand module has `main(argv) -> int` (the CLI) and `convert_to(source, out_dir,
-**options) -> (folder, summary)` (used by `dass_jax.load_model` for published names), and is
-imported only when chosen.
+Each subcommand module declares a `convert_torch.converter.Converter` (`CONVERTER`: its name,
+version, options and `read` function, built on a `convert_torch.mapping` table) and exposes its
+`main(argv) -> int` (the CLI) and `convert_to(source, out_dir, **options) -> (folder, summary)`
+(used by `dass_jax.load_model` for published names); it is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SUBCOMMANDS = {
   "ast": "convert_torch.ast",
   "dasheng": "convert_torch.dasheng",
   "aum": "convert_torch.aum",
+  "sslam": "convert_torch.sslam",
 }
 USAGE = (
   "usage: python -m convert_torch {" + ",".join(SUBCOMMANDS) + "} SOURCE OUT_DIR [options]\n"

@@ -15,7 +15,8 @@ Three key layouts are accepted (a leading `module.` from DataParallel is removed
   original             `ASTModel` of YuanGongND/ast (timm ViT `v.*` + `mlp_head`); timm's unused
                        ImageNet heads `v.head.*` and `v.head_dist.*` are accepted and dropped.
 
-Mapping (T = `audio_spectrogram_transformer.`; Flax paths as in dass_jax/models/ast.py):
+Mapping (`param_table`, a `convert_torch.mapping` table; T = `audio_spectrogram_transformer.`;
+Flax paths as in dass_jax/models/ast.py):
 
 | Flax path   | transformers, transformers_legacy           | original           |
 |-------------|---------------------------------------------|--------------------|
@@ -59,27 +60,22 @@ eps: transformers 1e-12 everywhere; original 1e-6 in the ViT and 1e-5 in `mlp_he
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from convert_torch.io import ConversionError, check_keys, load_state_dict
-from convert_torch.params import count_params
-from convert_torch.sources import SourceError, resolve
-from dass_jax.checkpoint import refuse_existing, save_converted
+from convert_torch import mapping
+from convert_torch.converter import DEFAULT_HEAD_DIM, Conversion, Converter, Option, heads_option
+from convert_torch.io import ConversionError, read_weights, split_module_prefix
+from convert_torch.mapping import Rule, conv_rules, dense_rules, norm_rules, rule
 from dass_jax.models import AstConfig
 from dass_jax.models.ast import sinusoid_error_bound, sinusoid_positions
 
 TRANSFORMERS, LEGACY, ORIGINAL = "transformers", "transformers_legacy", "original"
 LAYOUTS = (TRANSFORMERS, LEGACY, ORIGINAL)
 HF_MODEL_TYPE = "audio-spectrogram-transformer"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 ORIGINAL_UNUSED = ("v.head.", "v.head_dist.")
-DEFAULT_HEAD_DIM = 64
 AUDIOSET_MAX_LENGTH = 1024
 
 _T = "audio_spectrogram_transformer."
@@ -159,9 +155,7 @@ def detect_layout(sd: dict[str, np.ndarray]) -> str:
 
 def strip_module_prefix(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Drops the `module.` prefix that DataParallel puts on every key."""
-  if sd and all(k.startswith("module.") for k in sd):
-    return {k[len("module.") :]: v for k, v in sd.items()}
-  return sd
+  return split_module_prefix(sd)[0]
 
 
 def _module_key(layout: str, name: str, block: int | None = None) -> str:
@@ -170,47 +164,63 @@ def _module_key(layout: str, name: str, block: int | None = None) -> str:
   return _BLOCK_PREFIX[layout].format(i=block) + _BLOCK[layout][name]
 
 
-def expected_shapes(config: AstConfig, layout: str) -> dict[str, tuple[int, ...]]:
-  """Every key of a `layout` state dict for `config`, with its torch shape."""
+def _stack_kernels(*weights: np.ndarray) -> np.ndarray:
+  """torch q, k, v weights (D, D) each -> one (D, 3D) kernel [q | k | v] (timm's fused layout)."""
+  return np.concatenate([w.T for w in weights], axis=-1)
+
+
+def _stack_biases(*biases: np.ndarray) -> np.ndarray:
+  return np.concatenate(biases)
+
+
+def _qkv_rules(target: str, keys: list[str], dim: int, bias: bool) -> list[Rule]:
+  """Separate q, k, v Linear layers -> one fused `target/{kernel, bias}`."""
+  weights = tuple(k + ".weight" for k in keys)
+  rows = [Rule(f"{target}/kernel", weights, ((dim, dim),) * 3, _stack_kernels)]
+  if bias:
+    biases = tuple(k + ".bias" for k in keys)
+    rows.append(Rule(f"{target}/bias", biases, ((dim,),) * 3, _stack_biases))
+  return rows
+
+
+def param_table(config: AstConfig, layout: str) -> list[Rule]:
+  """Every key of a `layout` state dict (without `module.`) for `config`: Flax path, shape and
+  transform (a `convert_torch.mapping` table). A sine-position checkpoint's fixed table is read
+  (and checked by `convert_state_dict`) but gives no param."""
   d, m, p, c = config.hidden_size, config.mlp_dim, config.patch_size, config.num_classes
-  shapes = {}
-
-  def linear(key, out_dim, in_dim, bias=True):
-    shapes[key + ".weight"] = (out_dim, in_dim)
-    if bias:
-      shapes[key + ".bias"] = (out_dim,)
-
-  def layer_norm(key):
-    shapes[key + ".weight"] = (d,)
-    shapes[key + ".bias"] = (d,)
-
   top = _TOP[layout]
-  shapes[top["patch"] + ".weight"] = (d, 1, p, p)
-  shapes[top["patch"] + ".bias"] = (d,)
-  shapes[top["cls"]] = (1, 1, d)
-  shapes[top["dist"]] = (1, 1, d)
+  table = [
+    *conv_rules("patch_embed", top["patch"], (d, 1, p, p)),
+    rule("cls_token", top["cls"], (1, 1, d)),
+    rule("dist_token", top["dist"], (1, 1, d)),
+  ]
   if config.pos_embed_type == "sine":
     if layout != ORIGINAL:
       raise ConversionError(f"the {layout} layout has learned positions only, not 'sine'")
-    shapes[top["pos"]] = (config.num_patches + 2, d)
+    table.append(rule(None, top["pos"], (config.num_patches + 2, d)))
   else:
-    shapes[top["pos"]] = (1, config.num_patches + 2, d)
+    table.append(rule("pos_embed", top["pos"], (1, config.num_patches + 2, d)))
   for i in range(config.num_layers):
     key = lambda name, i=i: _module_key(layout, name, i)
-    layer_norm(key("norm1"))
+    path = f"blocks_{i}"
+    table += norm_rules(f"{path}/norm1", key("norm1"), d)
     if layout == ORIGINAL:
-      linear(key("qkv"), 3 * d, d, config.qkv_bias)
+      table += dense_rules(f"{path}/attn/qkv", key("qkv"), 3 * d, d, config.qkv_bias)
     else:
-      for name in ("q", "k", "v"):
-        linear(key(name), d, d, config.qkv_bias)
-    linear(key("out"), d, d)
-    layer_norm(key("norm2"))
-    linear(key("fc1"), m, d)
-    linear(key("fc2"), d, m)
-  layer_norm(top["norm"])
-  layer_norm(top["head_norm"])
-  linear(top["head"], c, d)
-  return shapes
+      table += _qkv_rules(f"{path}/attn/qkv", [key(n) for n in ("q", "k", "v")], d, config.qkv_bias)
+    table += dense_rules(f"{path}/attn/out", key("out"), d, d)
+    table += norm_rules(f"{path}/norm2", key("norm2"), d)
+    table += dense_rules(f"{path}/mlp/fc1", key("fc1"), m, d)
+    table += dense_rules(f"{path}/mlp/fc2", key("fc2"), d, m)
+  table += norm_rules("norm", top["norm"], d)
+  table += norm_rules("head_norm", top["head_norm"], d)
+  table += dense_rules("head", top["head"], c, d)
+  return table
+
+
+def expected_shapes(config: AstConfig, layout: str) -> dict[str, tuple[int, ...]]:
+  """Every key of a `layout` state dict for `config`, with its torch shape."""
+  return mapping.expected_shapes(param_table(config, layout))
 
 
 def convert_state_dict(
@@ -222,49 +232,12 @@ def convert_state_dict(
   """
   sd = strip_module_prefix(sd)
   layout = layout or detect_layout(sd)
-  if layout == ORIGINAL:
-    sd = {k: v for k, v in sd.items() if not k.startswith(ORIGINAL_UNUSED)}
-  check_keys(expected_shapes(config, layout), sd, f"AST ({layout} layout)")
-  f32 = lambda key: np.asarray(sd[key], dtype=np.float32)
-
-  def dense(key):
-    out = {"kernel": f32(key + ".weight").T}
-    if key + ".bias" in sd:
-      out["bias"] = f32(key + ".bias")
-    return out
-
-  def layer_norm(key):
-    return {"scale": f32(key + ".weight"), "bias": f32(key + ".bias")}
-
-  top = _TOP[layout]
-  params = {
-    "patch_embed": {
-      "kernel": f32(top["patch"] + ".weight").transpose(2, 3, 1, 0),
-      "bias": f32(top["patch"] + ".bias"),
-    },
-    "cls_token": f32(top["cls"]),
-    "dist_token": f32(top["dist"]),
-    "norm": layer_norm(top["norm"]),
-    "head_norm": layer_norm(top["head_norm"]),
-    "head": dense(top["head"]),
-  }
+  dropped = ORIGINAL_UNUSED if layout == ORIGINAL else ()
+  what = f"AST ({layout} layout)"
+  params = mapping.params_from_table(param_table(config, layout), sd, config, what, dropped=dropped)
   if config.pos_embed_type == "sine":
-    _check_sinusoid(f32(top["pos"]), top["pos"])
-  else:
-    params["pos_embed"] = f32(top["pos"])
-  for i in range(config.num_layers):
-    key = lambda name, i=i: _module_key(layout, name, i)
-    if layout == ORIGINAL:
-      qkv = dense(key("qkv"))
-    else:
-      parts = [dense(key(name)) for name in ("q", "k", "v")]
-      qkv = {leaf: np.concatenate([part[leaf] for part in parts], axis=-1) for leaf in parts[0]}
-    params[f"blocks_{i}"] = {
-      "norm1": layer_norm(key("norm1")),
-      "attn": {"qkv": qkv, "out": dense(key("out"))},
-      "norm2": layer_norm(key("norm2")),
-      "mlp": {"fc1": dense(key("fc1")), "fc2": dense(key("fc2"))},
-    }
+    pos = _TOP[layout]["pos"]
+    _check_sinusoid(np.asarray(sd[pos], np.float32), pos)
   return params
 
 
@@ -326,12 +299,7 @@ def infer_config(
 ) -> AstConfig:
   """Architecture of a state dict (without `module.`) from its shapes and the given hints."""
   top = _TOP[layout]
-
-  def shape(key):
-    if key not in sd:
-      raise ConversionError(f"cannot infer the architecture: key {key!r} is missing")
-    return tuple(sd[key].shape)
-
+  shape = lambda key: mapping.shape_of(sd, key, None, "AST")
   dim = shape(top["cls"])[-1]
   patch_shape = shape(top["patch"] + ".weight")
   if len(patch_shape) != 4 or patch_shape[-1] != patch_shape[-2]:
@@ -390,19 +358,6 @@ def infer_config(
   return config
 
 
-def read_source(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
-  """(state dict, transformers config dict or None) of a transformers folder or a weight file."""
-  path = Path(path)
-  if not path.is_dir():
-    return load_state_dict(path), None
-  weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
-  if not weights:
-    raise ConversionError(f"{path} holds none of {', '.join(WEIGHT_FILES)}")
-  config_file = path / "config.json"
-  hf = json.loads(config_file.read_text()) if config_file.is_file() else None
-  return load_state_dict(weights[0]), hf
-
-
 def convert(
   path: str | Path,
   num_heads: int | None = None,
@@ -416,7 +371,7 @@ def convert(
   With a `config.json` (transformers folder) the architecture comes from it and any hint given
   here overrides its field; otherwise the hints guide `infer_config`.
   """
-  sd, hf = read_source(path)
+  sd, hf = read_weights(path)
   sd = strip_module_prefix(sd)
   layout = detect_layout(sd)
   hints = {
@@ -439,75 +394,41 @@ def convert(
   return config, convert_state_dict(sd, config, layout), layout
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-    prog="python -m convert_torch ast",
-    description="Convert an AST checkpoint (transformers folder or weight file, or the original "
-    "YuanGongND/ast .pth) into a dass_jax checkpoint folder.",
-  )
-  parser.add_argument(
-    "input",
-    help="transformers folder (config.json + weights) or weight file, hf://OWNER/NAME[@REVISION], "
-    "an https:// URL, or a published name (python -m convert_torch --list)",
-  )
-  parser.add_argument("out_dir", help="new folder for config.json + params/")
-  parser.add_argument(
-    "--num-heads",
-    type=int,
-    help=f"attention heads (default: config.json, else hidden size / {DEFAULT_HEAD_DIM})",
-  )
-  parser.add_argument("--num-mel-bins", type=int, help="input mel bins (default 128)")
-  parser.add_argument("--frequency-stride", type=int, help="patch stride over mel (default 10)")
-  parser.add_argument("--time-stride", type=int, help="patch stride over frames (default 10)")
-  parser.add_argument(
-    "--max-length",
-    type=int,
-    help="input frames (default: config.json, else "
-    "1024 when it fits the pos-embed grid, else the shortest length that does)",
-  )
-  return parser
-
-
-def convert_to(source: str | Path, out_dir: str | Path, **hints) -> tuple[Path, str]:
-  """Fetches (if remote), converts and saves an AST checkpoint into the new folder `out_dir`.
-
-  Args:
-    source: see the module docstring (IN).
-    out_dir: new folder; refused, untouched, when it already holds a checkpoint.
-    **hints: `convert`'s architecture hints (num_heads, num_mel_bins, ...).
-
-  Returns:
-    (the output folder, a summary of what was converted). Nothing is written on an error.
-  """
-  refuse_existing(out_dir)
-  fetched = resolve(source, "ast")
-  config, params, layout = convert(fetched.path, **hints)
-  out = save_converted(
-    out_dir, config, params, extra={"source": fetched.source, "source_format": f"ast/{layout}"}
-  )
+def read(path: str | Path, **hints) -> Conversion:
+  """Converts a local AST folder or weight file (`convert`'s hints as keywords)."""
+  config, params, layout = convert(path, **hints)
   freq, time = config.grid
-  return out, (
-    f"converted {fetched.source} ({layout} layout) -> {out}\n"
-    f"  {count_params(params):,} params; hidden {config.hidden_size}, {config.num_layers} "
-    f"layers, {config.num_heads} heads, {config.num_classes} classes; {freq} x {time} patches "
-    f"for {config.num_mel_bins} mel x {config.max_length} frames"
+  return Conversion(
+    config,
+    params,
+    source_format=f"ast/{layout}",
+    layout=f"{layout} layout",
+    details=f"hidden {config.hidden_size}, {config.num_layers} layers, {config.num_heads} heads, "
+    f"{config.num_classes} classes; {freq} x {time} patches for {config.num_mel_bins} mel x "
+    f"{config.max_length} frames",
   )
 
 
-def main(argv: list[str]) -> int:
-  args = _parser().parse_args(argv)
-  try:
-    _, summary = convert_to(
-      args.input,
-      args.out_dir,
-      num_heads=args.num_heads,
-      num_mel_bins=args.num_mel_bins,
-      frequency_stride=args.frequency_stride,
-      time_stride=args.time_stride,
-      max_length=args.max_length,
-    )
-  except (ConversionError, SourceError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(summary)
-  return 0
+CONVERTER = Converter(
+  name="ast",
+  version=1,
+  read=read,
+  description="Convert an AST checkpoint (transformers folder or weight file, or the original "
+  "YuanGongND/ast .pth) into a dass_jax checkpoint folder.",
+  input_help="transformers folder (config.json + weights) or weight file, "
+  "hf://OWNER/NAME[@REVISION], an https:// URL, or a published name "
+  "(python -m convert_torch --list)",
+  options=(
+    heads_option(),
+    Option("num_mel_bins", "input mel bins (default 128)"),
+    Option("frequency_stride", "patch stride over mel (default 10)"),
+    Option("time_stride", "patch stride over frames (default 10)"),
+    Option(
+      "max_length",
+      "input frames (default: config.json, else 1024 when it fits the pos-embed grid, else the "
+      "shortest length that does)",
+    ),
+  ),
+)
+convert_to = CONVERTER.convert_to
+main = CONVERTER.main

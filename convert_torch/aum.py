@@ -21,7 +21,8 @@ The patch grid comes from `pos_embed.pos_embed` (1, 1 + F*T, D) with F = num_mel
 (`--num-mel-bins`, 128 by default), and max_length = T * P (1024 for the AudioSet models) unless
 `--max-length` gives another length with the same T. The RMSNorm eps (1e-5) is not in the file.
 
-Mapping (i = block; Flax paths as in `dass_jax.models.aum`; transforms from `convert_torch.params`):
+Mapping (`param_table`, a `convert_torch.mapping` table; i = block; Flax paths as in
+`dass_jax.models.aum`; transforms from `convert_torch.params`):
 
 | torch key                               | Flax path                             | transform |
 |-----------------------------------------|---------------------------------------|-----------|
@@ -44,64 +45,52 @@ Mapping (i = block; Flax paths as in `dass_jax.models.aum`; transforms from `con
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convert_torch.io import ConversionError, check_keys, load_state_dict
-from convert_torch.params import check_against_model, conv, copy, count_params, linear
-from convert_torch.sources import SourceError, resolve
-from dass_jax.checkpoint import refuse_existing, save_converted
+from convert_torch.converter import Conversion, Converter, Option
+from convert_torch.io import ConversionError, load_state_dict, split_module_prefix
+from convert_torch.mapping import (
+  Rule,
+  conv_rules,
+  count_indexed,
+  dense_rules,
+  params_from_table,
+  rule,
+  shape_of,
+)
+from convert_torch.params import linear
 from dass_jax.constants import NUM_MEL_BINS
 from dass_jax.models import AumConfig
 
-MODULE_PREFIX = "module."
 ANCHOR_KEY = "patch_embed.proj.weight"
 POS_KEY = "pos_embed.pos_embed"
 MIXER0 = "layers.0.mixer."
 
-# torch key (without prefix) -> (Flax path, transform, torch shape)
-Layout = dict[str, tuple[tuple[str, ...], Any, tuple[int, ...]]]
-
-
-def strip_module_prefix(state_dict: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-  """(keys without DataParallel's `module.`, the prefix removed: 'module.' or '')."""
-  if state_dict and all(k.startswith(MODULE_PREFIX) for k in state_dict):
-    return {k[len(MODULE_PREFIX) :]: v for k, v in state_dict.items()}, MODULE_PREFIX
-  return state_dict, ""
-
 
 def _shape(sd: dict[str, np.ndarray], key: str, ndim: int) -> tuple[int, ...]:
-  """The shape of a key the architecture is read from; it must exist and have rank `ndim`."""
-  if key not in sd:
-    sample = ", ".join(sorted(sd)[:5]) or "(no tensors)"
-    raise ConversionError(f"not an AuM checkpoint: key {key!r} is missing (first keys: {sample})")
-  shape = tuple(np.shape(sd[key]))
-  if len(shape) != ndim:
-    raise ConversionError(
-      f"cannot infer the AuM architecture: {key!r} has shape {shape}, expected rank {ndim}"
-    )
-  return shape
+  return shape_of(sd, key, ndim, "AuM")
 
 
 def infer_config(
   sd: dict[str, np.ndarray], num_mel_bins: int | None = None, max_length: int | None = None
 ) -> AumConfig:
   """Reads the AumConfig from key names and shapes (keys without `module.`)."""
+  if ANCHOR_KEY not in sd:
+    sample = ", ".join(sorted(sd)[:5]) or "(no tensors)"
+    raise ConversionError(
+      f"not an AuM checkpoint: key {ANCHOR_KEY!r} is missing (first keys: {sample})"
+    )
   dim, in_chans, patch, patch_w = _shape(sd, ANCHOR_KEY, 4)
   if in_chans != 1 or patch != patch_w:
     raise ConversionError(
       f"{ANCHOR_KEY} has shape {(dim, in_chans, patch, patch_w)}; AuM takes one fbank channel "
       "in square patches (D, 1, P, P)"
     )
-  depth = 0
-  while f"layers.{depth}.norm.weight" in sd:
-    depth += 1
+  depth = count_indexed(sd, "layers.{i}.norm.weight")
   if not depth:
     raise ConversionError("not an AuM checkpoint: no 'layers.0.norm.weight' key")
   if MIXER0 + "conv1d_b.weight" in sd:
@@ -151,36 +140,33 @@ def infer_config(
   )
 
 
-def param_layout(config: AumConfig) -> Layout:
-  """Every torch key (no prefix) of an AuM with `config`: its Flax path, transform and shape."""
+def param_table(config: AumConfig) -> list[Rule]:
+  """Every torch key (no prefix) of an AuM with `config`: its Flax path, shape and transform."""
   d, e, s, p = config.embed_dim, config.d_inner, config.d_state, config.patch_size
   r, k, c = config.ssm_rank, config.d_conv, config.num_classes
-  layout: Layout = {
-    "patch_embed.proj.weight": (("patch_embed", "kernel"), conv, (d, 1, p, p)),
-    "patch_embed.proj.bias": (("patch_embed", "bias"), copy, (d,)),
-    "cls_token": (("cls_token",), copy, (1, 1, d)),
-    POS_KEY: (("pos_embed",), copy, (1, 1 + config.num_patches, d)),
-    "norm_f.weight": (("norm_f", "scale"), copy, (d,)),
-    "head.weight": (("head", "kernel"), linear, (c, d)),
-    "head.bias": (("head", "bias"), copy, (c,)),
-  }
+  table = [
+    *conv_rules("patch_embed", "patch_embed.proj", (d, 1, p, p)),
+    rule("cls_token", "cls_token", (1, 1, d)),
+    rule("pos_embed", POS_KEY, (1, 1 + config.num_patches, d)),
+    rule("norm_f/scale", "norm_f.weight", (d,)),
+    *dense_rules("head", "head", c, d),
+  ]
   suffixes = ("", "_b") if config.bimamba_type == "v2" else ("",)
   for i in range(config.depth):
-    tn, path = f"layers.{i}.", (f"layers_{i}",)
-    mx, mp = tn + "mixer.", path + ("mixer",)
-    layout[tn + "norm.weight"] = (path + ("norm", "scale"), copy, (d,))
-    layout[mx + "in_proj.weight"] = (mp + ("in_proj", "kernel"), linear, (2 * e, d))
+    tn, path = f"layers.{i}.", f"layers_{i}"
+    mx, mp = tn + "mixer.", path + "/mixer"
+    table.append(rule(f"{path}/norm/scale", tn + "norm.weight", (d,)))
+    table.append(rule(f"{mp}/in_proj/kernel", mx + "in_proj.weight", (2 * e, d), linear))
     for name in ("A_log", "A_b_log"):
-      layout[mx + name] = (mp + (name,), copy, (e, s))
+      table.append(rule(f"{mp}/{name}", mx + name, (e, s)))
     for sfx in suffixes:
-      layout[mx + f"conv1d{sfx}.weight"] = (mp + (f"conv1d{sfx}", "kernel"), conv, (e, 1, k))
-      layout[mx + f"conv1d{sfx}.bias"] = (mp + (f"conv1d{sfx}", "bias"), copy, (e,))
-      layout[mx + f"x_proj{sfx}.weight"] = (mp + (f"x_proj{sfx}", "kernel"), linear, (r + 2 * s, e))
-      layout[mx + f"dt_proj{sfx}.weight"] = (mp + (f"dt_proj{sfx}", "kernel"), linear, (e, r))
-      layout[mx + f"dt_proj{sfx}.bias"] = (mp + (f"dt_proj{sfx}", "bias"), copy, (e,))
-      layout[mx + f"D{sfx}"] = (mp + (f"D{sfx}",), copy, (e,))
-    layout[mx + "out_proj.weight"] = (mp + ("out_proj", "kernel"), linear, (d, e))
-  return layout
+      table += conv_rules(f"{mp}/conv1d{sfx}", f"{mx}conv1d{sfx}", (e, 1, k))
+      x_proj = f"x_proj{sfx}"
+      table.append(rule(f"{mp}/{x_proj}/kernel", f"{mx}{x_proj}.weight", (r + 2 * s, e), linear))
+      table += dense_rules(f"{mp}/dt_proj{sfx}", f"{mx}dt_proj{sfx}", e, r)
+      table.append(rule(f"{mp}/D{sfx}", f"{mx}D{sfx}", (e,)))
+    table.append(rule(f"{mp}/out_proj/kernel", mx + "out_proj.weight", (d, e), linear))
+  return table
 
 
 def torch_to_flax(
@@ -194,98 +180,51 @@ def torch_to_flax(
     ConversionError: the keys or shapes do not form an AuM that AumConfig describes; the message
       lists every missing, unexpected and mis-shaped key.
   """
-  bare, prefix = strip_module_prefix(state_dict)
+  bare, prefix = split_module_prefix(state_dict)
   config = infer_config(bare, num_mel_bins, max_length)
-  layout = param_layout(config)
   freq, time = config.grid
-  check_keys(
-    {k: shape for k, (_, _, shape) in layout.items()},
-    bare,
+  what = (
     f"AuM checkpoint (keys '{prefix}…'; inferred {config.bimamba_type}, D={config.embed_dim}, "
-    f"depth={config.depth}, {config.num_classes} classes, {freq} x {time} patches)",
+    f"depth={config.depth}, {config.num_classes} classes, {freq} x {time} patches)"
   )
-  params: dict[str, Any] = {}
-  for key, (path, transform, _) in layout.items():
-    node = params
-    for part in path[:-1]:
-      node = node.setdefault(part, {})
-    node[path[-1]] = np.ascontiguousarray(transform(np.asarray(bare[key])), dtype=np.float32)
-  check_against_model(config, params)
-  return config, params
+  return config, params_from_table(param_table(config), bare, config, what)
 
 
-def convert_to(
-  source: str | os.PathLike,
-  out_dir: str | os.PathLike,
-  num_mel_bins: int | None = None,
-  max_length: int | None = None,
-) -> tuple[Path, str]:
-  """Fetches (if remote), converts and saves an AuM checkpoint into the new folder `out_dir`.
-
-  Args:
-    source: a local state-dict file, an https:// URL or a published name (`aum-small-audioset-39.7`,
-      `aum-base-audioset-32.7`; `convert_torch.sources`).
-    out_dir: new folder; refused (FileExistsError), untouched, when it already holds a checkpoint.
-    num_mel_bins, max_length: `infer_config`'s hints.
-
-  Returns:
-    (the output folder, a one-line summary). Nothing is written on an error.
-  """
-  refuse_existing(out_dir)
-  fetched = resolve(source, "aum")
-  state_dict = load_state_dict(fetched.path)
-  config, params = torch_to_flax(state_dict, num_mel_bins, max_length)
-  out = save_converted(
-    out_dir,
+def read(
+  path: str | Path, num_mel_bins: int | None = None, max_length: int | None = None
+) -> Conversion:
+  """Converts a local AuM state-dict file (see the module docstring)."""
+  config, params = torch_to_flax(load_state_dict(path), num_mel_bins, max_length)
+  freq, time = config.grid
+  return Conversion(
     config,
     params,
-    extra={"source": fetched.source, "source_format": f"aum/{config.bimamba_type}"},
-  )
-  freq, time = config.grid
-  return out, (
-    f"converted {fetched.source}: AuM {config.bimamba_type} D={config.embed_dim} "
-    f"depth={config.depth} classes={config.num_classes}, {freq} x {time} patches for "
-    f"{config.num_mel_bins} mel x "
-    f"{config.max_length} frames, {count_params(params):,} parameters -> {out}"
+    source_format=f"aum/{config.bimamba_type}",
+    layout=f"AuM {config.bimamba_type} state dict",
+    details=f"AuM {config.bimamba_type} D={config.embed_dim} depth={config.depth} "
+    f"classes={config.num_classes}, {freq} x {time} patches for {config.num_mel_bins} mel x "
+    f"{config.max_length} frames",
   )
 
 
-def main(argv: list[str] | None = None) -> int:
-  """`python -m convert_torch aum SOURCE OUT_DIR`; returns the exit status."""
-  parser = argparse.ArgumentParser(
-    prog="python -m convert_torch aum",
-    description="Convert an Audio Mamba (AuM) PyTorch checkpoint into a dass_jax checkpoint "
-    "folder (orbax params + config.json).",
-  )
-  parser.add_argument(
-    "input",
-    help="AuM state dict (.pth / .pt / .safetensors), an https:// URL, or a published name "
-    "(python -m convert_torch --list)",
-  )
-  parser.add_argument("output_dir", help="new folder for the converted checkpoint")
-  parser.add_argument(
-    "--num-mel-bins",
-    type=int,
-    default=None,
-    help=f"input mel bins, which fix the frequency patches (default {NUM_MEL_BINS})",
-  )
-  parser.add_argument(
-    "--max-length",
-    type=int,
-    default=None,
-    help="input frames (default: time patches x patch size, 1024 for the AudioSet models)",
-  )
-  args = parser.parse_args(argv)
-  try:
-    _, summary = convert_to(args.input, args.output_dir, args.num_mel_bins, args.max_length)
-  except (
-    ConversionError,
-    SourceError,
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-  ) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(summary)
-  return 0
+CONVERTER = Converter(
+  name="aum",
+  version=1,
+  read=read,
+  description="Convert an Audio Mamba (AuM) PyTorch checkpoint into a dass_jax checkpoint "
+  "folder (orbax params + config.json).",
+  input_help="AuM state dict (.pth / .pt / .safetensors), an https:// URL, or a published name "
+  "(python -m convert_torch --list)",
+  options=(
+    Option(
+      "num_mel_bins",
+      f"input mel bins, which fix the frequency patches (default {NUM_MEL_BINS})",
+    ),
+    Option(
+      "max_length",
+      "input frames (default: time patches x patch size, 1024 for the AudioSet models)",
+    ),
+  ),
+)
+convert_to = CONVERTER.convert_to
+main = CONVERTER.main

@@ -5,20 +5,27 @@
 
 This is what `dass_jax.load_model(name)` calls for a name, a hub id or a URL. The folder is
 `dass_jax.cache.cache_dir("converted")/<key>` (config.json + params/, as `python -m convert_torch`
-writes it), where the key is the published name, or the hub id / URL made file-name safe with a
-short hash of it. It is built in a temporary sibling and renamed into place when complete, so a
-failed or interrupted conversion leaves nothing behind; later calls reuse it without asking the
-network. A source that moves (hf://OWNER/NAME follows `main`) is converted once: pin a revision
-(`@<commit>`) or delete the folder to convert a newer one.
+writes it). The key names what the folder was made from and how: the published name (or the hub
+id / URL made file-name safe), the converter and its `version` (`convert_torch.converter`), and a
+short hash of all of it with the converter's options, e.g. `dass-small-47.2-dass-v1-3f2a9c1b0d4e`.
+So a converter whose mapping changed (its version bumped), another converter or other options
+convert the source anew instead of reusing a folder they did not write; the same ones reuse it
+without asking the network. The folder is built in a temporary sibling and renamed into place
+when complete, so a failed or interrupted conversion leaves nothing behind. A source that moves
+(hf://OWNER/NAME follows `main`) is converted once: pin a revision (`@<commit>`) or delete the
+folder to convert a newer one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from convert_torch import published
 from convert_torch.sources import SourceError
@@ -28,22 +35,30 @@ from dass_jax.files import atomic_folder
 CONFIG_FILE = "config.json"
 
 
-def cache_key(source: str) -> str:
-  """The cache folder name of a source: its published name, else a safe name + short hash."""
+def cache_key(
+  source: str, converter: str, version: int, options: Mapping[str, Any] | None = None
+) -> str:
+  """The cache folder name of a conversion (see the module docstring)."""
   entry = published.find(source)
   if entry is not None:
-    return entry.name
-  safe = re.sub(r"[^\w.-]+", "_", source.split("://", 1)[-1]).strip("._")[-60:]
-  return f"{safe}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+    base = entry.name
+  else:
+    base = re.sub(r"[^\w.-]+", "_", source.split("://", 1)[-1]).strip("._")[-60:]
+  what = {"source": source, "converter": converter, "version": version, "options": options or {}}
+  digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+  return f"{base}-{converter}-v{version}-{digest}"
 
 
-def converted_folder(source: str, converter: str | None = None) -> Path:
+def converted_folder(
+  source: str, converter: str | None = None, options: Mapping[str, Any] | None = None
+) -> Path:
   """The converted checkpoint folder of `source`, converting it on first use.
 
   Args:
     source: a published name, `hf://OWNER/NAME[@REVISION]` or an `https://` URL.
     converter: the `python -m convert_torch` subcommand that reads it; optional for published
       names (the table says), required otherwise.
+    options: the converter's options (`python -m convert_torch CONVERTER --help`), as keywords.
 
   Raises:
     SourceError: the converter is unknown or missing, or the source cannot be fetched.
@@ -65,21 +80,21 @@ def converted_folder(source: str, converter: str | None = None) -> Path:
       f"{source}: an ImageNet VMamba checkpoint is a DASS initialisation with a new head, not a "
       "model to load: `python -m convert_torch vmamba SOURCE OUT_DIR --num-classes N`"
     )
-  root = cache_dir("converted")
-  folder = root / cache_key(source)
-  if (folder / CONFIG_FILE).is_file():
-    return folder
   try:
     module = importlib.import_module(SUBCOMMANDS[converter])
   except ModuleNotFoundError as e:
     raise SourceError(
       f"the {converter} converter is not available here ({e}); it needs the [torch] extra"
     ) from e
+  options = dict(options or {})
+  folder = cache_dir("converted") / cache_key(source, converter, module.CONVERTER.version, options)
+  if (folder / CONFIG_FILE).is_file():
+    return folder
   if folder.exists():  # no config.json: not written by this function, which renames whole folders
     raise SourceError(f"{folder} exists but holds no converted checkpoint; remove it")
   # Built in a temporary sibling and renamed into place whole; another process converting the
   # same source first wins ("keep").
   with atomic_folder(folder, if_exists="keep") as tmp:
-    _, summary = module.convert_to(source, tmp)
+    _, summary = module.CONVERTER.convert_to(source, tmp, **options)
   print(summary.replace(str(tmp.absolute()), str(folder.absolute())), file=sys.stderr)
   return folder

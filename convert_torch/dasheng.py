@@ -19,7 +19,8 @@ i.e. `torch.load(weights_only=True)` or safetensors):
 Every key is consumed or the file is refused with the list of missing, unexpected and mis-shaped
 keys.
 
-Mapping (torch key -> Flax path in dass_jax/models/dasheng.py; D = embed_dim, K = chunk_tokens):
+Mapping (`param_table`, a `convert_torch.mapping` table; torch key -> Flax path in
+dass_jax/models/dasheng.py; D = embed_dim, K = chunk_tokens):
 
 | torch key (hf: `encoder.` + key)      | Flax path                 | transform             |
 |---------------------------------------|---------------------------|-----------------------|
@@ -49,17 +50,14 @@ shapes: `--num-heads`, else a Hugging Face config.json's model name, else the pu
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from convert_torch.io import ConversionError, check_keys, load_state_dict
-from convert_torch.params import check_against_model, conv, count_params, linear
-from convert_torch.sources import SourceError, resolve
-from dass_jax.checkpoint import refuse_existing, save_converted
+from convert_torch import mapping
+from convert_torch.converter import Conversion, Converter, Option
+from convert_torch.io import ConversionError, read_weights
+from convert_torch.mapping import Rule, conv_rules, dense_rules, norm_rules, rule
 from dass_jax.frontends import dasheng_mel
 from dass_jax.models import DashengConfig
 from dass_jax.models.dasheng import PATCH_FRAMES
@@ -68,7 +66,6 @@ ENCODER, HF, CLASSIFIER = "encoder", "hf", "classifier"
 LAYOUTS = (ENCODER, HF, CLASSIFIER)
 HF_PREFIX = "encoder."
 HEAD_PREFIX = "outputlayer."
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WINDOW_KEY = "front_end.0.spectrogram.window"
 FB_KEY = "front_end.0.mel_scale.fb"
 BN_COUNTER_KEY = "init_bn.1.num_batches_tracked"
@@ -99,10 +96,19 @@ def canonical(sd: dict[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:
   return {k[len(HF_PREFIX) :] if k.startswith(HF_PREFIX) else k: v for k, v in sd.items()}
 
 
-def expected_shapes(
-  config: DashengConfig, front_end: bool, bn_counter: bool
-) -> dict[str, tuple[int, ...]]:
-  """Every key of a canonical Dasheng state dict for `config`, with its torch shape.
+def _time_pos(table: np.ndarray) -> np.ndarray:
+  """time_pos_embed (1, D, 1, K) -> (K, D)."""
+  return table[0, :, 0, :].T
+
+
+def _freq_pos(table: np.ndarray) -> np.ndarray:
+  """freq_pos_embed (1, D, 1, 1) -> (D,)."""
+  return table[0, :, 0, 0]
+
+
+def param_table(config: DashengConfig, front_end: bool, bn_counter: bool) -> list[Rule]:
+  """Every key of a canonical Dasheng state dict for `config`: Flax path, shape and transform
+  (a `convert_torch.mapping` table; the front-end buffers and BatchNorm's counter give no param).
 
   Args:
     config: the architecture.
@@ -110,36 +116,41 @@ def expected_shapes(
     bn_counter: include BatchNorm's `num_batches_tracked` counter.
   """
   d, m, mel = config.embed_dim, config.mlp_dim, dasheng_mel.N_MELS
-  shapes: dict[str, tuple[int, ...]] = {}
+  table = []
   if front_end:
-    shapes[WINDOW_KEY] = (dasheng_mel.WIN_LENGTH,)
-    shapes[FB_KEY] = (dasheng_mel.N_FFT // 2 + 1, mel)
-  for name in ("weight", "bias", "running_mean", "running_var"):
-    shapes[f"init_bn.1.{name}"] = (mel,)
+    table.append(rule(None, WINDOW_KEY, (dasheng_mel.WIN_LENGTH,)))
+    table.append(rule(None, FB_KEY, (dasheng_mel.N_FFT // 2 + 1, mel)))
+  table += [
+    rule("init_bn/mean", "init_bn.1.running_mean", (mel,)),
+    rule("init_bn/var", "init_bn.1.running_var", (mel,)),
+    rule("init_bn/scale", "init_bn.1.weight", (mel,)),
+    rule("init_bn/bias", "init_bn.1.bias", (mel,)),
+  ]
   if bn_counter:
-    shapes[BN_COUNTER_KEY] = ()
-  shapes["patch_embed.proj.weight"] = (d, 1, mel, PATCH_FRAMES)
-  shapes["patch_embed.proj.bias"] = (d,)
-  shapes["time_pos_embed"] = (1, d, 1, config.chunk_tokens)
-  shapes["freq_pos_embed"] = (1, d, 1, 1)
-
-  def add(key, *shape):
-    shapes[key + ".weight"] = shape
-    shapes[key + ".bias"] = (shape[0],)
-
+    table.append(rule(None, BN_COUNTER_KEY, ()))
+  table += conv_rules("patch_embed", "patch_embed.proj", (d, 1, mel, PATCH_FRAMES))
+  table.append(rule("time_pos_embed", "time_pos_embed", (1, d, 1, config.chunk_tokens), _time_pos))
+  table.append(rule("freq_pos_embed", "freq_pos_embed", (1, d, 1, 1), _freq_pos))
   for i in range(config.depth):
-    block = f"blocks.{i}."
-    add(block + "norm1", d)
-    add(block + "attn.qkv", 3 * d, d)
-    add(block + "attn.proj", d, d)
-    add(block + "norm2", d)
-    add(block + "mlp.fc1", m, d)
-    add(block + "mlp.fc2", d, m)
-  add("norm", d)
+    block, path = f"blocks.{i}.", f"blocks_{i}/"
+    table += norm_rules(path + "norm1", block + "norm1", d)
+    table += dense_rules(path + "attn/qkv", block + "attn.qkv", 3 * d, d)
+    table += dense_rules(path + "attn/out", block + "attn.proj", d, d)
+    table += norm_rules(path + "norm2", block + "norm2", d)
+    table += dense_rules(path + "mlp/fc1", block + "mlp.fc1", m, d)
+    table += dense_rules(path + "mlp/fc2", block + "mlp.fc2", d, m)
+  table += norm_rules("norm", "norm", d)
   if config.num_classes:
-    add(HEAD_PREFIX + "0", d)
-    add(HEAD_PREFIX + "1", config.num_classes, d)
-  return shapes
+    table += norm_rules("head_norm", HEAD_PREFIX + "0", d)
+    table += dense_rules("head", HEAD_PREFIX + "1", config.num_classes, d)
+  return table
+
+
+def expected_shapes(
+  config: DashengConfig, front_end: bool, bn_counter: bool
+) -> dict[str, tuple[int, ...]]:
+  """Every key of a canonical Dasheng state dict for `config`, with its torch shape."""
+  return mapping.expected_shapes(param_table(config, front_end, bn_counter))
 
 
 def infer_config(
@@ -147,11 +158,7 @@ def infer_config(
 ) -> DashengConfig:
   """The architecture of a canonical state dict from its shapes (heads: see the module doc)."""
 
-  def shape(key):
-    if key not in sd:
-      raise ConversionError(f"cannot infer the architecture: key {key!r} is missing")
-    return tuple(np.shape(sd[key]))
-
+  shape = lambda key: mapping.shape_of(sd, key, None, "Dasheng")
   patch = shape("patch_embed.proj.weight")
   if len(patch) != 4 or patch[1:] != (1, dasheng_mel.N_MELS, PATCH_FRAMES):
     raise ConversionError(
@@ -194,124 +201,52 @@ def convert_state_dict(sd: dict[str, np.ndarray], config: DashengConfig, layout:
       that differ from dass_jax's window / mel filterbank.
   """
   sd = canonical(sd, layout)
-  front_end = FB_KEY in sd or WINDOW_KEY in sd
-  expected = expected_shapes(config, front_end=front_end, bn_counter=BN_COUNTER_KEY in sd)
-  check_keys(expected, sd, f"Dasheng ({layout} layout)")
+  table = param_table(config, FB_KEY in sd or WINDOW_KEY in sd, BN_COUNTER_KEY in sd)
+  params = mapping.params_from_table(table, sd, config, f"Dasheng ({layout} layout)")
   problems = dasheng_mel.check_buffers(sd.get(WINDOW_KEY), sd.get(FB_KEY))
   if problems:
     raise ConversionError("Dasheng front end does not match:\n  " + "\n  ".join(problems))
-  f32 = lambda key: np.asarray(sd[key], dtype=np.float32)
-
-  def dense(key):
-    return {"kernel": linear(f32(key + ".weight")), "bias": f32(key + ".bias")}
-
-  def norm(key):
-    return {"scale": f32(key + ".weight"), "bias": f32(key + ".bias")}
-
-  params = {
-    "init_bn": {
-      "mean": f32("init_bn.1.running_mean"),
-      "var": f32("init_bn.1.running_var"),
-      "scale": f32("init_bn.1.weight"),
-      "bias": f32("init_bn.1.bias"),
-    },
-    "patch_embed": {
-      "kernel": conv(f32("patch_embed.proj.weight")),
-      "bias": f32("patch_embed.proj.bias"),
-    },
-    "time_pos_embed": f32("time_pos_embed")[0, :, 0, :].T,
-    "freq_pos_embed": f32("freq_pos_embed")[0, :, 0, 0],
-    "norm": norm("norm"),
-  }
-  for i in range(config.depth):
-    block = f"blocks.{i}."
-    params[f"blocks_{i}"] = {
-      "norm1": norm(block + "norm1"),
-      "attn": {"qkv": dense(block + "attn.qkv"), "out": dense(block + "attn.proj")},
-      "norm2": norm(block + "norm2"),
-      "mlp": {"fc1": dense(block + "mlp.fc1"), "fc2": dense(block + "mlp.fc2")},
-    }
-  if config.num_classes:
-    params["head_norm"] = norm(HEAD_PREFIX + "0")
-    params["head"] = dense(HEAD_PREFIX + "1")
   return params
-
-
-def read_source(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
-  """(state dict, Hugging Face config dict or None) of a weight file or a Hugging Face folder."""
-  path = Path(path)
-  if not path.is_dir():
-    return load_state_dict(path), None
-  weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
-  if not weights:
-    raise ConversionError(f"{path} holds none of {', '.join(WEIGHT_FILES)}")
-  config_file = path / "config.json"
-  hf = json.loads(config_file.read_text()) if config_file.is_file() else None
-  return load_state_dict(weights[0]), hf
 
 
 def convert(path: str | Path, num_heads: int | None = None) -> tuple[DashengConfig, dict, str]:
   """Reads and converts IN; returns (config, params, layout)."""
-  sd, hf = read_source(path)
+  sd, hf = read_weights(path)
   layout = detect_layout(sd)
   config = infer_config(canonical(sd, layout), num_heads, hf)
-  params = convert_state_dict(sd, config, layout)
-  check_against_model(config, params)
-  return config, params, layout
+  return config, convert_state_dict(sd, config, layout), layout
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-    prog="python -m convert_torch dasheng",
-    description="Convert a Dasheng encoder (.pt), Hugging Face folder (model.safetensors) or the "
-    "AudioSet classifier state dict into a dass_jax checkpoint folder.",
-  )
-  parser.add_argument(
-    "input",
-    help="weight file (.pt / .safetensors) or Hugging Face folder, hf://OWNER/NAME[@REVISION], "
-    "an https:// URL, or a published name (python -m convert_torch --list)",
-  )
-  parser.add_argument("out_dir", help="new folder for config.json + params/")
-  parser.add_argument(
-    "--num-heads",
-    type=int,
-    help="attention heads (default: the published size of the embed dim, 768 -> 12, "
-    "1280 -> 16, 1536 -> 24)",
-  )
-  return parser
-
-
-def convert_to(source: str | Path, out_dir: str | Path, num_heads: int | None = None):
-  """Fetches (if remote), converts and saves a Dasheng checkpoint into the new folder `out_dir`.
-
-  Args:
-    source: see the module docstring (IN).
-    out_dir: new folder; refused, untouched, when it already holds a checkpoint.
-    num_heads: attention heads (default: see the module docstring).
-
-  Returns:
-    (the output folder, a summary of what was converted). Nothing is written on an error.
-  """
-  refuse_existing(out_dir)
-  fetched = resolve(source, "dasheng")
-  config, params, layout = convert(fetched.path, num_heads=num_heads)
-  out = save_converted(
-    out_dir, config, params, extra={"source": fetched.source, "source_format": f"dasheng/{layout}"}
-  )
+def read(path: str | Path, num_heads: int | None = None) -> Conversion:
+  """Converts a local Dasheng weight file or Hugging Face folder."""
+  config, params, layout = convert(path, num_heads=num_heads)
   head = f"{config.num_classes} classes" if config.num_classes else "encoder only (no classifier)"
-  return out, (
-    f"converted {fetched.source} ({layout} layout) -> {out}\n"
-    f"  {count_params(params):,} params; embed {config.embed_dim}, {config.depth} blocks, "
-    f"{config.num_heads} heads, mlp {config.mlp_dim}, {config.chunk_tokens}-token chunks; {head}"
+  return Conversion(
+    config,
+    params,
+    source_format=f"dasheng/{layout}",
+    layout=f"{layout} layout",
+    details=f"embed {config.embed_dim}, {config.depth} blocks, {config.num_heads} heads, "
+    f"mlp {config.mlp_dim}, {config.chunk_tokens}-token chunks; {head}",
   )
 
 
-def main(argv: list[str]) -> int:
-  args = _parser().parse_args(argv)
-  try:
-    _, summary = convert_to(args.input, args.out_dir, num_heads=args.num_heads)
-  except (ConversionError, SourceError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(summary)
-  return 0
+CONVERTER = Converter(
+  name="dasheng",
+  version=1,
+  read=read,
+  description="Convert a Dasheng encoder (.pt), Hugging Face folder (model.safetensors) or the "
+  "AudioSet classifier state dict into a dass_jax checkpoint folder.",
+  input_help="weight file (.pt / .safetensors) or Hugging Face folder, "
+  "hf://OWNER/NAME[@REVISION], an https:// URL, or a published name "
+  "(python -m convert_torch --list)",
+  options=(
+    Option(
+      "num_heads",
+      "attention heads (default: the published size of the embed dim, 768 -> 12, "
+      "1280 -> 16, 1536 -> 24)",
+    ),
+  ),
+)
+convert_to = CONVERTER.convert_to
+main = CONVERTER.main

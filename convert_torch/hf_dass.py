@@ -22,21 +22,19 @@ The hub models (`saurabhati/DASS_small_AudioSet_48.9`, `saurabhati/DASS_medium_A
 The two 2-D weights are row-major views of the original 3-D tensors (the hub model's grouped 1x1
 convs load them with `view_as`), so a reshape restores them exactly. The architecture is still
 inferred from shapes; the folder's `config.json`, when present, must agree with it (checked by
-`convert_torch.dass.read_checkpoint`).
+`convert_torch.dass.read_checkpoint`, which reads the folder with `convert_torch.io.read_weights`).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
-from convert_torch.io import ConversionError, load_state_dict
+from convert_torch.io import ConversionError
 from pallas_kernels.cross_scan import K_DIRECTIONS
 
 HF_ANCHOR = "dass.patch_embeddings.projection.0.weight"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _RENAMES = (
   (re.compile(r"^dass\.patch_embeddings\.projection\.([0134])\.(weight|bias)$"), None),
   (
@@ -99,15 +97,3 @@ def hf_to_dass(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       )
     out[name] = _unflatten(name, value)
   return out
-
-
-def load_hf_dir(folder: str | Path) -> dict[str, np.ndarray]:
-  """Reads a hub DASS folder (model.safetensors [+ config.json]) into bare DASS keys."""
-  folder = Path(folder)
-  weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
-  if weights is None:
-    raise ConversionError(f"{folder}: no {' or '.join(WEIGHT_FILES)} in this folder")
-  raw = load_state_dict(weights)
-  if not is_hf_layout(raw):
-    raise ConversionError(f"{weights}: not a Hugging Face DASS checkpoint (no '{HF_ANCHOR}')")
-  return hf_to_dass(raw)

@@ -173,6 +173,14 @@ MODELS: tuple[PublishedModel, ...] = (
     f"{_AUM}; small Bi-Bi, ImageNet initialisation",
   ),
   PublishedModel(
+    "sslam-as2m-50.2",
+    "sslam",
+    "hf://ta012/SSLAM_AS2M_Finetuned",
+    "AudioSet mAP 50.2",
+    "SSLAM README (ta012/SSLAM), hub; the DASS v3 teacher. The authors' fairseq file is in a "
+    "Google Drive folder (no file URL): pass it as a local file",
+  ),
+  PublishedModel(
     "vmamba-tiny-s1l8",
     "vmamba",
     _VMAMBA + "vssm1_tiny_0230s_ckpt_epoch_264.pth",

@@ -21,17 +21,13 @@ trained DASS for a new label set, like the original's `audioset_pretrain=True` b
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from convert_torch.dass import split_prefix, torch_to_flax
+from convert_torch import dass
+from convert_torch.converter import Conversion, Converter, Option
 from convert_torch.io import ConversionError, load_state_dict
-from convert_torch.params import count_params
-from convert_torch.sources import SourceError, resolve
-from dass_jax.checkpoint import refuse_existing, save_converted
 
 FIRST_CONV = "patch_embed.0.weight"
 HEAD = "classifier.head"
@@ -43,7 +39,7 @@ def vmamba_to_dass_state_dict(
   """Applies the DASS init recipe to a VSSM state dict (any accepted key prefix)."""
   if num_classes < 1:
     raise ConversionError(f"--num-classes must be positive, got {num_classes}")
-  prefix = split_prefix(state_dict)
+  prefix = dass.split_prefix(state_dict)
   head_w, head_b = f"{prefix}{HEAD}.weight", f"{prefix}{HEAD}.bias"
   for key in (head_w, head_b):
     if key not in state_dict:
@@ -67,63 +63,35 @@ def vmamba_to_dass_state_dict(
 def convert_file(path: str | Path, num_classes: int, seed: int = 0):
   """Reads an ImageNet VMamba checkpoint and returns the DASS init as (DassConfig, params)."""
   state_dict = vmamba_to_dass_state_dict(load_state_dict(path), num_classes, seed)
-  return torch_to_flax(state_dict, num_classes)
+  return dass.torch_to_flax(state_dict, num_classes)
 
 
-def convert_to(
-  source: str | Path, out_dir: str | Path, num_classes: int, seed: int = 0
-) -> tuple[Path, str]:
-  """Fetches (if remote) an ImageNet VMamba checkpoint and saves the DASS init into `out_dir`.
-
-  Returns (the output folder, a one-line summary). Nothing is written on an error.
-  """
-  refuse_existing(out_dir)
-  fetched = resolve(source, "vmamba", hub_files=())
-  config, params = convert_file(fetched.path, num_classes, seed)
-  out = save_converted(
-    out_dir,
+def read(path: str | Path, num_classes: int, seed: int | None = None) -> Conversion:
+  """The DASS initialisation of a local ImageNet VMamba checkpoint (head drawn with `seed`)."""
+  seed = seed or 0
+  config, params = convert_file(path, num_classes, seed)
+  return Conversion(
     config,
     params,
-    extra={
-      "source": fetched.source,
-      "source_format": f"vmamba-imagenet (head seed {seed})",
-    },
-  )
-  return out, (
-    f"converted {fetched.source} (VMamba -> DASS init): depths={list(config.depths)} "
-    f"dims={list(config.dims)} classes={config.num_classes}, "
-    f"{count_params(params):,} parameters -> {out}"
+    source_format=f"vmamba-imagenet (head seed {seed})",
+    layout="VMamba -> DASS init",
+    details=dass.describe(config),
   )
 
 
-def main(argv: list[str] | None = None) -> int:
-  """`python -m convert_torch vmamba SOURCE OUT_DIR --num-classes N`; returns the exit status."""
-  parser = argparse.ArgumentParser(
-    prog="python -m convert_torch vmamba",
-    description="Turn an ImageNet VMamba checkpoint into a DASS initialisation (first conv "
-    "summed over RGB, new classifier head) saved as a dass_jax checkpoint folder.",
-  )
-  parser.add_argument(
-    "input",
-    help="VMamba checkpoint ({'model': state_dict} or a state dict): a file, an https:// URL, "
-    "hf://OWNER/NAME[@REVISION]/FILE or a published name",
-  )
-  parser.add_argument("output_dir", help="new folder for the converted checkpoint")
-  parser.add_argument(
-    "--num-classes", type=int, required=True, help="classes of the new head (527 for AudioSet)"
-  )
-  parser.add_argument("--seed", type=int, default=0, help="seed of the new head's init")
-  args = parser.parse_args(argv)
-  try:
-    _, summary = convert_to(args.input, args.output_dir, args.num_classes, args.seed)
-  except (
-    ConversionError,
-    SourceError,
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-  ) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(summary)
-  return 0
+CONVERTER = Converter(
+  name="vmamba",
+  version=1,
+  read=read,
+  description="Turn an ImageNet VMamba checkpoint into a DASS initialisation (first conv "
+  "summed over RGB, new classifier head) saved as a dass_jax checkpoint folder.",
+  input_help="VMamba checkpoint ({'model': state_dict} or a state dict): a file, an https:// URL, "
+  "hf://OWNER/NAME[@REVISION]/FILE or a published name",
+  options=(
+    Option("num_classes", "classes of the new head (527 for AudioSet)", required=True),
+    Option("seed", "seed of the new head's init", default=0),
+  ),
+  hub_files=(),
+)
+convert_to = CONVERTER.convert_to
+main = CONVERTER.main

@@ -98,6 +98,28 @@ def dense(
   )
 
 
+def patch_conv(
+  features: int,
+  patch: tuple[int, int],
+  strides: tuple[int, int],
+  name: str,
+  dtype: Any = jnp.float32,
+  kernel_init=trunc_normal_init,
+) -> nn.Conv:
+  """torch Conv2d patch embedding (no padding): kernel (*patch, in, features) = weight in HWIO,
+  fp32 params, computed in `dtype`; on NHWC inputs."""
+  return nn.Conv(
+    features,
+    patch,
+    strides=strides,
+    padding="VALID",
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=kernel_init,
+    name=name,
+  )
+
+
 def resize_pos_embed_grid(
   pos_embed: jax.Array,
   grid: tuple[int, int],
@@ -233,8 +255,10 @@ class Attention(nn.Module):
 class TransformerBlock(nn.Module):
   """Pre-norm ViT block: x += attn(LN(x)); x += mlp(LN(x)). (batch, N, D) -> (batch, N, D).
 
-  Params: norm1, attn (`Attention`), norm2, mlp (`Mlp`). Dropout after the attention output and
-  the MLP (train only, rng stream 'dropout') when `dropout_rate > 0`.
+  With `post_norm` the norms act after the residual sums instead (data2vec 2.0 / EAT / SSLAM,
+  their `AltBlock` with layer_norm_first=False): x = LN1(x + attn(x)); x = LN2(x + mlp(x)).
+  Params either way: norm1, attn (`Attention`), norm2, mlp (`Mlp`). Dropout after the attention
+  output and the MLP (train only, rng stream 'dropout') when `dropout_rate > 0`.
   """
 
   num_heads: int
@@ -243,10 +267,16 @@ class TransformerBlock(nn.Module):
   qkv_bias: bool = True
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  post_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+    if self.post_norm:
+      y = Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(x)
+      x = layer_norm("norm1", self.eps, self.dtype)(x + drop(y))
+      y = Mlp(self.mlp_dim, self.dtype, name="mlp")(x)
+      return layer_norm("norm2", self.eps, self.dtype)(x + drop(y))
     y = layer_norm("norm1", self.eps, self.dtype)(x)
     x = x + drop(Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(y))
     y = layer_norm("norm2", self.eps, self.dtype)(x)

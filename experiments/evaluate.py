@@ -16,8 +16,6 @@ the logits do, so AP/AUC are the same either way.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
@@ -25,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dass_jax import data, models
+from dass_jax import data, files, models
 from experiments import metrics as metrics_lib
 from experiments import sharding
 
@@ -92,30 +90,34 @@ class Evaluator:
     kept = []
     for batch in it:
       if self._use_cache:
-        kept.append({k: batch[k] for k in (self.input_kind, "labels", "mask")})
+        kept.append({k: batch[k] for k in (self.input_kind, "labels", "index", "mask")})
       yield batch
     if self._use_cache:
       self._cache = kept  # Only a complete pass is kept.
 
-  def scores(self, params: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, targets) of every real eval example, (n, classes) each, on every process."""
-    all_scores, all_targets = [], []
+  def scores(self, params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, targets, index) of every real eval example, on every process: scores and targets
+    (n, classes), index (n,) the datafile row (TFDS example) of each, in the iterator's order."""
+    all_scores, all_targets, all_index = [], [], []
     for batch in self._batches():
       x = _global_batch(batch[self.input_kind], self.mesh)
       with jax.set_mesh(self.mesh):  # the scan splits over the batch (pallas_kernels.sharding)
         scores = np.asarray(self._predict(params, x))
       labels = np.asarray(self._gather(_global_batch(batch["labels"], self.mesh)))
+      index = np.asarray(self._gather(_global_batch(batch["index"], self.mesh)))
       mask = np.asarray(self._gather(_global_batch(batch["mask"], self.mesh))) > 0
       all_scores.append(scores[mask])
       all_targets.append(labels[mask])
-    return np.concatenate(all_scores), np.concatenate(all_targets)
+      all_index.append(index[mask])
+    return np.concatenate(all_scores), np.concatenate(all_targets), np.concatenate(all_index)
 
-  def run(self, params: Any, out_json: str | None = None) -> dict[str, float]:
-    """Metrics of `params`; writes per-class AP and AUC to `out_json` (process 0) when given."""
-    scores, targets = self.scores(params)
+  def metrics(
+    self, scores: np.ndarray, targets: np.ndarray, out_json: str | None = None
+  ) -> dict[str, float]:
+    """Metrics of (n, classes) scores against targets; writes per-class AP and AUC to `out_json`
+    (process 0) when given."""
     result = metrics_lib.compute_metrics(scores, targets)
     if out_json and jax.process_index() == 0:
-      os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
       per_class = [
         {"index": i, "mid": mid, "name": name, "ap": _json_float(ap), "auc": _json_float(auc)}
         for i, (mid, name, ap, auc) in enumerate(
@@ -123,10 +125,11 @@ class Evaluator:
         )
       ]
       summary = {k: _json_float(result[k]) for k in ("mAP", "mAUC", "d_prime", "accuracy")}
-      with open(out_json, "w", encoding="utf-8") as f:
-        json.dump(
-          {**summary, "num_examples": int(scores.shape[0]), "per_class": per_class}, f, indent=1
-        )
+      files.write_json(
+        out_json,
+        {**summary, "num_examples": int(scores.shape[0]), "per_class": per_class},
+        indent=1,
+      )
     return {
       "mAP": result["mAP"],
       "mAUC": result["mAUC"],
@@ -134,6 +137,11 @@ class Evaluator:
       "accuracy": result["accuracy"],
       "num_examples": int(scores.shape[0]),
     }
+
+  def run(self, params: Any, out_json: str | None = None) -> dict[str, float]:
+    """Metrics of `params` (`metrics` of `scores`)."""
+    scores, targets, _ = self.scores(params)
+    return self.metrics(scores, targets, out_json)
 
 
 def _json_float(x: float) -> float | None:

@@ -19,6 +19,12 @@ over the batch. The definitions follow DASS `src/traintest.py` (PyTorch):
     'l2c'     'l2' + mean(1 - sigmoid(cos(s, t))).
   mixing: total = (1 - kd_weight) * label + kd_weight * distillation; without a teacher, the label
   loss alone.
+  ensembles (`combine_teacher_logits`): several teachers' logits become one logits array, either
+    'logits'  their mean, or
+    'probs'   the logits whose distillation target is the mean of the teachers' targets: with f the
+              loss's target function (softmax for 'kldiv'/'kldiv_hinton', `teacher_func` for
+              'bce') and T the temperature, f(c / T) = mean_i f(t_i / T). Logit-space losses
+              ('l2', 'cosine', 'l2c') have no target distribution and take 'logits' only.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import jax.numpy as jnp
 LABEL_LOSSES = ("bce", "ce")
 DISTILLATION_LOSSES = ("kldiv", "kldiv_hinton", "bce", "l2", "cosine", "l2c")
 TEACHER_FUNCS = ("sigmoid", "softmax")
+ENSEMBLE_COMBINES = ("logits", "probs")
 _COSINE_EPS = 1e-8
 
 
@@ -156,3 +163,65 @@ def combined_loss(
   distill = distillation_loss(student_logits, teacher_logits, kd_kind, temperature, teacher_func)
   total = (1.0 - kd_weight) * supervised + kd_weight * distill
   return total, {"label": supervised, "kd": distill, "total": total}
+
+
+def target_function(kd_kind: str, teacher_func: str = "sigmoid") -> str | None:
+  """The function that turns (tempered) teacher logits into the distillation target of `kd_kind`:
+  'softmax', 'sigmoid', or None for the losses that compare logits ('l2', 'cosine', 'l2c')."""
+  if kd_kind in ("kldiv", "kldiv_hinton"):
+    return "softmax"
+  if kd_kind == "bce":
+    if teacher_func not in TEACHER_FUNCS:
+      raise ValueError(f"teacher_func must be one of {TEACHER_FUNCS}, got {teacher_func!r}")
+    return teacher_func
+  if kd_kind in ("l2", "cosine", "l2c"):
+    return None
+  raise ValueError(f"distillation loss must be one of {DISTILLATION_LOSSES}, got {kd_kind!r}")
+
+
+def combine_teacher_logits(
+  teacher_logits: list[jax.Array],
+  combine: str = "logits",
+  kd_kind: str = "kldiv",
+  temperature: float = 1.0,
+  teacher_func: str = "sigmoid",
+) -> jax.Array:
+  """One (batch, classes) teacher logits array from an ensemble's (see the module docstring).
+
+  'probs' works in log space, so saturated teachers give finite logits: for softmax targets
+  c = T (logsumexp_i log_softmax(t_i / T) - log n); for sigmoid targets
+  c = T (logsumexp_i log_sigmoid(t_i / T) - logsumexp_i log_sigmoid(-t_i / T)), the log-odds of
+  the mean probability. One teacher is returned unchanged.
+
+  Args:
+    teacher_logits: the teachers' (batch, classes) logits, at least one.
+    combine: 'logits' or 'probs' (ENSEMBLE_COMBINES).
+    kd_kind, temperature, teacher_func: the distillation loss's (they fix the target function).
+
+  Returns:
+    (batch, classes) float32 logits.
+  """
+  if combine not in ENSEMBLE_COMBINES:
+    raise ValueError(f"ensemble combine must be one of {ENSEMBLE_COMBINES}, got {combine!r}")
+  if not teacher_logits:
+    raise ValueError("an ensemble needs at least one teacher")
+  for other in teacher_logits[1:]:
+    _check_pair(teacher_logits[0], other, "ensemble teacher logits")
+  func = target_function(kd_kind, teacher_func)
+  if combine == "probs" and func is None:
+    raise ValueError(
+      f"kd_kind {kd_kind!r} compares logits: combine the ensemble with 'logits', not 'probs'"
+    )
+  if len(teacher_logits) == 1:
+    return teacher_logits[0].astype(jnp.float32)
+  stacked = jnp.stack([t.astype(jnp.float32) for t in teacher_logits])  # (n, batch, classes)
+  if combine == "logits":
+    return stacked.mean(axis=0)
+  scaled = stacked / temperature
+  log_n = jnp.log(float(len(teacher_logits)))
+  if func == "softmax":
+    log_mean = jax.nn.logsumexp(jax.nn.log_softmax(scaled, axis=-1), axis=0) - log_n
+    return temperature * log_mean
+  log_p = jax.nn.logsumexp(jax.nn.log_sigmoid(scaled), axis=0)
+  log_q = jax.nn.logsumexp(jax.nn.log_sigmoid(-scaled), axis=0)
+  return temperature * (log_p - log_q)

@@ -44,7 +44,7 @@ import numpy as np
 
 from dass_jax import data, files
 from dass_jax.data import synthetic
-from experiments import logging_utils
+from experiments import logging_utils, quickstart_variants
 
 RESULTS_FILE = "quickstart.json"
 CURVES_FILE = "quickstart_curves.png"
@@ -214,7 +214,9 @@ def run(
   ds = ensure_dataset(config)
   logging.info("synthetic dataset at %s (%.0f s)", ds.root, time.perf_counter() - start)
   table = {}
-  for name, cfg in stage_configs(config, workdir, ds).items():
+  stages = stage_configs(config, workdir, ds)
+  stages.update(quickstart_variants.extra_stages(config, workdir, stages))
+  for name, cfg in stages.items():
     stage_start = time.perf_counter()
     logging.info("quickstart stage %s", name)
     stage_dir = os.path.join(workdir, name)

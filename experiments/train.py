@@ -15,7 +15,13 @@ Splits and choices. `config.evals.input` is the validation split, evaluated ever
 the model on it ('best': the best valid metric over every evaluation and the weight average;
 'last'; 'wa') and can stop training early (`select.patience` evaluations without improvement).
 `config.test.input` (optional) is the test split: evaluated once, after training, on the chosen
-model only, and never used for a choice.
+model only, and never used for a choice. Every valid evaluation also reports the checkpoint
+ensemble, the mean prediction of every evaluation so far (`valid/cum_mAP`, `cum_mAUC`, `cum_acc`;
+`experiments/checkpoint_ensemble.py`).
+
+Teachers (`config.teacher`, `experiments/teacher.py`, docs/distillation.md): one frozen converted
+checkpoint of any registered model (`path`), an ensemble of them (`ensemble`, combined by
+`combine`), each online or from a logits cache, or the student's own EMA (`kind='ema'`).
 
 Work directory: train_config.json (resolved config), metrics.jsonl and tensorboard/ (logs:
 `train/*`, `valid/*` at every evaluation, `valid_<candidate>/*` and `test/*` at the end),
@@ -24,11 +30,13 @@ model as a converted checkpoint: `dass_jax.load_model(workdir + "/export")`; rew
 the chosen params change, e.g. after a rerun with more epochs), results.json:
 {"valid": chosen model's valid metrics, "test": its test metrics (with a test split),
 "selected": {"model", "step", "metric"}, "candidates": {name: valid metrics}, "steps",
-"stopped_early", "num_params"}.
+"stopped_early", "num_params", "checkpoint_ensemble": {"cum_mAP", "cum_mAUC", "cum_acc",
+"evaluations", "best_cum_mAP", "best_cum_mAP_step"}}.
 
 Resume order: a checkpoint at step s holds the params and optimizer state after s updates, the RNG
 key, the weight average over the epochs completed by step s, the best-on-valid params and their
-metric so far, and every process's data-iterator position after s batches; evaluation and weight
+metric so far, the EMA teacher after s updates, the checkpoint ensemble's running sum, and every
+process's data-iterator position after s batches; evaluation and weight
 averaging at an epoch end run before that epoch's checkpoint is written. The loss and gradient norm
 are fetched after every step (one small device-to-host copy); a non-finite value stops training
 (exit code 1) before anything is saved, so the newest checkpoint is always the last good state.
@@ -57,7 +65,16 @@ from ml_collections import config_flags
 import dass_jax
 from dass_jax import data, files, models
 from dass_jax.checkpoint import is_converted, params_digest, read_metadata, save_converted
-from experiments import checkpointing, evaluate, logging_utils, losses, optim, quickstart, sharding
+from experiments import (
+  checkpoint_ensemble,
+  checkpointing,
+  evaluate,
+  logging_utils,
+  losses,
+  optim,
+  quickstart,
+  sharding,
+)
 from experiments import teacher as teacher_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -274,21 +291,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   train_cfg = ml_collections.ConfigDict(config.input.to_dict())
   train_cfg.batch_size = config.batch_size // num_processes
-  # What the step reads: the student's input kind and an online teacher's ("fbank" /
+  # What the step reads: the student's input kind and each online teacher's ("fbank" /
   # "waveform"); a waveform student gets the (mixed) audio, never SpecAugment or fbank noise.
   student_input = _student_input(config)
-  teacher_input = teacher_lib.input_kind(config.teacher.path) if config.teacher.path else None
-  cached_teacher = bool(config.teacher.path and config.teacher.cache)
+  ema_teacher = teacher_lib.is_ema(config.teacher)
+  teacher_members = teacher_lib.members(config.teacher)
   step_inputs = {student_input}
-  if cached_teacher:
-    teacher_lib.check_cache_allowed(train_cfg, teacher_input)
-  elif teacher_input:
-    step_inputs.add(teacher_input)
+  cached_keys = []
+  for name, member in teacher_members.items():
+    kind = teacher_lib.input_kind(member.path)
+    if member.cache:
+      teacher_lib.check_cache_allowed(train_cfg, kind)
+      cached_keys.append(teacher_lib.cache_key(name))
+    else:
+      step_inputs.add(kind)
   data.request_inputs(train_cfg, step_inputs)
   fbank_augment = {k: train_cfg.get(k) for k in ("freqm", "timem", "noise") if train_cfg.get(k)}
   if "fbank" not in step_inputs and fbank_augment:
     logging.warning("%s act on the fbank, which no model of this run reads", fbank_augment)
-  batch_keys = ["labels", *sorted(step_inputs)] + (["teacher_logits"] if cached_teacher else [])
+  batch_keys = ["labels", *sorted(step_inputs), *cached_keys]
   train_iter = data.make_train_iterator(
     train_cfg, seed=config.seed, shard_index=jax.process_index(), shard_count=num_processes
   )
@@ -328,36 +349,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if patience < 0:
     raise ValueError(f"config.select.patience must be >= 0, got {patience}")
 
-  teacher_mode, teacher_model, teacher_params, teacher_cache = "none", None, None, None
-  if config.teacher.path:
-    overrides = {"dtype": config.teacher.dtype} if config.teacher.dtype else {}
-    teacher_model, teacher_params, teacher_config, teacher_dir = teacher_lib.load(
-      config.teacher.path, mesh, rules, config.fsdp_min_size, **overrides
-    )
-    if teacher_config.num_classes != num_classes:
-      raise ValueError(
-        f"teacher {teacher_dir} has {teacher_config.num_classes} classes, the data {num_classes}"
-      )
-    teacher_mode = "online"
+  # Checkpoint teachers (one or an ensemble; cached ones hold their logits, online ones their
+  # params), or the student's EMA (`ema_params` in the train state).
+  teachers = teacher_lib.prepare(
+    config.teacher,
+    train_cfg,
+    num_classes,
+    mesh,
+    rules,
+    config.fsdp_min_size,
+    config.evals.batch_size,
+  )
+  teacher_params = teacher_lib.online_params(teachers)
+  ema_momentum = float(config.teacher.ema_momentum)
+  if ema_teacher:
+    logging.info("teacher: the student's EMA, momentum %g", ema_momentum)
+  elif len(teachers) > 1:
     logging.info(
-      "teacher %s (%s, takes %s)", teacher_dir, type(teacher_config).__name__, teacher_input
+      "teacher ensemble %s, combined by the mean of their %s",
+      [t.name for t in teachers],
+      config.teacher.combine,
     )
-    if config.teacher.cache:
-      if not os.path.isfile(config.teacher.cache):
-        logging.info("building the teacher logits cache %s", config.teacher.cache)
-        teacher_lib.build_cache(
-          config.teacher.cache,
-          teacher_model,
-          teacher_params,
-          teacher_dir,
-          train_cfg,
-          mesh,
-          config.evals.batch_size,
-        )
-      teacher_cache = teacher_lib.load_cache(
-        config.teacher.cache, teacher_dir, train_cfg, num_classes
-      )
-      teacher_mode, teacher_model, teacher_params = "cache", None, None
+  ensemble_eval = bool(config.evals.checkpoint_ensemble)
+  if not _has_split(config.evals.input):
+    raise ValueError("config.evals.input names no validation split (datafile or tfds_name)")
+  num_valid_rows = data.num_examples(config.evals.input) if ensemble_eval else 0
 
   # ----------------------------------------------------------------------------------------------
   # Train state, created directly with its shardings.
@@ -385,6 +401,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state["evals_since_best"] = jnp.zeros((), jnp.int32)
     if keep_best:
       state["best_params"] = jax.tree.map(jnp.zeros_like, params)
+    if ema_teacher:
+      state["ema_params"] = jax.tree.map(jnp.copy, params)
+    if ensemble_eval:
+      state["checkpoint_ensemble"] = checkpoint_ensemble.init_state(num_valid_rows, num_classes)
     return state
 
   def init(key):
@@ -393,6 +413,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   abstract = jax.eval_shape(init, init_key)
   state_shardings = sharding.tree_shardings(abstract, mesh, rules, config.fsdp_min_size)
+  if ema_teacher:
+    state_shardings["ema_params"] = state_shardings["params"]
+  if ensemble_eval:  # read on every process after each evaluation
+    state_shardings["checkpoint_ensemble"] = jax.tree.map(
+      lambda _: replicated, abstract["checkpoint_ensemble"]
+    )
 
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   start_step = ckpt.latest_step()
@@ -441,12 +467,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def train_step(state, batch, teacher_params):
     params = state["params"]
     key = jax.random.fold_in(state["rng"], state["step"])
-    if teacher_mode == "online":
+    if ema_teacher:  # the EMA before this step's update, as DASS
       teacher_logits = jax.lax.stop_gradient(
-        teacher_model.apply({"params": teacher_params}, batch[teacher_input], train=False)
+        model.apply({"params": state["ema_params"]}, batch[student_input], train=False)
       )
-    elif teacher_mode == "cache":
-      teacher_logits = batch["teacher_logits"]
+    elif teachers:
+      teacher_logits = teacher_lib.step_logits(
+        teachers, teacher_params, batch, loss_cfg, config.teacher.combine
+      )
     else:
       teacher_logits = None
 
@@ -474,6 +502,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "params": optax.apply_updates(params, updates),
       "opt_state": opt_state,
     }
+    if ema_teacher:
+      new_state["ema_params"] = teacher_lib.ema_update(
+        state["ema_params"], new_state["params"], ema_momentum
+      )
     metrics = {f"loss_{k}" if k != "total" else "loss": v for k, v in parts.items()}
     metrics.update(
       grad_norm=grad_norm,
@@ -516,8 +548,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------------------------------
   # Evaluation.
   # ----------------------------------------------------------------------------------------------
-  if not _has_split(config.evals.input):
-    raise ValueError("config.evals.input names no validation split (datafile or tfds_name)")
   valid_evaluator = evaluate.Evaluator(
     model,
     config.evals.input,
@@ -528,15 +558,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   eval_dir = os.path.join(workdir, "eval")
 
-  def run_eval(evaluator, params, step: int, name: str) -> dict[str, float]:
-    """Evaluates params; logs the metrics as `name/...` and per-class AP to eval/<name>...json."""
+  def run_eval(evaluator, params, step: int, name: str):
+    """Evaluates params, per-class AP to eval/<name>...json; returns (metrics, predictions), the
+    predictions (scores, targets, index) as `Evaluator.scores`."""
     suffix = f"_step{step}" if name == "valid" else ""
-    result = evaluator.run(params, out_json=os.path.join(eval_dir, f"{name}{suffix}.json"))
+    predictions = evaluator.scores(params)
+    out_json = os.path.join(eval_dir, f"{name}{suffix}.json")
+    return evaluator.metrics(*predictions[:2], out_json=out_json), predictions
+
+  def log_eval(result: dict[str, float], step: int, name: str) -> None:
+    """Logs metrics as `name/...` (metrics.jsonl, TensorBoard) and in the log."""
     writer.write(step, {f"{name}/{k}": v for k, v in result.items()})
     logging.info(
       "%s at step %d: %s", name, step, ", ".join(f"{k}={v:.4f}" for k, v in result.items())
     )
-    return result
+
+  def save_scores(predictions, step: int) -> None:
+    """eval/valid_step<N>_scores.npz: the evaluation's scores, targets and valid row indices."""
+    if is_main:
+      scores, targets, index = predictions
+      path = os.path.join(eval_dir, f"valid_step{step}_scores.npz")
+      with files.atomic_file(path) as tmp:
+        np.savez(tmp, scores=scores, targets=targets, index=index)
+
+  # The checkpoint ensemble (`experiments.checkpoint_ensemble`): its running sum and best figure.
+  cum_metric = checkpoint_ensemble.NAMES[select_metric]
+
+  def ensemble_add(state, scores, index):
+    ens = checkpoint_ensemble.add(state["checkpoint_ensemble"], scores, index)
+    return {**state, "checkpoint_ensemble": ens}
+
+  def ensemble_track(state, value, step):
+    ens = checkpoint_ensemble.track_best(state["checkpoint_ensemble"], value, step)
+    return {**state, "checkpoint_ensemble": ens}
+
+  ensemble_add_update = jax.jit(ensemble_add, donate_argnums=(0,), out_shardings=state_shardings)
+  ensemble_track_update = jax.jit(
+    ensemble_track, donate_argnums=(0,), out_shardings=state_shardings
+  )
+
+  def ensemble_figures(state, targets, index) -> dict[str, float]:
+    ens = state["checkpoint_ensemble"]
+    return checkpoint_ensemble.figures(
+      np.asarray(ens["sum"]), int(jax.device_get(ens["count"])), targets, index
+    )
 
   # ----------------------------------------------------------------------------------------------
   # Train loop.
@@ -552,8 +617,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if stopped_early:
         break
       local = next(train_iter)
-      if teacher_mode == "cache":
-        local["teacher_logits"] = teacher_cache[local["index"]]
+      local.update(teacher_lib.cached_entries(teachers, local["index"]))
       local = {k: local[k] for k in batch_keys}
       # Under the mesh the model's scan runs on each device's batch slice (pallas_kernels.sharding).
       with jax.set_mesh(mesh):
@@ -593,7 +657,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         or step == total_steps
       )
       if eval_now:
-        result = run_eval(valid_evaluator, state["params"], step, "valid")
+        result, predictions = run_eval(valid_evaluator, state["params"], step, "valid")
+        if config.evals.save_scores:
+          save_scores(predictions, step)
+        if ensemble_eval:
+          scores, targets, index = predictions
+          state = ensemble_add_update(state, scores, index)
+          cum = ensemble_figures(state, targets, index)
+          state = ensemble_track_update(state, np.float32(cum[cum_metric]), np.int32(step))
+          result = {**result, **cum}
+        log_eval(result, step, "valid")
         state = track_update(state, np.float32(result[select_metric]), np.int32(step))
         stopped_early = early_stop(state)
         interval_start = time.perf_counter()
@@ -642,10 +715,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     candidates["last"] = (state["params"], last_step)
   if not candidates:
     raise ValueError("config.select.model='wa' but no weight average was formed; see the warning")
-  valid = {
-    name: run_eval(valid_evaluator, params, last_step, f"valid_{name}")
-    for name, (params, _) in candidates.items()
-  }
+  valid = {}
+  for name, (params, _) in candidates.items():
+    valid[name], (_, valid_targets, valid_index) = run_eval(
+      valid_evaluator, params, last_step, f"valid_{name}"
+    )
+    log_eval(valid[name], last_step, f"valid_{name}")
   # Ties go to the first candidate in SELECT_MODELS order ('best' before 'wa').
   chosen = max(sorted(candidates, key=SELECT_MODELS.index), key=lambda n: valid[n][select_metric])
   chosen_params, chosen_step = candidates[chosen]
@@ -665,13 +740,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "stopped_early": stopped_early,
     "num_params": num_params,
   }
+  ens = jax.device_get(state["checkpoint_ensemble"]) if ensemble_eval else None
+  if ens is not None and ens["count"] > 0:
+    results["checkpoint_ensemble"] = {
+      **checkpoint_ensemble.figures(ens["sum"], int(ens["count"]), valid_targets, valid_index),
+      "evaluations": int(ens["count"]),
+      f"best_{cum_metric}": float(ens["best_value"]),
+      f"best_{cum_metric}_step": int(ens["best_step"]),
+    }
   if _has_split(config.test.input):
     test_evaluator = evaluate.Evaluator(
       model, config.test.input, mesh, config.evals.batch_size, single_label=single_label
     )
     if test_evaluator.class_mids != valid_evaluator.class_mids:
       raise ValueError("config.test.input's label CSV differs from config.evals.input's")
-    results["test"] = run_eval(test_evaluator, chosen_params, last_step, "test")
+    results["test"] = run_eval(test_evaluator, chosen_params, last_step, "test")[0]
+    log_eval(results["test"], last_step, "test")
   _export(
     os.path.join(workdir, checkpointing.EXPORT_DIR),
     model_config,

@@ -16,6 +16,7 @@ Checked here, for each converter (dass, ast, vmamba):
     --checkpoint` take a published name (tests/test_imports.py: without torch too).
 """
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -476,6 +477,35 @@ def test_converted_folder_converts_once_then_reuses(cache, server, dass_sd, dass
   assert server.gets() == 1
 
 
+def test_converted_folder_is_keyed_on_converter_version_and_options(
+  cache, server, dass_sd, monkeypatch
+):
+  from convert_torch import dass as dass_converter
+
+  url = server.serve("/DASS_small.pth", _pth_bytes(dass_sd))
+  first = converted_folder(url, "dass")
+  assert converted_folder(url, "dass") == first  # the same conversion reuses its folder
+  # Another converter reading the same source (here the same module under a second name).
+  monkeypatch.setitem(SUBCOMMANDS, "dass-copy", "convert_torch.dass")
+  other = converted_folder(url, "dass-copy")
+  # Other options for the same converter.
+  with_options = converted_folder(url, "dass", {"num_classes": SMALL["num_classes"]})
+  # The converter's mapping changed: its version was bumped.
+  bumped = dataclasses.replace(
+    dass_converter.CONVERTER, version=dass_converter.CONVERTER.version + 1
+  )
+  monkeypatch.setattr(dass_converter, "CONVERTER", bumped)
+  newer = converted_folder(url, "dass")
+  folders = {first, other, with_options, newer}
+  assert len(folders) == 4 and all((f / "config.json").is_file() for f in folders)
+  assert sorted(p.name for p in (cache / "converted").iterdir()) == sorted(f.name for f in folders)
+  assert f"-dass-v{bumped.version}-" in newer.name
+  stamp = (newer / "config.json").stat().st_mtime_ns
+  assert (
+    converted_folder(url, "dass") == newer and (newer / "config.json").stat().st_mtime_ns == stamp
+  )
+
+
 def test_converted_folder_failures_leave_nothing(cache, server, dass_sd):
   broken = {k: v for k, v in dass_sd.items() if not k.endswith("classifier.head.bias")}
   url = server.serve("/broken.pth", _pth_bytes(broken))
@@ -497,7 +527,9 @@ def test_load_model_and_predict_take_a_published_name(
   assert is_source_name(entry.name) and not is_source_name(cache)
   _, _, config = dass_jax.load_model(entry.name)
   assert config.num_classes == SMALL["num_classes"]
-  _assert_same_params(cache / "converted" / entry.name, dass_reference)
+  (folder,) = (cache / "converted").iterdir()  # named after the published name and converter
+  assert folder.name.startswith(f"{entry.name}-dass-v")
+  _assert_same_params(folder, dass_reference)
   shutil.rmtree(cache / "hub")  # later uses need nothing fetched
   x = np.random.default_rng(0).standard_normal((40, 128)).astype(np.float32)
   np.save(tmp_path / "x.npy", x)

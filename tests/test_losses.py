@@ -161,6 +161,48 @@ def test_bad_arguments():
     L.distillation_loss(STUDENT, TEACHER[:1], "l2")
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_ensemble_probs_give_the_mean_of_the_teachers_targets(temperature):
+  """'probs': the combined logits' targets are the mean of each teacher's targets (float64 numpy
+  reference); 'logits': the mean of the logits; one teacher passes through unchanged."""
+  teachers = [TEACHER, STUDENT, 4.0 * TEACHER - STUDENT]
+  sig = L.combine_teacher_logits(teachers, "probs", "bce", temperature, "sigmoid")
+  want = np.mean([_np_sigmoid(t / temperature) for t in teachers], axis=0)
+  np.testing.assert_allclose(_np_sigmoid(np.asarray(sig) / temperature), want, atol=1e-6)
+  soft = L.combine_teacher_logits(teachers, "probs", "kldiv", temperature)
+  want = np.mean([np.exp(_np_log_softmax(t / temperature)) for t in teachers], axis=0)
+  got = np.exp(_np_log_softmax(np.asarray(soft) / temperature))
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  soft_bce = L.combine_teacher_logits(teachers, "probs", "bce", temperature, "softmax")
+  np.testing.assert_allclose(soft_bce, soft, atol=1e-6)
+  mean = L.combine_teacher_logits(teachers, "logits", "l2", temperature)
+  np.testing.assert_allclose(mean, np.mean(teachers, axis=0), atol=1e-6)
+  np.testing.assert_array_equal(L.combine_teacher_logits([TEACHER], "probs", "bce"), TEACHER)
+
+
+def test_ensemble_probs_stay_finite_for_saturated_teachers():
+  saturated = [np.array([[200.0, -300.0]], np.float32), np.array([[100.0, -100.0]], np.float32)]
+  for kd_kind in ("bce", "kldiv"):
+    combined = L.combine_teacher_logits(saturated, "probs", kd_kind)
+    assert np.all(np.isfinite(combined))
+    loss = L.distillation_loss(jnp.zeros((1, 2)), combined, kd_kind)
+    assert np.isfinite(loss)
+  # The mean of sigmoid(-100) and sigmoid(-300) is about e^-100 / 2: log-odds -100 - log 2.
+  bce = L.combine_teacher_logits(saturated, "probs", "bce")
+  np.testing.assert_allclose(bce, [[100.0 + np.log(2), -100.0 - np.log(2)]], rtol=1e-6)
+
+
+def test_ensemble_bad_arguments():
+  with pytest.raises(ValueError, match="compares logits"):
+    L.combine_teacher_logits([TEACHER, STUDENT], "probs", "l2")
+  with pytest.raises(ValueError, match="combine must be one of"):
+    L.combine_teacher_logits([TEACHER, STUDENT], "median", "bce")
+  with pytest.raises(ValueError, match="at least one teacher"):
+    L.combine_teacher_logits([], "logits", "bce")
+  with pytest.raises(ValueError, match="ensemble teacher logits"):
+    L.combine_teacher_logits([TEACHER, TEACHER[:, :2]], "logits", "bce")
+
+
 def test_matches_dass_torch_expressions():
   torch = pytest.importorskip("torch")
   functional = torch.nn.functional

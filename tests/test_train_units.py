@@ -170,6 +170,70 @@ def test_teacher_dir_must_exist(tmp_path):
     teacher.resolve_dir(str(tmp_path))
 
 
+def test_teacher_config_kinds_and_ensembles():
+  from experiments.configs import common
+
+  base = common.base_config().teacher
+  assert teacher.members(base) == {} and not teacher.is_ema(base)  # no KD
+  single = ml_collections.ConfigDict(base.to_dict())
+  single.path, single.cache = "/t", "/t.npy"
+  assert teacher.members(single)["teacher"].to_dict() == {
+    "path": "/t",
+    "cache": "/t.npy",
+    "dtype": "",
+  }
+  ensemble = ml_collections.ConfigDict(base.to_dict())
+  ensemble.ensemble = {"a": {"path": "/a"}, "b": {"path": "/b", "cache": "/b.npy"}}
+  assert list(teacher.members(ensemble)) == ["a", "b"]
+  assert teacher.members(ensemble)["a"].cache == ""
+  ema = ml_collections.ConfigDict(base.to_dict())
+  ema.kind = "ema"
+  assert teacher.is_ema(ema) and teacher.members(ema) == {}
+
+  def refused(match, **fields):
+    cfg = ml_collections.ConfigDict(base.to_dict())
+    cfg.update(fields)
+    with pytest.raises(ValueError, match=match):
+      teacher.members(cfg)
+
+  refused("kind must be one of", kind="self")
+  refused("leave teacher.path", kind="ema", path="/t")
+  refused("ema_momentum must be in", kind="ema", ema_momentum=1.5)
+  refused("not both", path="/t", ensemble={"a": {"path": "/a"}})
+  refused("has no path", ensemble={"a": {"cache": "/a.npy"}})
+  refused("unknown fields", ensemble={"a": {"path": "/a", "weight": 2}})
+  refused(
+    "a cache file of its own",
+    ensemble={"a": {"path": "/a", "cache": "/c.npy"}, "b": {"path": "/b", "cache": "/c.npy"}},
+  )
+  refused("belong to config.teacher.path", cache="/c.npy")
+  refused("combine must be one of", path="/t", combine="max")
+
+
+def test_checkpoint_ensemble_running_sum():
+  from experiments import checkpoint_ensemble as ce
+  from experiments import metrics
+
+  rng = np.random.default_rng(0)
+  targets = (rng.random((6, 3)) < 0.5).astype(np.float32)
+  targets[0] = 1
+  targets[1] = 0
+  evaluations = [rng.random((6, 3)).astype(np.float32) for _ in range(3)]
+  order = np.array([3, 0, 5, 1, 4, 2])  # rows arrive in any order; the sum is by row
+  state = ce.init_state(6, 3)
+  for k, scores in enumerate(evaluations, start=1):
+    state = ce.add(state, scores[order], order)
+    got = ce.figures(np.asarray(state["sum"]), int(state["count"]), targets[order], order)
+    want = metrics.compute_metrics(np.mean(evaluations[:k], axis=0), targets)
+    assert got["cum_mAP"] == pytest.approx(want["mAP"], abs=1e-9)
+    assert got["cum_acc"] == pytest.approx(want["accuracy"], abs=1e-9)
+  state = ce.track_best(state, np.float32(0.5), np.int32(4))
+  state = ce.track_best(state, np.float32(0.5), np.int32(8))  # not better: the first is kept
+  assert (float(state["best_value"]), int(state["best_step"])) == (0.5, 4)
+  with pytest.raises(ValueError, match="no evaluation"):
+    ce.figures(np.zeros((6, 3)), 0, targets, np.arange(6))
+
+
 def test_merge_pretrained_keeps_weights_and_reinitialises_head():
   from experiments import train
 

@@ -169,7 +169,7 @@ def test_eval_fed_the_waveforms_of_the_eval_frames(env, trained):
     datafile=ds.eval_datafile, label_csv=ds.label_csv, target_frames=FRAMES, read_threads=1
   )
   mesh = sharding.make_mesh((("data", -1), ("fsdp", 1)))
-  scores, targets = evaluate.Evaluator(Spy(), eval_cfg, mesh, 8).scores(params)
+  scores, targets, _ = evaluate.Evaluator(Spy(), eval_cfg, mesh, 8).scores(params)
   assert shapes == [(8, SAMPLES)]
   np.testing.assert_allclose(scores, want, atol=1e-5)
   chosen = json.loads((env["root"] / "alone" / "results.json").read_text())["selected"]["model"]

@@ -91,6 +91,7 @@ from dass_jax.data.pipeline import (
   label_prior,
   make_eval_iterator,
   make_train_iterator,
+  num_examples,
   request_inputs,
 )
 from dass_jax.labels import read_label_csv
@@ -102,6 +103,7 @@ __all__ = [
   "make_eval_iterator",
   "make_train_iterator",
   "num_classes_from_csv",
+  "num_examples",
   "read_datafile",
   "read_label_csv",
   "request_inputs",

@@ -491,6 +491,12 @@ def label_prior(cfg: ml_collections.ConfigDict) -> np.ndarray:
   return counts / (num_rows if weights is None else float(np.sum(weights)))
 
 
+def num_examples(cfg: ml_collections.ConfigDict) -> int:
+  """Examples (rows) of the split a data config names: datafile rows or TFDS examples, unreadable
+  ones included (the "index" batch entry counts them)."""
+  return len(_make_source(_resolve(cfg)))
+
+
 def make_eval_iterator(
   cfg: ml_collections.ConfigDict, *, shard_index: int | None = None, shard_count: int | None = None
 ) -> DataIterator:

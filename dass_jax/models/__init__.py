@@ -5,13 +5,15 @@ Every model is a Flax Linen module built from a frozen config dataclass (`models
 its `ModelSpec`. What a model eats is part of the spec, so that prediction, training and the length
 study feed each model the right input:
 
-  "fbank"     normalised Kaldi fbank, (batch, frames, 128) float32 (AST, DASS, AuM)
+  "fbank"     normalised Kaldi fbank, (batch, frames, 128) float32 (AST, DASS, AuM, SSLAM)
   "waveform"  16 kHz mono samples, (batch, samples) float32 (Dasheng)
 
 Models whose position embeddings fix the input length (AST, AuM) have a `max_length` config field
 (frames) and give `spec.with_max_length(params, config, max_length) -> (params, config)`, which
 resizes the embeddings for inputs of another length; `fixed_length(config)` is that length, or
-None for a model that takes any length (DASS). `spec.frozen` names the params ('/'-joined paths)
+None for a model that takes any length (DASS). SSLAM computes its positions for any length but,
+like its authors' inference, is fed clips of its `max_length` (its `with_max_length` changes only
+the config). `spec.frozen` names the params ('/'-joined paths)
 that hold statistics rather than weights, which training must leave unchanged (Dasheng's
 BatchNorm mean and variance), and `spec.init_statistics(params, config, inputs) -> params` sets
 them from a batch of training inputs for a model trained from scratch.
@@ -28,12 +30,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from dass_jax.models import ast, aum, dasheng
+from dass_jax.models import ast, aum, dasheng, sslam
 from dass_jax.models.ast import AST, AstConfig
 from dass_jax.models.aum import AuM, AumConfig
 from dass_jax.models.base import ModelConfig
 from dass_jax.models.dasheng import Dasheng, DashengConfig
 from dass_jax.models.dass import DASS, DassConfig
+from dass_jax.models.sslam import SSLAM, SslamConfig
 
 INPUT_KINDS = ("fbank", "waveform")
 
@@ -63,6 +66,7 @@ MODELS: dict[str, ModelSpec] = {
     init_statistics=dasheng.init_statistics,
   ),
   "aum": ModelSpec(AumConfig, AuM, "fbank", aum.with_max_length),
+  "sslam": ModelSpec(SslamConfig, SSLAM, "fbank", sslam.with_max_length),
 }
 
 
@@ -97,6 +101,7 @@ __all__ = [
   "DASS",
   "INPUT_KINDS",
   "MODELS",
+  "SSLAM",
   "AstConfig",
   "AuM",
   "AumConfig",
@@ -105,6 +110,7 @@ __all__ = [
   "DassConfig",
   "ModelConfig",
   "ModelSpec",
+  "SslamConfig",
   "build_model",
   "config_from_dict",
   "fixed_length",

@@ -56,10 +56,11 @@ from dass_jax.layers import (
   compute_dtype,
   dense,
   layer_norm,
+  patch_conv,
   resize_pos_embed_grid,
 )
 from dass_jax.layers import trunc_normal_init as init
-from dass_jax.models.base import ModelConfig, check_choice
+from dass_jax.models.base import ModelConfig, check_choice, check_patch_transformer
 
 NUM_EXTRA_TOKENS = 2  # cls and distillation tokens
 POS_EMBED_TYPES = ("learned", "sine")
@@ -122,13 +123,7 @@ class AstConfig(ModelConfig):
     check_choice(self.pos_embed_type, POS_EMBED_TYPES, "AstConfig.pos_embed_type")
     if self.pos_embed_type == "sine" and self.hidden_size % 2:
       raise ValueError(f"sine positions need an even hidden_size, got {self.hidden_size}")
-    if self.hidden_size % self.num_heads:
-      raise ValueError(
-        f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-      )
-    for name, size in (("num_mel_bins", self.num_mel_bins), ("max_length", self.max_length)):
-      if size < self.patch_size:
-        raise ValueError(f"{name}={size} is smaller than patch_size={self.patch_size}")
+    check_patch_transformer(self)
 
   def example_input_shape(self) -> tuple[int, ...]:
     return (1, self.max_length, self.num_mel_bins)
@@ -168,16 +163,8 @@ class AST(nn.Module):
     # (B, T, M) -> torch NCHW (B, 1, M, T) -> NHWC (B, M, T, 1): H is frequency, W is time.
     x = jnp.swapaxes(x, 1, 2)[..., None].astype(dtype)
     p = cfg.patch_size
-    x = nn.Conv(
-      dim,
-      (p, p),
-      strides=(cfg.frequency_stride, cfg.time_stride),
-      padding="VALID",
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      kernel_init=init,
-      name="patch_embed",
-    )(x)
+    strides = (cfg.frequency_stride, cfg.time_stride)
+    x = patch_conv(dim, (p, p), strides, "patch_embed", dtype)(x)
     num_tokens = x.shape[1] * x.shape[2] + NUM_EXTRA_TOKENS
     x = x.reshape(batch, -1, dim)  # (B, F*T, D), index f * T + t as torch flatten(2)
     cls = self.param("cls_token", init, (1, 1, dim), jnp.float32)

@@ -75,6 +75,7 @@ from dass_jax.layers import (
   compute_dtype,
   dense,
   dt_bias_init,
+  patch_conv,
   resize_pos_embed_grid,
   rms_norm,
   torch_default_init,
@@ -341,16 +342,7 @@ class AuM(nn.Module):
     batch, dim, p = x.shape[0], cfg.embed_dim, cfg.patch_size
     # (B, T, M) -> torch NCHW (B, 1, M, T) -> NHWC (B, M, T, 1): H is frequency, W is time.
     x = jnp.swapaxes(x, 1, 2)[..., None].astype(dtype)
-    x = nn.Conv(
-      dim,
-      (p, p),
-      strides=(p, p),
-      padding="VALID",
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      kernel_init=nn.initializers.lecun_normal(),
-      name="patch_embed",
-    )(x)
+    x = patch_conv(dim, (p, p), (p, p), "patch_embed", dtype, nn.initializers.lecun_normal())(x)
     x = x.reshape(batch, -1, dim)  # (B, F*T, D), index f * T + t as torch flatten(2)
     cls = self.param("cls_token", trunc_normal_init, (1, 1, dim), jnp.float32)
     pos = self.param(

@@ -44,3 +44,17 @@ def check_choice(value: Any, choices, field: str) -> None:
   choices = list(choices)
   if value not in choices:
     raise ValueError(f"{field} must be one of {choices}, got {value!r}")
+
+
+def check_patch_transformer(config: Any) -> None:
+  """Raises ValueError unless a patch-transformer config (AST, SSLAM) splits `hidden_size` evenly
+  into `num_heads` and its input (`num_mel_bins` x `max_length`) holds at least one patch."""
+  if config.hidden_size % config.num_heads:
+    raise ValueError(
+      f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}"
+    )
+  for name in ("num_mel_bins", "max_length"):
+    if getattr(config, name) < config.patch_size:
+      raise ValueError(
+        f"{name}={getattr(config, name)} is smaller than patch_size={config.patch_size}"
+      )

@@ -24,6 +24,10 @@ frames, and
 The DASS code starts from ImageNet-pretrained VMamba weights; pass them as a converted checkpoint
 with --config.init_from=... (the classifier is re-initialised with --config.reinit_head=True).
 The kd weight (0.5) is the value of CMKD, DASS's predecessor recipe (run.sh does not set it).
+The teacher can be any converted checkpoint (a DASS one is the authors' `--kd_teach_type DASS`),
+or the student's own EMA with `--config.teacher.kind=ema` (`--kd_teach_type self`, momentum
+`--config.teacher.ema_momentum=0.999`); see docs/distillation.md, `dass_v3.py` (SSLAM teacher) and
+`dass_v2_ensemble.py` (two teachers).
 """
 
 import ml_collections

@@ -75,6 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
       "every_epochs": 1,  # evaluate after every n-th epoch (and at the last step)
       "every_steps": 0,  # > 0: also after every n-th step
       "cache": False,  # keep the eval features in memory after the first pass (small sets)
+      # Checkpoint ensemble: also report valid/cum_* (the mean prediction of every evaluation so
+      # far; experiments/checkpoint_ensemble.py).
+      "checkpoint_ensemble": True,
+      "save_scores": False,  # write each evaluation's scores to eval/valid_step<N>_scores.npz
     }
   )
   # The test split: evaluated once, at the end, on the model chosen on valid (datafile '' = none).
@@ -101,11 +105,19 @@ def base_config() -> ml_collections.ConfigDict:
       "teacher_func": "sigmoid",  # 'bce' KD targets: sigmoid(t / T) or softmax(t / T)
     }
   )
+  # Distillation teachers (experiments/teacher.py; docs/distillation.md).
   c.teacher = ml_collections.ConfigDict(
     {
-      "path": "",  # converted checkpoint or experiments.train workdir; '' = no KD
-      "cache": "",  # teacher logits .npy (built on first use; no augmentation)
-      "dtype": "",  # override the teacher's compute dtype ('' keeps it)
+      # 'checkpoint': frozen converted checkpoint(s), `path` or `ensemble` (neither = no KD);
+      # 'ema': the student's own exponential moving average (self-distillation).
+      "kind": "checkpoint",
+      "path": "",  # converted checkpoint or experiments.train workdir (one teacher)
+      "cache": "",  # its logits .npy (built on first use, rebuilt if it changed; no augmentation)
+      "dtype": "",  # override its compute dtype ('' keeps it)
+      # Several teachers: {name: {"path", "cache", "dtype"}} (set in a config file).
+      "ensemble": ml_collections.ConfigDict({}),
+      "combine": "logits",  # an ensemble's mean of 'logits' or of 'probs' (KD targets)
+      "ema_momentum": 0.999,  # kind 'ema': t = m t + (1 - m) s after every step (DASS)
     }
   )
   c.optim = optim.default_config()

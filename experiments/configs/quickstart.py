@@ -96,6 +96,9 @@ def get_config(arg=None):
       "num_test": 200,  # evaluated once per stage, after training
       "clip_seconds": CLIP_SECONDS,
       "missing_label_rate": 0.3,  # weak training labels (dass_jax.data.synthetic)
+      # More stages after these (experiments/quickstart_variants.py): 'student_ema',
+      # 'student_ensemble'.
+      "extra_stages": (),
       "teacher": {
         "model_type": "ast",
         "model": {
