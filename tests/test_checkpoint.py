@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dass_jax import checkpoint, models
-from dass_jax.models import AST, AstConfig, AumConfig, DashengConfig, DassConfig
+from dass_jax.models import AST, AstConfig, AumConfig, DashengConfig, DassConfig, SslamConfig
 
 CONFIG = AstConfig(hidden_size=8, num_layers=1, num_heads=2, mlp_dim=16, max_length=16)
 
@@ -90,6 +90,9 @@ SMALL_CONFIGS = {
   "ast": CONFIG,
   "aum": AumConfig(num_classes=3, embed_dim=16, depth=1, max_length=32),
   "dasheng": DashengConfig(num_classes=3, embed_dim=16, depth=1, num_heads=2, mlp_dim=32),
+  "sslam": SslamConfig(
+    num_classes=3, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=32
+  ),
 }
 
 
