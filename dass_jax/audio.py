@@ -22,6 +22,7 @@ non-finite samples.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import warnings
@@ -31,12 +32,19 @@ import numpy as np
 
 from dass_jax.constants import SAMPLE_RATE
 
+# File extensions taken as audio when a folder is scanned (`dass_jax.prepare`, `tfds_folder`).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".au")
 _RESAMPLE_TYPE = "soxr_hq"
 _UNKNOWN_LENGTH = 2**62
 
 
 class AudioLoadError(ValueError):
   """An audio file could not be turned into samples; the message names the file and the problem."""
+
+
+def has_audio_extension(path: str | os.PathLike) -> bool:
+  """Whether a file name ends in one of AUDIO_EXTENSIONS (any case)."""
+  return os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS
 
 
 def _check_path(path) -> str:
@@ -146,6 +154,34 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
   data, file_rate = _decode(path)
   mono = _to_mono(data, path)
   return resample(mono, file_rate, sample_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+  """What a file holds: its own sample rate, channel count and length in samples (per channel)."""
+
+  sample_rate: int
+  channels: int
+  frames: int
+
+  @property
+  def seconds(self) -> float:
+    return self.frames / self.sample_rate
+
+
+def inspect_audio(path: str | os.PathLike) -> AudioInfo:
+  """Decodes a whole file at its own rate (no resampling) and describes it.
+
+  Every check of `load_audio` applies (missing, empty, truncated, corrupt, non-audio, zero
+  samples, NaN / inf), so a file that passes loads.
+
+  Raises:
+    AudioLoadError: as `load_audio`.
+  """
+  path = _check_path(path)
+  data, file_rate = _decode(path)
+  _to_mono(data, path)
+  return AudioInfo(sample_rate=int(file_rate), channels=int(data.shape[1]), frames=len(data))
 
 
 def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:

@@ -156,9 +156,10 @@ def read_metadata(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
   return json.loads(path.read_text())
 
 
-def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
-  """The model config of a converted checkpoint."""
-  meta = read_metadata(ckpt_dir)
+def load_config(ckpt_dir: str | os.PathLike, converter: str | None = None) -> ModelConfig:
+  """The model config of a converted checkpoint: a folder, or a name / hub id / URL (converted on
+  first use, as `load_model`)."""
+  meta = read_metadata(resolve(ckpt_dir, converter))
   return config_from_dict({k: v for k, v in meta.items() if k not in METADATA_KEYS})
 
 

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import importlib.resources
 import os
+import re
 
 from dass_jax.constants import AUDIOSET_NUM_CLASSES
 
@@ -30,6 +31,11 @@ class LabelSet:
   def index_of(self) -> dict[str, int]:
     """Maps ontology ids ('/m/09x0r') to class indices."""
     return {mid: i for i, mid in enumerate(self.mids)}
+
+
+def natural_key(name: str) -> list:
+  """Sort key of class (or fold) names that orders digit runs by value: '2' before '10'."""
+  return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def default_label_csv() -> str:

@@ -88,7 +88,7 @@ from dass_jax.frontends import kaldi_fbank
 from dass_jax.labels import class_names
 from dass_jax.onnx_model import ModelInfo
 
-# JAX, the models and the checkpoint reader are imported only for --checkpoint (`_load_checkpoint`
+# JAX, the models and the checkpoint reader are imported only for --checkpoint (`load_checkpoint`
 # and `main`), so that --onnx runs where JAX is not installed.
 
 # Samples per 10 ms timeline step of a waveform input.
@@ -458,26 +458,32 @@ def _check_timeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
       parser.error(f"--timeline-out {out}: folder {Path(out).absolute().parent} does not exist")
 
 
-def _load_checkpoint(folder: str):
-  """(module, params, config, label kind or None) of --checkpoint."""
-  from dass_jax.checkpoint import is_source_name, label_kind, load_model, read_metadata, resolve
+def load_checkpoint(folder: str, need_head: bool = True):
+  """(model, params, config) of a checkpoint folder or published name; InputError naming the
+  problem (missing, not a converted checkpoint, or without a classifier head when `need_head`)."""
+  from dass_jax.checkpoint import is_source_name, load_model
 
   if not Path(folder).is_dir() and not is_source_name(folder):
     raise InputError(
       f"{folder}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
     )
   try:
-    local = resolve(folder)
-    model, params, config = load_model(local)
-    kind = label_kind(read_metadata(local))
+    model, params, config = load_model(folder)
   except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:
     raise InputError(f"{folder}: not a usable converted checkpoint ({e})") from e
-  if config.num_classes < 1:
+  if need_head and config.num_classes < 1:
     raise InputError(
       f"{folder}: this {config.model_type} checkpoint has no classifier head (num_classes 0, an "
       "encoder): it gives embeddings, not labels"
     )
-  return model, params, config, kind
+  return model, params, config
+
+
+def _recorded_label_kind(folder: str) -> str | None:
+  """The label kind a loaded checkpoint's metadata records (`checkpoint.label_kind`), or None."""
+  from dass_jax.checkpoint import label_kind, read_metadata, resolve
+
+  return label_kind(read_metadata(resolve(folder)))
 
 
 def _choose_label_kind(args: argparse.Namespace, recorded: str | None) -> str:
@@ -574,7 +580,8 @@ def _load(args: argparse.Namespace):
     return (lambda _, x: model(x)), None, model.info, kind
   import jax
 
-  model, params, config, kind = _load_checkpoint(args.checkpoint)
+  model, params, config = load_checkpoint(args.checkpoint)
+  kind = _recorded_label_kind(args.checkpoint)
   return jax.jit(lambda p, x: model.apply({"params": p}, x)), params, model_info(config), kind
 
 

@@ -74,6 +74,7 @@ from experiments import (
   optim,
   quickstart,
   sharding,
+  two_stage,
 )
 from experiments import teacher as teacher_lib
 
@@ -104,7 +105,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _model_config(config: ml_collections.ConfigDict, num_classes: int):
-  """The model config of the run: from init_from's checkpoint or config.model_type/config.model."""
+  """The model config of the run: init_from's checkpoint (a fixed-length one sized for the clips
+  unless config.model sets max_length), or config.model_type with config.scratch_model; the
+  fields of config.model override either."""
   fields = dict(config.model.to_dict())
   if fields.get("num_classes", num_classes) != num_classes:
     raise ValueError(
@@ -114,7 +117,11 @@ def _model_config(config: ml_collections.ConfigDict, num_classes: int):
   fields["num_classes"] = num_classes
   if config.init_from:
     base = dass_jax.checkpoint.load_config(config.init_from)
+    if models.fixed_length(base) is not None:  # resampled to the clips (`_fit_length`)
+      fields.setdefault("max_length", int(config.input.target_frames))
     return dataclasses.replace(base, **fields)
+  scratch = config.get("scratch_model")
+  fields = {**(scratch.to_dict() if scratch else {}), **fields}
   return models.config_from_dict({"model_type": config.model_type, **fields})
 
 
@@ -812,6 +819,8 @@ def main(argv: list[str]) -> int:
   try:
     if "quickstart" in config:
       quickstart.run(config, workdir, train_and_evaluate)
+    elif "two_stage" in config:
+      two_stage.run(config, workdir, train_and_evaluate)
     else:
       train_and_evaluate(config, workdir)
   except NonFiniteLossError as e:

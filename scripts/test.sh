@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -c requirements-lock.txt "torch==2.13.0"
-python -m pip install -q -c requirements-lock.txt -e ".[torch,test,dev,export]"
+python -m pip install -q -c requirements-lock.txt -e ".[torch,test,dev,tfds,export]"
 # The PyTorch reference of the Dasheng parity tests. Without its dependencies: they are an unpinned
 # torch and torchaudio (whose PyPI build does not import beside the CPU torch); the tests stand in
 # for torchaudio (torch_reference/torchaudio_double.py) and the test extra brings einops.

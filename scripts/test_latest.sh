@@ -17,7 +17,7 @@ python -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install -q --upgrade pip
 "$py" -m pip install -q "torch==2.13.0"
-"$py" -m pip install -q --upgrade --upgrade-strategy eager -e ".[torch,test,dev]"
+"$py" -m pip install -q --upgrade --upgrade-strategy eager -e ".[torch,test,dev,tfds,export]"
 "$py" -m pip install -q --no-deps "dasheng==0.0.9"  # see scripts/test.sh
 "$py" -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$/torch==2.13.0/' > "$out/freeze.txt"
 echo "== versions that differ from requirements-lock.txt (lock -> newest)"

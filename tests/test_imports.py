@@ -30,6 +30,8 @@ MODULES = (
   "dass_jax.layers",
   "dass_jax.frontends.kaldi_fbank",
   "dass_jax.predict",
+  "dass_jax.embed",
+  "dass_jax.hear",  # hear-eval-kit imports it; torch only in load_model
   "dass_jax.export",  # jax2onnx / onnx only when an ONNX file is written
   "dass_jax.onnx_model",
   "dass_jax.timeline",

@@ -1,8 +1,12 @@
 """AST/DASS datafiles: the JSON list of clips and the label CSV.
 
 Datafile: `{"data": [{"wav": "clips/a.wav", "labels": "/m/09x0r,/m/05zppz"}, ...]}`; a relative wav
-path is relative to the datafile's folder. Label CSV: header `index,mid,display_name`, one row per
-class, indices 0..C-1 in order (read and written by `dass_jax.labels`).
+path is relative to the datafile's folder. Rows may also carry a "fold" and a "group" string
+(written by `python -m dass_jax.prepare`: the dataset's fold, the speaker or source recording);
+the training pipeline ignores them, `experiments.probe` cross-validates over folds.
+
+Label CSV: header `index,mid,display_name`, one row per class, indices 0..C-1 in order (read and
+written by `dass_jax.labels`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from dass_jax import labels as labels_lib
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One datafile row: an absolute wav path and its label mids."""
+  """One datafile row: an absolute wav path, its label mids, and optionally its fold and group."""
 
   wav: str
   labels: tuple[str, ...]
+  fold: str | None = None
+  group: str | None = None
 
 
 def num_classes_from_csv(path: str | os.PathLike) -> int:
@@ -50,7 +56,8 @@ def read_datafile(path: str | os.PathLike) -> list[Entry]:
     if not isinstance(labels, str):
       raise ValueError(f"datafile {path} row {i}: 'labels' must be a comma-separated string")
     mids = tuple(m.strip() for m in labels.split(",") if m.strip())
-    entries.append(Entry(wav=os.path.join(root, item["wav"]), labels=mids))
+    extra = {k: str(item[k]) for k in ("fold", "group") if item.get(k) is not None}
+    entries.append(Entry(wav=os.path.join(root, item["wav"]), labels=mids, **extra))
   return entries
 
 
@@ -62,7 +69,12 @@ def write_datafile(path: str | os.PathLike, entries: Sequence[Entry]) -> None:
     rel = os.path.relpath(os.path.abspath(wav), root)
     return wav if rel.startswith(os.pardir) else rel
 
-  data = [{"wav": stored(e.wav), "labels": ",".join(e.labels)} for e in entries]
+  def row(e: Entry) -> dict[str, str]:
+    out = {"wav": stored(e.wav), "labels": ",".join(e.labels)}
+    out.update({k: v for k, v in (("fold", e.fold), ("group", e.group)) if v is not None})
+    return out
+
+  data = [row(e) for e in entries]
   files.write_json(path, {"data": data}, indent=1)
 
 

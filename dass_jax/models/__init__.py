@@ -16,7 +16,11 @@ like its authors' inference, is fed clips of its `max_length` (its `with_max_len
 the config). `spec.frozen` names the params ('/'-joined paths)
 that hold statistics rather than weights, which training must leave unchanged (Dasheng's
 BatchNorm mean and variance), and `spec.init_statistics(params, config, inputs) -> params` sets
-them from a batch of training inputs for a model trained from scratch.
+them from a batch of training inputs for a model trained from scratch. `spec.hidden_states(
+intermediates, config) -> (batch, time steps, D)` reads the model's last hidden state, as a
+sequence over time, from the `intermediates` collection of `model.apply(..., mutable=
+["intermediates"])` (`dass_jax.embed` turns it into scene and timestamp embeddings); a new model
+registers one function here.
 
     from dass_jax import models
     model = models.build_model(models.DassConfig.small())
@@ -30,7 +34,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from dass_jax.models import ast, aum, dasheng, sslam
+from dass_jax.models import ast, aum, dasheng, dass, sslam
 from dass_jax.models.ast import AST, AstConfig
 from dass_jax.models.aum import AuM, AumConfig
 from dass_jax.models.base import ModelConfig
@@ -53,20 +57,24 @@ class ModelSpec:
   with_max_length: Callable[[Any, ModelConfig, int], tuple[Any, ModelConfig]] | None = None
   frozen: tuple[str, ...] = ()
   init_statistics: Callable[[Any, ModelConfig, Any], Any] | None = None
+  hidden_states: Callable[[Any, ModelConfig], Any] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
-  "dass": ModelSpec(DassConfig, DASS, "fbank"),
-  "ast": ModelSpec(AstConfig, AST, "fbank", ast.with_max_length),
+  "dass": ModelSpec(DassConfig, DASS, "fbank", hidden_states=dass.hidden_states),
+  "ast": ModelSpec(AstConfig, AST, "fbank", ast.with_max_length, hidden_states=ast.hidden_states),
   "dasheng": ModelSpec(
     DashengConfig,
     Dasheng,
     "waveform",
     frozen=dasheng.FROZEN_PARAMS,
     init_statistics=dasheng.init_statistics,
+    hidden_states=dasheng.hidden_states,
   ),
-  "aum": ModelSpec(AumConfig, AuM, "fbank", aum.with_max_length),
-  "sslam": ModelSpec(SslamConfig, SSLAM, "fbank", sslam.with_max_length),
+  "aum": ModelSpec(AumConfig, AuM, "fbank", aum.with_max_length, hidden_states=aum.hidden_states),
+  "sslam": ModelSpec(
+    SslamConfig, SSLAM, "fbank", sslam.with_max_length, hidden_states=sslam.hidden_states
+  ),
 }
 
 

@@ -196,6 +196,15 @@ class AST(nn.Module):
     return dense(cfg.num_classes, "head", dtype)(pooled).astype(jnp.float32)
 
 
+def hidden_states(intermediates: Any, config: AstConfig) -> jax.Array:
+  """The last hidden state as a time sequence, (batch, time patches, D): the patch tokens of
+  `last_hidden_state` (cls and dist dropped) on their (frequency, time) grid, averaged over
+  frequency. From `apply(..., mutable=["intermediates"])`."""
+  x = intermediates["last_hidden_state"][-1][:, NUM_EXTRA_TOKENS:]
+  freq = config.grid[0]
+  return jnp.mean(x.reshape(x.shape[0], freq, x.shape[1] // freq, x.shape[2]), axis=1)
+
+
 def sinusoid_positions(num_positions: int, dim: int, rate: float = SINE_RATE) -> jax.Array:
   """The DASS authors' `get_sin_pos(num_positions, dim)`: (num_positions, dim) float32.
 

@@ -329,7 +329,8 @@ class AuM(nn.Module):
   """AuM classifier: (batch, frames, num_mel_bins) fbank -> (batch, num_classes) fp32 logits.
 
   `train=True` enables stochastic depth ('dropout' rng stream) when `config.drop_path_rate > 0`.
-  Sows 'pooled' (batch, D), the normalised class token fed to the head.
+  Sows 'last_hidden_state' (batch, 1 + N, D), the normalised tokens with the class token in the
+  middle, and 'pooled' (batch, D), that class token, fed to the head.
   """
 
   config: AumConfig
@@ -360,9 +361,21 @@ class AuM(nn.Module):
       hidden, residual = AumBlock(cfg, rate, name=f"layers_{i}")(hidden, residual, train)
     residual = residual + DropPath(cfg.drop_path_rate)(hidden, train).astype(jnp.float32)
     x = rms_norm("norm_f", cfg.norm_eps, dtype)(residual)
+    self.sow("intermediates", "last_hidden_state", x)
     pooled = x[:, middle]
     self.sow("intermediates", "pooled", pooled)
     return dense(cfg.num_classes, "head", dtype)(pooled).astype(jnp.float32)
+
+
+def hidden_states(intermediates: Any, config: AumConfig) -> jax.Array:
+  """The last hidden state as a time sequence, (batch, time patches, D): the patch tokens of
+  `last_hidden_state` (the middle class token dropped) on their (frequency, time) grid, averaged
+  over frequency. From `apply(..., mutable=["intermediates"])`."""
+  x = intermediates["last_hidden_state"][-1]
+  middle = config.num_patches // 2
+  x = jnp.concatenate([x[:, :middle], x[:, middle + 1 :]], axis=1)
+  freq = config.grid[0]
+  return jnp.mean(x.reshape(x.shape[0], freq, x.shape[1] // freq, x.shape[2]), axis=1)
 
 
 def _check_input(cfg: AumConfig, shape: tuple[int, ...]) -> None:

@@ -159,6 +159,12 @@ def init_statistics(params, config: DashengConfig, waveforms: jax.Array):
   return {**params, "init_bn": {**params["init_bn"], **stats}}
 
 
+def hidden_states(intermediates, config: DashengConfig) -> jax.Array:
+  """The embeddings (batch, N, D), one per 40 ms, as sown by `__call__` (= `Dasheng.embed`)."""
+  del config
+  return intermediates["embeddings"][-1]
+
+
 class MelBatchNorm(nn.Module):
   """dasheng's `init_bn` in inference form over the last (mel) axis of (..., 64) dB values."""
 

@@ -300,6 +300,14 @@ class DASS(nn.Module):
     return Classifier(cfg.num_classes, dtype=dtype, name="classifier")(x)
 
 
+def hidden_states(intermediates: Any, config: DassConfig) -> jax.Array:
+  """The last hidden state as a time sequence, (batch, time tokens, dims[-1]): the classifier's
+  normalised last-stage map (batch, H = mel, W = time, C) averaged over frequency, whose mean over
+  time is the classifier's `pooled` vector. From `apply(..., mutable=["intermediates"])`."""
+  del config
+  return jnp.mean(intermediates["classifier"]["norm_out"][-1], axis=1)
+
+
 _INDEXED = re.compile(r"^(layers|blocks)_(\d+)$")
 
 

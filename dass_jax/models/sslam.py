@@ -193,6 +193,15 @@ class SSLAM(nn.Module):
     return dense(cfg.num_classes, "head", dtype)(pooled).astype(jnp.float32)
 
 
+def hidden_states(intermediates: Any, config: SslamConfig) -> jax.Array:
+  """The last hidden state as a time sequence, (batch, time patches, D): the last block's patch
+  tokens (the classification token dropped), laid out time-major over the (time, frequency)
+  patch grid, averaged over frequency. From `apply(..., mutable=["intermediates"])`."""
+  x = intermediates["hidden_states"][-1][:, 1:]
+  freq = config.num_mel_bins // config.patch_size
+  return jnp.mean(x.reshape(x.shape[0], x.shape[1] // freq, freq, x.shape[2]), axis=2)
+
+
 def with_max_length(params: Any, config: SslamConfig, max_length: int) -> tuple[Any, SslamConfig]:
   """(params, config) for clips of `max_length` frames: the positions are computed for any grid,
   so only the config's `max_length` changes and the params come back as they are."""

@@ -58,7 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model_type = "dass"  # a key of dass_jax.models.MODELS: 'dass', 'ast', 'aum', ...
   c.model = ml_collections.ConfigDict({})  # fields of its config (DassConfig, AumConfig, ...)
-  c.init_from = ""  # converted checkpoint to start from (fine-tuning)
+  # A recipe's own architecture for training from scratch (fields of the model_type's config),
+  # used only without init_from: a checkpoint given by --config.init_from replaces it.
+  c.scratch_model = ml_collections.ConfigDict({})
+  # Converted checkpoint to start from (fine-tuning): a folder or a published name / hf:// id
+  # (converted on first use). Its architecture is kept, config.model fields override it.
+  c.init_from = ""
   c.reinit_head = False  # re-initialise the classifier head after init_from
   # Classifier bias of a fresh head: 'zeros' (the models' init) or 'prior' (the training labels'
   # log-odds; for training from scratch).

@@ -15,8 +15,10 @@ evaluation reports top-1 accuracy beside mAP. Hyperparameters follow AST's ESC-5
 (`egs/esc50/run_esc.sh`, AudioSet-pretrained start): lr 1e-5, batch 48, 25 epochs, lr x0.85 every
 epoch from epoch 5, freqm 24, timem 96 frames of its 512 (here timem=192: the pipeline takes timem
 at 1024 frames and scales it to target_frames), mixup 0; no teacher, no weight averaging.
-For AST or AuM checkpoints also pass --config.model.max_length=512: their position embeddings
-are resized to 512 frames when the checkpoint is loaded (the registry's `with_max_length`).
+For AST or AuM checkpoints the position embeddings are resized to the clips' 512 frames when the
+checkpoint is loaded (`experiments.train` sets max_length to input.target_frames for a fixed-length
+init_from; the registry's `with_max_length`). `experiments/configs/own_data.py` is the same
+fine-tuning on datafiles written by `python -m dass_jax.prepare` (ESC-50 included).
 """
 
 from experiments.configs import common
