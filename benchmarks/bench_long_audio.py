@@ -13,10 +13,16 @@ measured durations gives the growth per second of audio and the predicted longes
     # Then search for the longest input that fits (probes up to --max-gib):
     JAX_PLATFORMS=cpu python benchmarks/bench_long_audio.py --durations 30 60 90 120 \
         --search 4 --max-gib 20
+    # One hour of audio in one pass, measured (BENCHMARKS.md; within 24 GiB):
+    JAX_PLATFORMS=cpu python benchmarks/bench_long_audio.py --durations 60 300 1200 3600 \
+        --max-gib 23
+    # The hour alone, one pass (compile + forward; no second timed pass):
+    JAX_PLATFORMS=cpu python benchmarks/bench_long_audio.py --durations 3600 --max-gib 23 \
+        --passes 1
 
 Prints a markdown table (duration_s, frames, peak GiB, compile + first pass s, second pass s,
-status), the fit, and the longest duration measured within the limit (or the fit's prediction,
-labelled as an extrapolation, when no search ran).
+status), the fit with its extrapolation (labelled as such), and the longest duration measured
+within the limit.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ def frames_for(seconds: float) -> int:
   return 1 + (int(round(seconds * SAMPLE_RATE)) - WINDOW) // HOP
 
 
-def _child(seconds: float, scan_impl: str) -> dict:
-  """Runs in the subprocess: one compile + forward, then one more forward; reports its peak."""
+def _child(seconds: float, scan_impl: str, passes: int = 2) -> dict:
+  """Runs in the subprocess: one compile + forward, then (passes 2) one more forward; reports its
+  peak."""
   import resource
 
   import jax
@@ -54,9 +61,11 @@ def _child(seconds: float, scan_impl: str) -> dict:
   start = time.perf_counter()
   forward(params, x).block_until_ready()
   first = time.perf_counter() - start
-  start = time.perf_counter()
-  forward(params, x).block_until_ready()
-  second = time.perf_counter() - start
+  second = float("nan")
+  if passes > 1:
+    start = time.perf_counter()
+    forward(params, x).block_until_ready()
+    second = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB.
   return {
     "seconds": seconds,
@@ -68,7 +77,7 @@ def _child(seconds: float, scan_impl: str) -> dict:
   }
 
 
-def measure(seconds: float, scan_impl: str, max_gib: float) -> dict:
+def measure(seconds: float, scan_impl: str, max_gib: float, passes: int = 2) -> dict:
   """Runs one duration in a fresh subprocess; kills it if its RSS passes `max_gib`."""
   import psutil
 
@@ -79,6 +88,8 @@ def measure(seconds: float, scan_impl: str, max_gib: float) -> dict:
     str(seconds),
     "--scan-impl",
     scan_impl,
+    "--passes",
+    str(passes),
   ]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {
@@ -128,7 +139,9 @@ def linear_fit(rows: list[dict]) -> tuple[float, float]:
   return my - slope * mx, slope
 
 
-def search(rows: list[dict], steps: int, scan_impl: str, max_gib: float) -> list[dict]:
+def search(
+  rows: list[dict], steps: int, scan_impl: str, max_gib: float, passes: int = 2
+) -> list[dict]:
   """Probes `steps` durations towards the longest one under `max_gib`: the fit's prediction
   first, then 10% steps up until a probe fails, then bisection."""
   intercept, slope = linear_fit(rows)
@@ -137,7 +150,7 @@ def search(rows: list[dict], steps: int, scan_impl: str, max_gib: float) -> list
   probe = max(lo * 1.1, 0.95 * (max_gib - intercept) / slope)
   out = []
   for _ in range(steps):
-    row = measure(round(probe), scan_impl, max_gib)
+    row = measure(round(probe), scan_impl, max_gib, passes)
     out.append(row)
     print(_row_line(row), flush=True)
     if row["status"] == "ok" and row["peak_gib"] <= max_gib:
@@ -150,10 +163,14 @@ def search(rows: list[dict], steps: int, scan_impl: str, max_gib: float) -> list
   return out
 
 
+def _seconds(value: float) -> str:
+  return "–" if value != value else f"{value:.1f}"  # NaN: not run (--passes 1) or killed
+
+
 def _row_line(row: dict) -> str:
   return (
     f"| {row['seconds']:g} | {row['frames']} | {row['peak_gib']:.3f} | "
-    f"{row['first_s']:.1f} | {row['second_s']:.1f} | {row['status']} |"
+    f"{row['first_s']:.1f} | {_seconds(row['second_s'])} | {row['status']} |"
   )
 
 
@@ -179,10 +196,18 @@ def main() -> None:
     default=0,
     help="probes searching for the longest duration under --max-gib",
   )
+  parser.add_argument(
+    "--passes",
+    type=int,
+    choices=(1, 2),
+    default=2,
+    help="forward passes per duration: 2 also times a second (compiled) pass; 1 saves the time of "
+    "the longest inputs",
+  )
   parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child is not None:
-    print(json.dumps(_child(args.child, args.scan_impl)))
+    print(json.dumps(_child(args.child, args.scan_impl, args.passes)))
     return
 
   import jax
@@ -195,10 +220,10 @@ def main() -> None:
   print("|---:|---:|---:|---:|---:|---|")
   rows = []
   for seconds in args.durations:
-    rows.append(measure(seconds, args.scan_impl, args.max_gib))
+    rows.append(measure(seconds, args.scan_impl, args.max_gib, args.passes))
     print(_row_line(rows[-1]), flush=True)
   if args.search:
-    rows += search(rows, args.search, args.scan_impl, args.max_gib)
+    rows += search(rows, args.search, args.scan_impl, args.max_gib, args.passes)
   if sum(r["status"] == "ok" for r in rows) < 2:
     print("\n(fewer than two durations ran: no linear fit)")
     return
@@ -217,7 +242,7 @@ def main() -> None:
     f"({predicted / 3600:.2f} h, {frames_for(predicted)} frames) [linear extrapolation]"
   )
   measured = [r for r in rows if r["status"] == "ok" and r["peak_gib"] <= args.max_gib]
-  if args.search and measured:
+  if measured:
     best = max(measured, key=lambda r: r["seconds"])
     print(
       f"longest measured within {args.max_gib:g} GiB: {best['seconds']:g} s "

@@ -28,12 +28,15 @@ import jax
 import numpy as np
 
 from dass_jax import files
+from dass_jax.constants import AUDIOSET_NUM_CLASSES
 from dass_jax.models import ModelConfig, build_model, config_from_dict
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 # Keys of config.json that describe where a checkpoint came from rather than the architecture.
 METADATA_KEYS = frozenset({"source", "source_format", "labels", "params_sha256", "training"})
+# metadata["source"] of the exports of `experiments.train` (their "training" entry says how).
+TRAINING_SOURCE = "experiments.train"
 # Entries of a folder that an interrupted save of the pre-atomic layout could leave behind.
 _PARTIAL_ENTRIES = frozenset({PARAMS_DIR, CONFIG_FILE + ".tmp"})
 
@@ -176,14 +179,61 @@ def is_source_name(name: str | os.PathLike) -> bool:
 
 
 def resolve(ckpt_dir: str | os.PathLike, converter: str | None = None) -> Path:
-  """The converted checkpoint folder of `ckpt_dir`: itself, or for a published name, hub id or
-  URL (`is_source_name`) its folder in the user's cache, converted on first use
-  (`convert_torch.converted`; needs the [torch] extra the first time)."""
+  """The local checkpoint folder of `ckpt_dir`: the folder itself, or for a published name, hub id
+  or URL the cached conversion (`convert_torch.converted`, converted on first use)."""
   if is_source_name(ckpt_dir):
     from convert_torch.converted import converted_folder
 
-    return converted_folder(os.fspath(ckpt_dir), converter)
+    return Path(converted_folder(os.fspath(ckpt_dir), converter))
   return Path(ckpt_dir)
+
+
+def label_kind(meta: dict[str, Any]) -> str | None:
+  """Whether a checkpoint's classes are multi-label ('bce': a sigmoid per class) or single-label
+  ('ce': a softmax over the classes), from its metadata (`read_metadata`); None when unknown.
+
+  A training export records it (`training.label_kind`, the run's `config.loss.label_kind`);
+  a converted checkpoint with the 527 AudioSet classes is multi-label (AudioSet is); anything
+  else (an export written before the label kind was recorded, another converted classifier such
+  as Speech Commands) does not say.
+  """
+  recorded = (meta.get("training") or {}).get("label_kind")
+  if recorded:
+    return recorded
+  if meta.get("source") != TRAINING_SOURCE and meta.get("num_classes") == AUDIOSET_NUM_CLASSES:
+    return "bce"
+  return None
+
+
+def override_config(config: ModelConfig, **overrides) -> ModelConfig:
+  """`config` with `overrides` applied, refusing any that would change what the params compute.
+
+  Only the config class's `RUNTIME_FIELDS` may take another value (scan implementation, compute
+  dtype, chunking, train-time regularisation, ...); every other field (widths, depths, heads,
+  norm eps, patching, max_length, ...) describes the saved params and may only be given the value
+  it has. For another input length of a fixed-length model use the registry's `with_max_length`,
+  which resizes the position embeddings as well.
+
+  Raises:
+    ValueError: naming the field (see `load_model`).
+  """
+  cls = type(config)
+  allowed = sorted(cls.RUNTIME_FIELDS)
+  unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config)})
+  if unknown:
+    raise ValueError(
+      f"{cls.__name__} has no field {', '.join(map(repr, unknown))}; fields that may be "
+      f"overridden when loading a checkpoint: {allowed}"
+    )
+  changed = dataclasses.replace(config, **overrides)  # validated (and normalised) by the class
+  for name in sorted(set(overrides) - cls.RUNTIME_FIELDS):
+    if getattr(changed, name) != getattr(config, name):
+      raise ValueError(
+        f"{cls.__name__}.{name}={overrides[name]!r} would change what the checkpoint's params "
+        f"compute (it holds {name}={getattr(config, name)!r}); only {allowed} may be overridden "
+        "when loading (for another input length of AST / AuM use the registry's with_max_length)"
+      )
+  return changed
 
 
 def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **config_overrides):
@@ -195,12 +245,16 @@ def load_model(ckpt_dir: str | os.PathLike, converter: str | None = None, **conf
       which is fetched and converted on first use into the user's cache and reused afterwards
       (`convert_torch.converted`; this needs the [torch] extra, the folder path does not).
     converter: the `convert_torch` subcommand for a hub id or URL that is not a published name.
-    **config_overrides: config fields that do not change the params (e.g. scan_impl, dtype).
+    **config_overrides: config fields that change how the model computes, not what its params
+      compute: the config class's `RUNTIME_FIELDS` (e.g. DASS's scan_impl, dtype,
+      mlp_token_chunk; Dasheng's db_floor). Any other field may only be given its stored value.
+
+  Raises:
+    ValueError: an override names no field of the config, or changes a field outside
+      `RUNTIME_FIELDS` (the message names it and lists the fields that may change).
   """
   ckpt_dir = resolve(ckpt_dir, converter)
-  config = load_config(ckpt_dir)
-  if config_overrides:
-    config = dataclasses.replace(config, **config_overrides)
+  config = override_config(load_config(ckpt_dir), **config_overrides)
   model = build_model(config)
   ocp = _orbax()
   with ocp.StandardCheckpointer() as ckptr:

@@ -1,7 +1,7 @@
 """Top-class predictions of a converted checkpoint (DASS, AST, AuM, Dasheng): recordings, timelines.
 
     python -m dass_jax.predict --checkpoint converted/dass_small clip.npy batch.npy song.wav \\
-        [--top-k 5] [--logits-npy logits.npy] [--json] \\
+        [--top-k 5] [--logits-npy logits.npy] [--json] [--label-kind bce|ce] [--crop] \\
         [--timeline-window 10 [--timeline-hop 1] [--timeline-out tl.json] [--timeline-out tl.csv]]
 
 `--checkpoint` also takes a published name (`dass-small-47.2`, see `python -m convert_torch
@@ -12,8 +12,10 @@
 runs a file written by `python -m dass_jax.export --format onnx` with onnxruntime instead, and
 imports no JAX (numpy, soundfile and onnxruntime are all it needs; `dass_jax.onnx_model`): the
 model type, input kind, input length and class names come from the file's metadata. A graph
-exported at a fixed length (`--frames N`) takes audio padded / cropped to N frames, as AST and AuM
-do below (a .npy must have exactly that length); a `--dynamic` DASS graph takes any length.
+exported at a fixed length (`--frames N`) takes audio padded to N frames and refuses longer audio
+without --crop or --timeline-window, as AST and AuM do below (a .npy must have exactly that
+length); a `--dynamic` DASS graph takes any length. Its probabilities are sigmoids when it has the
+527 AudioSet classes; for another classifier pass --label-kind.
 
 What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`):
   * fbank models (DASS, AST, AuM): a `.npy` array of model input, normalised fbank (frames, 128) or
@@ -29,15 +31,26 @@ What an INPUT holds depends on the model's input kind (`dass_jax.models.MODELS`)
     `dasheng` package; its encoder works on 10.08 s chunks, so memory grows linearly).
 DASS classifies every frame of an input in one forward pass, with no cropping (it has no position
 embedding; activation memory grows linearly with the length). The position embeddings of AST and
-AuM fix their input length (`dass_jax.models.fixed_length`), so audio features are padded / cropped
-to `max_length` frames for them, as their dataloaders do (for another length, resize the embeddings
-with the registry's `with_max_length` instead).
+AuM fix their input length (`dass_jax.models.fixed_length`): shorter audio is padded to
+`max_length` frames, as their dataloaders do. Longer audio is refused (exit 2) unless the command
+says what to do with the rest: `--timeline-window W` classifies the whole recording in windows of
+at most `max_length` frames, `--crop` classifies its first `max_length` frames only (what the
+training dataloaders do). In both cases the whole-recording result is of the first `max_length`
+frames, says so ("cropped_from": the recording's frames, in the JSON; a note in the text) and a
+warning goes to stderr. (A refusal rather than a warning alone: cropped scores presented as the
+recording's would be wrong without a sign in the JSON a pipeline reads. For another input length
+resize the embeddings with the registry's `with_max_length`.)
 
 Inputs run one file at a time (in chunks of --batch-size along the batch axis), never padded
 together, so every logit is what the model gives for that input alone. Scores are printed as
-logit and sigmoid probability (AudioSet is multi-label). `--logits-npy` saves the raw logits,
-(total batch, classes) float32 in input order; `--json` prints the results as JSON instead of text
-(each result's length is `frames` for fbank models, `samples` for waveform models).
+logit and probability, by the checkpoint's label kind (`dass_jax.checkpoint.label_kind`): a
+sigmoid per class for a multi-label model ('bce': the converted AudioSet checkpoints, a training
+export of a 'bce' run), a softmax over the classes for a single-label one ('ce': e.g. a fine-tune
+with `config.loss.label_kind='ce'`, which its export records). `--label-kind` sets it for a
+checkpoint that does not record it (a warning says when it is assumed 'bce'); the JSON header
+says which was used. `--logits-npy` saves the raw logits, (total batch, classes) float32 in input
+order; `--json` prints the results as JSON instead of text (each result's length is `frames` for
+fbank models, `samples` for waveform models).
 
 Timeline: `--timeline-window W` (seconds) also classifies each recording in windows of W seconds
 every `--timeline-hop H` seconds (default H = W; both whole multiples of the 10 ms frame shift,
@@ -53,7 +66,9 @@ exceed `max_length` frames and is padded to it.
 
 Exit status: 0 on success, 2 for a bad option, a bad checkpoint folder (or one without a
 classifier head) or a bad input (missing file, wrong rank, wrong number of mel bins, empty,
-NaN / inf, unreadable audio, too short for the model); the message names the option or file.
+NaN / inf, audio that cannot be decoded (`dass_jax.audio.AudioLoadError`), too short for the model,
+longer than a fixed-length model takes without --timeline-window or --crop); the message names the
+option or file. Any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -78,6 +93,8 @@ from dass_jax.onnx_model import ModelInfo
 
 # Samples per 10 ms timeline step of a waveform input.
 SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_SECOND
+# --label-kind: 'bce' multi-label (sigmoid per class), 'ce' single-label (softmax over classes).
+LABEL_KINDS = ("bce", "ce")
 
 
 class InputError(ValueError):
@@ -106,7 +123,7 @@ def model_info(config) -> ModelInfo:
 def _audio_features(path: Path) -> np.ndarray:
   try:
     return kaldi_fbank.audio_features(path)
-  except Exception as e:  # any decoder error is a bad input file, reported with its name
+  except audio.AudioLoadError as e:  # the file cannot be decoded; any other error is a bug
     raise InputError(f"{path}: could not turn the audio into features ({e})") from e
 
 
@@ -117,7 +134,7 @@ def _audio_waveform(path: Path) -> np.ndarray:
       blocks = audio.iter_audio_blocks(path, kaldi_fbank.STREAM_BLOCK_SECONDS)
       return np.concatenate(list(blocks))
     return audio.load_audio(path, sample_rate=SAMPLE_RATE)
-  except Exception as e:  # any decoder error is a bad input file, reported with its name
+  except audio.AudioLoadError as e:  # the file cannot be decoded; any other error is a bug
     raise InputError(f"{path}: could not read the audio ({e})") from e
 
 
@@ -185,11 +202,21 @@ def pad_value() -> float:
   return float(kaldi_fbank.normalize(np.zeros(1, np.float32))[0])
 
 
+def too_long(batch: np.ndarray, info: ModelInfo, from_audio: bool) -> bool:
+  """Whether audio is longer than a fixed-length model (AST, AuM, a fixed ONNX graph) takes."""
+  length = info.fixed_length
+  if length is None or not from_audio:
+    return False
+  per_frame = SAMPLES_PER_FRAME if info.input_kind == "waveform" else 1
+  return batch.shape[1] > length * per_frame
+
+
 def model_input(batch: np.ndarray, info: ModelInfo, from_audio: bool) -> np.ndarray:
   """Audio padded / cropped to a fixed-length model's input (AST, AuM, a fixed ONNX graph).
 
   fbank features are padded with `pad_value()`, a waveform (a fixed-length ONNX Dasheng graph:
-  160 samples per frame) with zeros; any other input is returned unchanged.
+  160 samples per frame) with zeros; any other input is returned unchanged. Cropping keeps the
+  first max_length frames; `main` crops only when asked (`_check_length`, the module doc).
   """
   length = info.fixed_length
   if length is None or not from_audio:
@@ -202,6 +229,31 @@ def model_input(batch: np.ndarray, info: ModelInfo, from_audio: bool) -> np.ndar
   return np.pad(batch, pad, constant_values=0.0 if waveform else pad_value())
 
 
+def _check_length(path: str, batch: np.ndarray, info: ModelInfo, args: argparse.Namespace) -> None:
+  """Refuses audio longer than a fixed-length model's input unless --crop or a timeline says what
+  to do with it; warns on stderr when it is cropped."""
+  if not too_long(batch, info, is_audio(path)):
+    return
+  length = info.fixed_length
+  per_frame = SAMPLES_PER_FRAME if info.input_kind == "waveform" else 1
+  frames = batch.shape[1] // per_frame
+  seconds, limit = frames / FRAMES_PER_SECOND, length / FRAMES_PER_SECOND
+  if not (args.crop or args.timeline_window is not None):
+    raise InputError(
+      f"{path}: {seconds:g} s ({frames} frames) is longer than this "
+      f"{info.model_type} checkpoint takes (max_length={length} frames, {limit:g} s; its "
+      f"input length is fixed). Classify the whole recording in windows with "
+      f"--timeline-window {limit:g} (or shorter), or pass --crop to classify its first "
+      f"{limit:g} s only"
+    )
+  print(
+    f"warning: {path}: the whole-recording result is of the first {limit:g} s "
+    f"({length} of {frames} frames): this {info.model_type} checkpoint takes at most "
+    f"max_length={length} frames",
+    file=sys.stderr,
+  )
+
+
 def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.ndarray:
   """(batch, frames, mel) -> (batch, classes) float32 via `apply_fn(params, x)`, in chunks."""
   chunks = [
@@ -211,15 +263,30 @@ def predict_logits(apply_fn, params, batch: np.ndarray, batch_size: int) -> np.n
   return np.concatenate(chunks, axis=0).astype(np.float32)
 
 
-def top_classes(logits: np.ndarray, k: int, names: list[str]) -> list[dict[str, Any]]:
-  """The k highest logits of one row: class index, name, logit, sigmoid probability."""
+def probabilities(logits: np.ndarray, kind: str) -> np.ndarray:
+  """(classes,) logits -> probabilities: a sigmoid per class ('bce', multi-label) or a softmax over
+  the classes ('ce', single-label), in float64."""
+  x = np.asarray(logits, np.float64)
+  if kind == "ce":
+    e = np.exp(x - x.max())
+    return e / e.sum()
+  if kind == "bce":
+    return 1.0 / (1.0 + np.exp(-x))
+  raise ValueError(f"label kind must be one of {LABEL_KINDS}, got {kind!r}")
+
+
+def top_classes(
+  logits: np.ndarray, k: int, names: list[str], kind: str = "bce"
+) -> list[dict[str, Any]]:
+  """The k highest logits of one row: class index, name, logit, probability (`probabilities`)."""
   order = np.argsort(-logits, kind="stable")[:k]
+  probs = probabilities(logits, kind)
   return [
     {
       "class": int(c),
       "name": names[c],
       "logit": float(logits[c]),
-      "probability": float(1.0 / (1.0 + np.exp(-float(logits[c])))),
+      "probability": float(probs[c]),
     }
     for c in order
   ]
@@ -249,7 +316,8 @@ def timeline_windows(
       normalised features, or (samples,) 16 kHz waveform.
     info: the model (fixed-length models' windows are padded to `info.fixed_length`; class
       names).
-    args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size).
+    args: parsed options (timeline_window_frames, timeline_hop_frames, top_k, batch_size,
+      label_kind).
 
   Returns:
     [{"window", "start_frame", "end_frame", "start_s", "end_s", "top": top_classes(...)}], one per
@@ -278,7 +346,7 @@ def timeline_windows(
       "end_frame": int(end),
       "start_s": start / fps,
       "end_s": end / fps,
-      "top": top_classes(row, args.top_k, info.names),
+      "top": top_classes(row, args.top_k, info.names, args.label_kind),
     }
     for i, ((start, end), row) in enumerate(zip(bounds, logits))
   ]
@@ -317,6 +385,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     help="write all logits, (total batch, classes) float32, to this .npy file",
   )
   parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+  parser.add_argument(
+    "--label-kind",
+    choices=LABEL_KINDS,
+    default=None,
+    help="probabilities as a sigmoid per class (bce, multi-label) or a softmax over the classes "
+    "(ce, single-label); default: what the checkpoint records",
+  )
+  parser.add_argument(
+    "--crop",
+    action="store_true",
+    help="fixed-length models (AST, AuM): classify only the first max_length frames of longer "
+    "audio (without it such audio is refused unless --timeline-window is given)",
+  )
   parser.add_argument(
     "--batch-size",
     type=int,
@@ -398,6 +479,28 @@ def load_checkpoint(folder: str, need_head: bool = True):
   return model, params, config
 
 
+def _recorded_label_kind(folder: str) -> str | None:
+  """The label kind a loaded checkpoint's metadata records (`checkpoint.label_kind`), or None."""
+  from dass_jax.checkpoint import label_kind, read_metadata, resolve
+
+  return label_kind(read_metadata(resolve(folder)))
+
+
+def _choose_label_kind(args: argparse.Namespace, recorded: str | None) -> str:
+  """--label-kind, else the checkpoint's; 'bce' with a warning when neither says."""
+  if args.label_kind:
+    return args.label_kind
+  if recorded:
+    return recorded
+  print(
+    f"warning: {args.checkpoint or args.onnx} does not record whether its classes are "
+    "multi-label or single-label; probabilities are sigmoids (multi-label). Pass --label-kind ce "
+    "for a single-label model (softmax)",
+    file=sys.stderr,
+  )
+  return "bce"
+
+
 def _check_timeline_inputs(
   args: argparse.Namespace, info: ModelInfo, inputs: list[tuple[str, np.ndarray]]
 ) -> None:
@@ -420,7 +523,10 @@ def _check_timeline_inputs(
 def _print_text(results: list[dict[str, Any]]) -> None:
   for result in results:
     unit = "samples" if "samples" in result else "frames"
-    print(f"{result['input']}[{result['index']}] ({result[unit]} {unit})")
+    length = f"{result[unit]} {unit}"
+    if "cropped_from" in result:
+      length = f"the first {result[unit]} of {result['cropped_from']} {unit}"
+    print(f"{result['input']}[{result['index']}] ({length})")
     for rank, top in enumerate(result["top"], 1):
       print(
         f"  {rank:2d}. {top['name']:<40s} class {top['class']:4d}  "
@@ -465,14 +571,18 @@ def _load_onnx(path: str):
 
 
 def _load(args: argparse.Namespace):
-  """(apply_fn(params, x), params, ModelInfo) of --checkpoint (jitted JAX) or --onnx."""
+  """(apply_fn(params, x), params, ModelInfo, recorded label kind or None) of --checkpoint
+  (jitted JAX) or --onnx (an export of the 527 AudioSet classes is multi-label; other ONNX
+  classifiers do not record it)."""
   if args.onnx:
     model = _load_onnx(args.onnx)
-    return (lambda _, x: model(x)), None, model.info
+    kind = "bce" if model.config.get("label_kind") == "audioset" else None
+    return (lambda _, x: model(x)), None, model.info, kind
   import jax
 
   model, params, config = load_checkpoint(args.checkpoint)
-  return jax.jit(lambda p, x: model.apply({"params": p}, x)), params, model_info(config)
+  kind = _recorded_label_kind(args.checkpoint)
+  return jax.jit(lambda p, x: model.apply({"params": p}, x)), params, model_info(config), kind
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,13 +590,16 @@ def main(argv: list[str] | None = None) -> int:
   args = _parse_args(argv)
   timeline_on = args.timeline_window is not None
   try:
-    apply_fn, params, info = _load(args)
+    apply_fn, params, info, recorded_kind = _load(args)
     inputs = [(path, load_input(path, info)) for path in args.inputs]
     if timeline_on:
       _check_timeline_inputs(args, info, inputs)
+    for path, features in inputs:
+      _check_length(path, features, info, args)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  args.label_kind = _choose_label_kind(args, recorded_kind)
   length_key = "samples" if info.input_kind == "waveform" else "frames"
   results, all_logits = [], []
   for path, features in inputs:
@@ -502,8 +615,10 @@ def main(argv: list[str] | None = None) -> int:
         "input": str(path),
         "index": i,
         length_key: int(batch.shape[1]),
-        "top": top_classes(row, args.top_k, info.names),
+        "top": top_classes(row, args.top_k, info.names, args.label_kind),
       }
+      if too_long(features, info, is_audio(path)):
+        result["cropped_from"] = int(features.shape[1])
       if timeline_on:
         result["timeline"] = timeline_windows(apply_fn, params, features[0], info, args)
       results.append(result)
@@ -513,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     "checkpoint": str(args.checkpoint or args.onnx),
     "model_type": info.model_type,
     "num_classes": info.num_classes,
+    "label_kind": args.label_kind,
+    "probability": "softmax" if args.label_kind == "ce" else "sigmoid",
   }
   if timeline_on:
     _write_timelines(args, header, results)

@@ -4,20 +4,31 @@ Run by `python -m experiments.train --config experiments/configs/quickstart.py -
 (the config's `quickstart` section sends `experiments.train` here). Stages, each an ordinary
 `experiments.train` run in its own subfolder (so an interrupted quickstart resumes stage by stage):
 
-  1. generate (or reuse) the synthetic dataset (`dass_jax.data.synthetic.ensure_dataset`);
+  1. generate (or reuse) the synthetic dataset (`dass_jax.data.synthetic.ensure_dataset`) with
+     three splits: train (weak labels), valid and test (complete labels);
   2. DIR/teacher:      a small AST trained on its labels;
-  3. DIR/student_kd:   a small DASS distilled from that teacher (online teacher in the step);
+  3. DIR/student_kd:   a small DASS distilled from that teacher (the teacher's logits on the
+                       clean training clips computed once into DIR/student_kd/teacher_logits.npy:
+                       the students' input is not augmented, so this is the online teacher's
+                       update, `experiments.teacher`);
   4. DIR/student_nokd: the same DASS with the same recipe and no teacher;
   5. a table of metrics, printed and written to DIR/quickstart.json, and the learning
      curves (training loss and valid mAP against the step, one line per stage) drawn into
      DIR/quickstart_curves.png.
 
+Splits. Every choice is made on valid: each stage evaluates on valid during training and keeps
+its best-on-valid model (`experiments.train`, `config.select`); the recipe (epochs, KD weight,
+augmentation) was chosen on valid figures (docs/quickstart.md). The test clips are evaluated once
+per stage, on the chosen model, after training.
+
 quickstart.json: {"stages": {stage: {"mAP", "mAUC", "d_prime", "accuracy", "num_examples",
-"valid", "seconds", "steps", "num_params", "curves": `stage_curves(...)`}}, "seconds",
-"chance_map", "dataset", "curves_png", "seed"}. The stage metrics are those of the model each
-stage chose on its validation split (`experiments.train`, `config.select`), on the test split when
-the data has one (else on valid); "valid" holds its valid metrics, "valid_map" in "curves" every
-evaluation on valid during training.
+"valid", "seconds", "steps", "num_params", "examples_per_sec", "curves": `stage_curves(...)`}},
+"seconds",
+"chance_map", "dataset", "curves_png", "seed"}. The stage metrics ("mAP", ...) are on the test
+split; "valid" holds the same metrics on valid; "valid_map" in "curves" is every evaluation on
+valid during training. "chance_map" is the expected mAP of random scores on test.
+"examples_per_sec" is the median training throughput of a stage over its logging intervals after
+the first (which includes compilation).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from dass_jax import data, files
 from dass_jax.data import synthetic
@@ -37,6 +49,8 @@ from experiments import logging_utils, quickstart_variants
 RESULTS_FILE = "quickstart.json"
 CURVES_FILE = "quickstart_curves.png"
 STAGES = ("teacher", "student_kd", "student_nokd")
+# The distilled student's teacher logits (inside its stage folder).
+TEACHER_CACHE = "teacher_logits.npy"
 # metrics.jsonl key of the valid mAP, logged at every evaluation during training.
 VALID_MAP_KEY = "valid/mAP"
 
@@ -48,10 +62,15 @@ def stage_configs(
   fields = config.to_dict()
   qs = ml_collections.ConfigDict(fields.pop("quickstart"))
   base = ml_collections.ConfigDict(fields)
-  for section in (base.input, base.evals.input):
+  if not ds.valid_datafile:
+    raise ValueError(f"the quickstart needs a valid split; {ds.root} has none (num_valid 0)")
+  # The test split is read like the valid one (same frames, threads), without a feature cache.
+  base.test.input = ml_collections.ConfigDict(base.evals.input.to_dict())
+  for section in (base.input, base.evals.input, base.test.input):
     section.label_csv = ds.label_csv
   base.input.datafile = ds.train_datafile
-  base.evals.input.datafile = ds.eval_datafile
+  base.evals.input.datafile = ds.valid_datafile
+  base.test.input.datafile = ds.eval_datafile
 
   teacher = ml_collections.ConfigDict(base.to_dict())
   teacher.model_type = qs.teacher.model_type
@@ -64,27 +83,30 @@ def stage_configs(
   teacher.teacher.path = ""
   student_kd = ml_collections.ConfigDict(base.to_dict())
   student_kd.teacher.path = os.path.join(workdir, "teacher")
+  student_kd.teacher.cache = os.path.join(workdir, "student_kd", TEACHER_CACHE)
   student_nokd = ml_collections.ConfigDict(base.to_dict())
   student_nokd.teacher.path = ""
   return {"teacher": teacher, "student_kd": student_kd, "student_nokd": student_nokd}
 
 
 def ensure_dataset(config: ml_collections.ConfigDict) -> synthetic.SyntheticDataset:
-  """The synthetic dataset of a quickstart config's `quickstart` section (generated on first use),
-  its training datafile with the weak labels of `missing_label_rate`."""
+  """The synthetic dataset of a quickstart config's `quickstart` section (generated on first use):
+  its training datafile with the weak labels of `missing_label_rate`, `valid_datafile` the valid
+  split and `eval_datafile` the test split."""
   qs = config.quickstart
   return synthetic.ensure_dataset(
     qs.dataset_dir or None,
     seed=qs.dataset_seed,
     num_train=qs.num_train,
-    num_eval=qs.num_eval,
+    num_valid=qs.num_valid,
+    num_eval=qs.num_test,
     clip_seconds=qs.clip_seconds,
     missing_label_rate=qs.missing_label_rate,
   )
 
 
 def chance_map(ds: synthetic.SyntheticDataset) -> float:
-  """Expected mAP of random scores: the mean over classes of the positive rate in eval."""
+  """Expected mAP of random scores: the mean over classes of the positive rate in test."""
   labels = data.read_label_csv(ds.label_csv)
   entries = data.read_datafile(ds.eval_datafile)
   counts = dict.fromkeys(labels.mids, 0)
@@ -95,9 +117,8 @@ def chance_map(ds: synthetic.SyntheticDataset) -> float:
 
 
 def _metrics(results: dict) -> dict:
-  """A stage's figures: its test metrics (when the data has a test split, else valid) and the
-  valid metrics of the model chosen on valid."""
-  return {**results.get("test", results["valid"]), "valid": results["valid"]}
+  """A stage's figures: the test metrics of the model it chose on valid, and its valid metrics."""
+  return {**results["test"], "valid": results["valid"]}
 
 
 def stage_curves(rows: list[dict]) -> dict[str, list[list[float]]]:
@@ -164,10 +185,14 @@ def plot_curves(curves: dict[str, dict], chance: float | None = None, path: str 
 
 
 def format_table(stages: dict[str, dict]) -> list[str]:
-  lines = [f"{'model':<14} {'mAP':>7} {'mAUC':>7} {'d_prime':>8} {'params':>8} {'seconds':>8}"]
+  """One line per stage: valid mAP (what chose), then the test metrics, params and seconds."""
+  lines = [
+    f"{'model':<14} {'valid mAP':>9} {'test mAP':>9} {'mAUC':>7} {'d_prime':>8} {'params':>8} "
+    f"{'seconds':>8}"
+  ]
   for name, m in stages.items():
     lines.append(
-      f"{name:<14} {m['mAP']:7.4f} {m['mAUC']:7.4f} {m['d_prime']:8.3f} "
+      f"{name:<14} {m['valid']['mAP']:9.4f} {m['mAP']:9.4f} {m['mAUC']:7.4f} {m['d_prime']:8.3f} "
       f"{m['num_params'] / 1e6:7.2f}M {m['seconds']:8.0f}"
     )
   return lines
@@ -196,12 +221,15 @@ def run(
     logging.info("quickstart stage %s", name)
     stage_dir = os.path.join(workdir, name)
     results = train_and_evaluate(cfg, stage_dir)
+    rows = logging_utils.read_metrics(stage_dir)
+    throughput = [r["train/examples_per_sec"] for r in rows if "train/examples_per_sec" in r]
     table[name] = {
       **_metrics(results),
       "seconds": time.perf_counter() - stage_start,
       "steps": results["steps"],
       "num_params": results["num_params"],
-      "curves": stage_curves(logging_utils.read_metrics(stage_dir)),
+      "examples_per_sec": float(np.median(throughput[1:] or throughput or [0.0])),
+      "curves": stage_curves(rows),
     }
   total = time.perf_counter() - start
   chance = chance_map(ds)
@@ -220,7 +248,7 @@ def run(
       os.path.join(workdir, CURVES_FILE),
     )
     lines = format_table(table)
-    lines.append(f"total {total:.0f} s; chance mAP (random scores) ~ {chance:.3f}")
+    lines.append(f"total {total:.0f} s; chance test mAP (random scores) ~ {chance:.3f}")
     lines.append(f"learning curves: {os.path.join(workdir, CURVES_FILE)}")
     print("\n".join(lines), flush=True)
     files.write_json(os.path.join(workdir, RESULTS_FILE), summary)

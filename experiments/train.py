@@ -768,7 +768,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model_config,
     chosen_params,
     mesh,
-    training={**selected, "valid": valid[chosen]},
+    # label_kind: how `predict` turns the logits into probabilities (sigmoid or softmax).
+    training={**selected, "valid": valid[chosen], "label_kind": loss_cfg.label_kind},
   )
   if is_main:
     files.write_json(os.path.join(workdir, RESULTS_FILE), results)

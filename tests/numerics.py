@@ -11,10 +11,17 @@ the same math land at 1e-7…5e-6 (accumulation order, XLA vs ATen reductions), 
 real error (a wrong sign, layout or constant gives ≥ 1e-3) without flaking; bfloat16 3e-2 — 8
 mantissa bits give ~4e-3 per rounding, and a few chained roundings reach 1e-2; float16 5e-3 (11
 bits). Tests that need another bound pass `tol=` and say why beside it.
+
+Measured values: `record(check, err, bound, ...)` prints one line (seen with `pytest -s`) and, when
+the environment variable DASS_JAX_PARITY_JSON names a file, appends it there as a JSON line;
+`scripts/parity_table.py` runs the parity tests that way and writes docs/parity.md's table of
+measured values from those lines.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +30,27 @@ import jax.numpy as jnp
 import numpy as np
 
 TOLERANCES = {"float32": 1e-5, "bfloat16": 3e-2, "float16": 5e-3}
+PARITY_ENV = "DASS_JAX_PARITY_JSON"
+
+
+def record(check: str, err: float, bound: float, measure: str = "rel_err", **extra: Any) -> None:
+  """Reports one measured comparison: printed, and appended to $DASS_JAX_PARITY_JSON when set.
+
+  Args:
+    check: what was compared with what (one table row; repeated checks are aggregated by their
+      worst value), e.g. "DASS tiny logits vs original (chunked scan)".
+    err: the measured error.
+    bound: the bound the test asserts.
+    measure: the error's name: rel_err, max_rel_err or max_abs_err (see the module docstring).
+    **extra: further measured values (e.g. max_abs=...), JSON-serialisable.
+  """
+  row = {"check": check, "measure": measure, "err": float(err), "bound": float(bound), **extra}
+  row["test"] = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+  print(f"measured: {check}: {measure} {err:.3g} (bound {bound:g})")
+  path = os.environ.get(PARITY_ENV)
+  if path:
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
 
 
 def _f64(x: Any) -> np.ndarray:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numerics import assert_close, max_rel_err, rel_err
+from numerics import assert_close, max_rel_err, record, rel_err
 
 torch = pytest.importorskip("torch")
 
@@ -82,13 +82,19 @@ def test_twin_parity_values_and_grads(case):
   )
 
   (_, logits), (grads, grad_x) = _value_and_grads(config)(params, x, cot)
-  assert_close(logits, ref.detach().numpy(), name=f"{bimamba_type} logits")
-  assert_close(grad_x, x_t.grad.numpy(), tol=GRAD_TOL, name="d input")
+  err = assert_close(logits, ref.detach().numpy(), name=f"{bimamba_type} logits")
+  record("AuM v1 / v2 logits vs the PyTorch twin (4 configs; worst)", err, 1e-5)
+  errors = [assert_close(grad_x, x_t.grad.numpy(), tol=GRAD_TOL, name="d input")]
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
   ref_flat = dict(jax.tree_util.tree_flatten_with_path(ref_grads)[0])
   assert len(flat) == len(ref_flat)
   for path, grad in flat:
-    assert_close(grad, ref_flat[path], tol=GRAD_TOL, name=jax.tree_util.keystr(path))
+    errors.append(assert_close(grad, ref_flat[path], tol=GRAD_TOL, name=jax.tree_util.keystr(path)))
+  record(
+    "AuM gradients of every param and the input vs the PyTorch twin (4 configs; worst)",
+    max(errors),
+    GRAD_TOL,
+  )
 
 
 def test_pallas_kernel_inside_model_interpret_mode():

@@ -1,4 +1,5 @@
-"""AuM everywhere a model goes: `dass_jax.predict` (audio padded / cropped to its fixed length),
+"""AuM everywhere a model goes: `dass_jax.predict` (audio padded to its fixed length, cropped with
+--crop),
 training as a student from a converted checkpoint of another length, the quickstart config, and
 the length study's adapter (position embeddings resampled to each input length)."""
 
@@ -50,14 +51,19 @@ def test_predict_pads_and_crops_audio_to_max_length(twin_and_checkpoint, tmp_pat
   for name, seconds in (("long.wav", 1.5), ("short.wav", 0.4)):
     sf.write(tmp_path / name, 0.1 * rng.standard_normal(int(seconds * 16000)), 16000)
   argv = ["--checkpoint", str(folder), "--logits-npy", str(tmp_path / "logits.npy")]
-  assert predict_main([*argv, str(tmp_path / "long.wav"), str(tmp_path / "short.wav")]) == 0
+  assert predict_main([*argv, str(tmp_path / "long.wav"), str(tmp_path / "short.wav")]) == 2
+  assert "long.wav: 1.48 s (148 frames) is longer" in capsys.readouterr().err  # without --crop
+  assert (
+    predict_main([*argv, "--crop", str(tmp_path / "long.wav"), str(tmp_path / "short.wav")]) == 0
+  )
   logits = np.load(tmp_path / "logits.npy")
   long, short = audio_features(tmp_path / "long.wav"), audio_features(tmp_path / "short.wav")
   assert len(long) > FRAMES > len(short)
   padded = np.pad(short, ((0, FRAMES - len(short)), (0, 0)), constant_values=pad_value())
   assert_close(logits[:1], _twin_logits(twin, long[:FRAMES]), name="cropped")
   assert_close(logits[1:], _twin_logits(twin, padded), name="padded")
-  assert "(64 frames)" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "(the first 64 of 148 frames)" in out and "(64 frames)" in out
 
 
 def test_predict_refuses_what_the_fixed_length_cannot_take(twin_and_checkpoint, tmp_path, capsys):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numerics import max_rel_err
+from numerics import max_rel_err, record
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -104,6 +104,15 @@ def test_in_memory_state_dict_matches(hf_case):
   assert len(hidden_jax) == len(hidden) == config.num_layers + 1
   for ours, ref in zip(hidden_jax, hidden):
     assert max_rel_err(ours, ref) <= RTOL
+  errors = [max_rel_err(logits_jax, logits)] + [
+    max_rel_err(o, r) for o, r in zip(hidden_jax, hidden)
+  ]
+  record(
+    "AST logits and every hidden state vs transformers (3 configs, random weights; worst)",
+    max(errors),
+    RTOL,
+    "max_rel_err",
+  )
 
 
 def test_saved_folder_converts_through_cli(hf_case, tmp_path):

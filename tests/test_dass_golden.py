@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numerics import rel_err
+from numerics import record, rel_err
 
 from convert_torch.dass import torch_to_flax
 from dass_jax.models import DASS, DassConfig
@@ -89,7 +89,12 @@ def test_logits_and_activations(golden, scan_impl):
   logits, state = apply(params, jnp.asarray(data["x"]))
   ref = data["logits"]
   rel, max_abs = rel_err(logits, ref), float(np.max(np.abs(np.asarray(logits) - ref)))
-  print(f"logits: rel {rel:.3e} max-abs {max_abs:.3e}")
+  record(
+    f"DASS tiny logits vs the original code ({scan_impl} scan)",
+    rel,
+    LOGITS_REL_TOL,
+    max_abs=max_abs,
+  )
   assert rel <= LOGITS_REL_TOL and max_abs <= LOGITS_ABS_TOL
 
   acts = torch_activations(state["intermediates"])
@@ -104,7 +109,14 @@ def test_logits_and_activations(golden, scan_impl):
       ref = ref.transpose(0, 2, 3, 1)  # NCHW -> NHWC
     assert out.shape == ref.shape, f"{name}: shape {out.shape} != {ref.shape}"
     errors[name] = rel_err(out, ref)
-  print("activation rel errors:", {k: f"{v:.2e}" for k, v in errors.items()})
+  worst = max(errors, key=errors.get)
+  record(
+    f"DASS tiny, all 21 saved activations vs the original code ({scan_impl} scan; worst)",
+    errors[worst],
+    ACT_REL_TOL,
+    best=min(errors.values()),
+    worst_name=worst,
+  )
   bad = {k: v for k, v in errors.items() if not v <= ACT_REL_TOL}
   assert not bad, f"activations over {ACT_REL_TOL}: {bad}"
 
@@ -137,7 +149,19 @@ def test_gradients(golden, shared_fixtures, scan_impl):
     errors[jax.tree_util.keystr(path)] = rel_err(out, ref)
   assert len(errors) == 114
   errors["grad_x"] = rel_err(grad_x, grads_npz["grad_x"])
+  grad_x = errors.pop("grad_x")
   worst = max(errors, key=errors.get)
-  print(f"grad rel errors: worst {worst} {errors[worst]:.3e}; grad_x {errors['grad_x']:.3e}")
+  record(
+    f"DASS tiny gradients of all 114 params vs the original code ({scan_impl} scan; worst)",
+    errors[worst],
+    GRAD_REL_TOL,
+    worst_name=worst,
+  )
+  record(
+    f"DASS tiny gradient w.r.t. the input vs the original code ({scan_impl} scan)",
+    grad_x,
+    GRAD_REL_TOL,
+  )
+  errors["grad_x"] = grad_x
   bad = {k: v for k, v in errors.items() if not v <= GRAD_REL_TOL}
   assert not bad, f"gradients over {GRAD_REL_TOL}: {bad}"

@@ -53,6 +53,20 @@ def test_time_mask_scales_with_target_frames():
   assert augment.scaled_time_mask(192, 1024) == 192
   assert augment.scaled_time_mask(192, 300) == 56
   assert augment.scaled_time_mask(0, 300) == 0
+  # The quickstart teacher's timem 96 on its 98-frame clips: at most 9 frames, 9 % of the clip.
+  assert augment.scaled_time_mask(96, 98) == 9
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [("freqm", 65, "half of the 128 mel bins"), ("timem", 513, "half of the clip")],
+)
+def test_masks_wider_than_half_their_axis_are_refused(field, value, message):
+  from dass_jax.data import pipeline
+
+  pipeline._resolve({field: augment.MAX_FREQM if field == "freqm" else augment.MAX_TIMEM})
+  with pytest.raises(ValueError, match=message):
+    pipeline._resolve({field: value})
 
 
 def test_mixup_lambda_is_beta_10_10():

@@ -58,6 +58,21 @@ def test_well_formed(small):
   assert len(present) >= 10
 
 
+def test_valid_split_adds_clips_without_changing_the_others(small, tmp_path):
+  with_valid = synthetic.ensure_dataset(tmp_path, seed=1, num_valid=6, **SMALL)
+  assert os.path.basename(with_valid.root) == "v1-seed1-train40-valid6-eval8-1.5s"
+  assert small.valid_datafile == ""
+  hashes, reference = _hashes(with_valid.root), _hashes(small.root)
+  for name in reference:  # train and eval clips and datafiles: the same bytes
+    if name != "COMPLETE":
+      assert hashes[name] == reference[name], name
+  valid = datafile_lib.read_datafile(with_valid.valid_datafile)
+  assert len(valid) == 6 and all("/valid/valid_" in e.wav for e in valid)
+  assert hashes["valid/valid_00000.wav"] not in set(reference.values())  # new clips
+  weak = synthetic.ensure_dataset(tmp_path, seed=1, num_valid=6, missing_label_rate=0.3, **SMALL)
+  assert weak.valid_datafile == with_valid.valid_datafile  # valid labels stay complete
+
+
 def test_cached_and_atomic(small):
   before = os.path.getmtime(small.train_datafile)
   assert synthetic.ensure_dataset(os.path.dirname(small.root), seed=1, **SMALL) == small

@@ -15,7 +15,12 @@ Checked here:
   * long audio: a 12.3 s 22.05 kHz recording (1228 frames, longer than the 1024 DASS trains on)
     runs in one pass with streamed features, matching the twin on the whole file's features, and
     its 10 s / 1 s timeline has the expected windows, the end-aligned last one matching the twin
-    on that crop.
+    on that crop;
+  * audio longer than a fixed-length model (AST) takes is refused with the --timeline-window /
+    --crop hint, and with --crop classified on its first max_length frames, saying so;
+  * probabilities follow the checkpoint's label kind (softmax for a 'ce' training export, sigmoid
+    for 'bce' and for the 527 AudioSet classes, a warning where the checkpoint does not say);
+  * only decoding errors are bad input: a bug raised while computing features propagates.
 """
 
 import json
@@ -30,9 +35,11 @@ torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 
 import jax
-from numerics import max_rel_err
+from numerics import max_rel_err, record
 
+from dass_jax import predict
 from dass_jax.checkpoint import save_converted
+from dass_jax.frontends import kaldi_fbank
 from dass_jax.frontends.kaldi_fbank import audio_features
 from dass_jax.labels import class_names
 from dass_jax.models import AST, AstConfig
@@ -101,6 +108,13 @@ def test_acceptance_cli_logits_match_torch(twin, checkpoint, tmp_path):
   ref = _twin_logits(twin, x[None])
   assert logits.shape == (1, 7)
   assert max_rel_err(logits, ref) <= REL_TOL
+  record(
+    "DASS (depths 1,1,1,1, 7 classes, perturbed) through the convert and predict CLIs vs the "
+    "PyTorch twin",
+    max_rel_err(logits, ref),
+    REL_TOL,
+    "max_rel_err",
+  )
   best = class_names(7)[int(np.argmax(ref))]
   assert best in result.stdout.splitlines()[1]
 
@@ -243,3 +257,88 @@ def test_long_audio_one_pass_and_timeline_match_torch(twin, checkpoint, tmp_path
   for top in windows[-1]["top"]:
     got[top["class"]] = top["logit"]
   assert max_rel_err(got, ref) <= REL_TOL
+
+
+def _tiny_ast(folder, num_classes=4, **extra):
+  """A random 64-frame AST saved as a checkpoint with metadata `extra`; returns (config, params)."""
+  config = AstConfig(
+    num_classes=num_classes, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64, max_length=64
+  )
+  x = np.zeros((1, 64, 128), np.float32)
+  params = AST(config).init(jax.random.PRNGKey(0), x)["params"]
+  save_converted(folder, config, params, extra=extra or None)
+  return config, params
+
+
+def test_audio_longer_than_a_fixed_length_model_takes_is_refused_unless_asked(tmp_path, capsys):
+  config, params = _tiny_ast(tmp_path / "ast")
+  rng = np.random.default_rng(3)
+  sf.write(tmp_path / "long.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+  features = audio_features(tmp_path / "long.wav")
+  assert features.shape == (98, 128)  # 0.98 s, longer than max_length 64 (0.64 s)
+  argv = ["--checkpoint", str(tmp_path / "ast"), str(tmp_path / "long.wav")]
+  assert predict_main(argv) == 2
+  captured = capsys.readouterr()
+  assert "long.wav: 0.98 s (98 frames) is longer than this ast checkpoint takes" in captured.err
+  assert "--timeline-window 0.64" in captured.err and "--crop" in captured.err
+  assert captured.out == ""
+  logits_npy = tmp_path / "l.npy"
+  assert predict_main([*argv, "--crop", "--json", "--logits-npy", str(logits_npy)]) == 0
+  captured = capsys.readouterr()
+  [result] = json.loads(captured.out)["results"]
+  assert (result["frames"], result["cropped_from"]) == (64, 98)
+  assert "the first 0.64 s (64 of 98 frames)" in captured.err
+  ref = np.asarray(AST(config).apply({"params": params}, features[None, :64]))
+  np.testing.assert_allclose(np.load(logits_npy), ref, rtol=1e-5, atol=1e-6)
+  # A timeline classifies the rest; the whole-recording line is the crop, and says so.
+  assert predict_main([*argv, "--timeline-window", "0.5"]) == 0
+  captured = capsys.readouterr()
+  assert "(the first 64 of 98 frames)" in captured.out and "warning" in captured.err
+
+
+def test_probabilities_follow_the_checkpoints_label_kind(tmp_path, capsys):
+  x = np.random.default_rng(4).standard_normal((64, 128)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  training = {"model": "best", "step": 3, "metric": "accuracy", "label_kind": "ce"}
+  config, params = _tiny_ast(tmp_path / "ce", source="experiments.train", training=training)
+  logits = np.asarray(AST(config).apply({"params": params}, x[None]))[0].astype(np.float64)
+
+  def probabilities(*options):
+    argv = ["--checkpoint", str(tmp_path / "ce"), str(tmp_path / "x.npy"), "--json"]
+    assert predict_main([*argv, "--top-k", "4", *options]) == 0
+    report = json.loads(capsys.readouterr().out)
+    by_class = {t["class"]: t["probability"] for t in report["results"][0]["top"]}
+    return report, np.array([by_class[c] for c in range(4)])
+
+  report, probs = probabilities()
+  softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  assert report["label_kind"] == "ce" and report["probability"] == "softmax"
+  np.testing.assert_allclose(probs, softmax, rtol=1e-6)
+  assert probs.sum() == pytest.approx(1.0)
+  report, probs = probabilities("--label-kind", "bce")  # the option overrides the checkpoint
+  np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+  # A checkpoint that does not say: sigmoid, with a warning naming the option.
+  _tiny_ast(tmp_path / "unknown")
+  argv = ["--checkpoint", str(tmp_path / "unknown"), str(tmp_path / "x.npy"), "--json"]
+  assert predict_main(argv) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out)["label_kind"] == "bce"
+  assert "does not record" in captured.err and "--label-kind ce" in captured.err
+  # Converted AudioSet checkpoints (527 classes) are multi-label, without a warning.
+  _tiny_ast(tmp_path / "audioset", num_classes=527, source="hf://x/y", source_format="ast/hf")
+  argv = ["--checkpoint", str(tmp_path / "audioset"), str(tmp_path / "x.npy"), "--json"]
+  assert predict_main(argv) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out)["probability"] == "sigmoid" and captured.err == ""
+  assert predict.probabilities(np.array([0.0, 0.0]), "ce").tolist() == [0.5, 0.5]
+
+
+def test_only_decoding_errors_are_reported_as_bad_input(checkpoint, tmp_path, monkeypatch):
+  sf.write(tmp_path / "ok.wav", np.zeros(4000, np.float32), 16000)
+
+  def buggy(path, *args, **kwargs):
+    raise TypeError("a bug in the feature code")
+
+  monkeypatch.setattr(kaldi_fbank, "audio_features", buggy)
+  with pytest.raises(TypeError, match="a bug in the feature code"):
+    predict_main(["--checkpoint", str(checkpoint), str(tmp_path / "ok.wav")])

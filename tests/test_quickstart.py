@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import quickstart, quickstart_seeds
@@ -70,6 +71,13 @@ def test_runlocal_prints_the_table_and_writes_json_and_curves(quickstart_run):
     assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] == stage["steps"]
     # The model chosen on valid ('best') has the best valid mAP of every evaluation.
     assert max(v for _, v in curves["valid_map"]) == pytest.approx(stage["valid"]["mAP"])
+    # The test split: evaluated once, after training; its figures are the stage's.
+    rows = [json.loads(r) for r in (workdir / name / "metrics.jsonl").read_text().splitlines()]
+    tests = [r for r in rows if "test/mAP" in r]
+    assert len(tests) == 1 and tests[0]["step"] == stage["steps"]
+    assert stage["mAP"] == pytest.approx(tests[0]["test/mAP"])
+    assert "valid/mAP" not in tests[0]  # a row of its own, after every valid evaluation
+  assert (workdir / "student_kd" / quickstart.TEACHER_CACHE).is_file()
   kd = summary["stages"]["student_kd"]["curves"]
   assert kd["train_loss"] != kd["train_label_loss"]  # The KD part is in the total.
   png = workdir / summary["curves_png"]
@@ -85,31 +93,57 @@ def test_seeds_command_resumes_seed0_and_reports_mean_std(quickstart_run):
   # Seed 0 is the finished quickstart run, resumed: the same numbers.
   for name in quickstart.STAGES:
     assert result["per_seed"]["0"][name] == pytest.approx(before["stages"][name]["mAP"], abs=1e-6)
+    valid = before["stages"][name]["valid"]["mAP"]
+    assert result["per_seed_valid"]["0"][name] == pytest.approx(valid, abs=1e-6)
   assert (root / "seeds" / "seed1" / quickstart.CURVES_FILE).is_file()
-  assert set(result["stages"]) == set(quickstart.STAGES)
-  assert result["verdict"] in stdout and "mean ± std" in stdout
+  assert list(result["stages"]) == list(quickstart.STAGES)  # whatever stages the runs have
+  assert list(result["gains"]) == ["student_kd"] and result["gains"]["student_kd"]["df"] == 1
+  assert result["verdicts"][0] in stdout and "mean ± std" in stdout
 
 
 def test_seeds_summary_separates_a_consistent_gain_from_noise():
   consistent = {
     s: {"teacher": 0.8, "student_kd": 0.9 + 0.01 * s, "student_nokd": 0.8 + 0.012 * s}
-    for s in range(3)
+    for s in range(5)
   }
   summary = quickstart_seeds.summarize(consistent)
-  gain = summary["kd_gain"]
-  assert gain["mean"] == pytest.approx(0.098) and gain["positive_seeds"] == 3
-  assert gain["significant"] and summary["verdict"].startswith("KD helps")
-  assert summary["stages"]["student_kd"]["mean"] == pytest.approx(0.91)
-  assert summary["stages"]["student_kd"]["std"] == pytest.approx(0.01)  # sample std (ddof=1)
+  gain = summary["gains"]["student_kd"]
+  assert gain["mean"] == pytest.approx(0.096) and gain["positive"] == 5 and gain["df"] == 4
+  # Paired t = mean / (std / sqrt(n)) with gains 0.100, 0.098, ..., 0.092.
+  assert gain["t"] == pytest.approx(0.096 / (np.std(gain["per_seed"], ddof=1) / np.sqrt(5)))
+  assert gain["p_t"] < 1e-4 and gain["p_sign"] == pytest.approx(1 / 32)
+  assert gain["p_wilcoxon"] == pytest.approx(1 / 32)  # exact: all 5 ranks positive
+  assert gain["significant"] and "significant at 5 %" in summary["verdicts"][0]
+  assert summary["stages"]["student_kd"]["mean"] == pytest.approx(0.92)
+  assert summary["stages"]["student_kd"]["std"] == pytest.approx(
+    np.std([0.9, 0.91, 0.92, 0.93, 0.94], ddof=1)
+  )
   noisy = {
     0: {"teacher": 0.8, "student_kd": 0.90, "student_nokd": 0.85},
     1: {"teacher": 0.8, "student_kd": 0.84, "student_nokd": 0.88},
     2: {"teacher": 0.8, "student_kd": 0.88, "student_nokd": 0.86},
   }
   summary = quickstart_seeds.summarize(noisy)
-  assert not summary["kd_gain"]["significant"] and "within seed noise" in summary["verdict"]
+  gain = summary["gains"]["student_kd"]
+  assert not gain["significant"] and "NOT significant at 5 %" in summary["verdicts"][0]
+  assert gain["positive"] == 2 and gain["p_t"] > 0.05
   lines = quickstart_seeds.format_table(noisy, summary)
-  assert any(line.startswith("kd - nokd") for line in lines)
+  assert any(line.startswith("student_kd - nokd") for line in lines)
+
+
+def test_seeds_summary_compares_every_student_with_the_plain_one():
+  """Extra stages (e.g. an EMA student) get their own paired gain over student_nokd."""
+  runs = {
+    s: {"teacher": 0.8, "student_kd": 0.85, "student_nokd": 0.84, "student_ema": 0.86 + s / 100}
+    for s in range(3)
+  }
+  summary = quickstart_seeds.summarize(runs, valid=runs)
+  assert list(summary["gains"]) == ["student_kd", "student_ema"]
+  assert summary["gains"]["student_ema"]["mean"] == pytest.approx(0.03)
+  assert summary["gains"]["student_kd"]["p_t"] is None  # identical gains: no t-test
+  assert list(summary["valid_stages"]) == ["teacher", "student_kd", "student_nokd", "student_ema"]
+  with pytest.raises(ValueError, match="different stages"):
+    quickstart_seeds.summarize({0: {"teacher": 0.8}, 1: {"student_nokd": 0.8}})
 
 
 def test_stage_curves_keep_the_last_value_of_a_repeated_step():
@@ -137,9 +171,12 @@ def test_stage_configs_teacher_augments_students_do_not_and_train_labels_are_wea
   ds = quickstart.ensure_dataset(config)
   stages = quickstart.stage_configs(config, str(tmp_path / "run"), ds)
   assert qs.missing_label_rate > 0 and ds.train_datafile.endswith("-missing0.3.json")
+  assert ds.valid_datafile and ds.valid_datafile != ds.eval_datafile
   for cfg in stages.values():
     assert cfg.input.datafile == ds.train_datafile  # weak labels for every stage's training
-    assert cfg.evals.input.datafile == ds.eval_datafile  # complete labels for every eval
+    assert cfg.evals.input.datafile == ds.valid_datafile  # every choice on valid
+    assert cfg.test.input.datafile == ds.eval_datafile  # the test split, evaluated once
+    assert cfg.test.input.target_frames == cfg.evals.input.target_frames == cfg.input.target_frames
   teacher_input = stages["teacher"].input
   assert (teacher_input.mixup, teacher_input.freqm, teacher_input.timem) == (0.5, 24, 96)
   for name in ("student_kd", "student_nokd"):
@@ -149,4 +186,8 @@ def test_stage_configs_teacher_augments_students_do_not_and_train_labels_are_wea
       0,
     )
   assert stages["student_kd"].teacher.path == str(tmp_path / "run" / "teacher")
+  # Unaugmented students: the teacher's logits are computed once (the online teacher's update).
+  assert stages["student_kd"].teacher.cache == str(
+    tmp_path / "run" / "student_kd" / quickstart.TEACHER_CACHE
+  )
   assert stages["student_nokd"].teacher.path == "" == stages["teacher"].teacher.path

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numerics import max_rel_err, value_and_grads
+from numerics import max_rel_err, record, value_and_grads
 
 import pallas_kernels
 from pallas_kernels import chunked_scan, reference
@@ -72,9 +72,18 @@ def test_matches_torch_golden(scan_golden, case, name):
   out, grads = _loss_and_grads(IMPLS[name], inputs, weight)
   assert out.dtype == jnp.float32 and out.shape == golden["out"].shape
   assert max_rel_err(out, golden["out"]) < GOLDEN_RTOL
+  errors = [max_rel_err(out, golden["out"])]
   for arg in SCAN_ARGS:
     assert grads[arg].shape == golden["grad_" + arg].shape, arg
     assert max_rel_err(grads[arg], golden["grad_" + arg]) < GOLDEN_RTOL, arg
+    errors.append(max_rel_err(grads[arg], golden["grad_" + arg]))
+  record(
+    f"selective scan ({name}) vs the original's selective_scan_ref: output and "
+    f"{len(SCAN_ARGS)} gradients (d_state 1 and 4; worst)",
+    max(errors),
+    GOLDEN_RTOL,
+    "max_rel_err",
+  )
 
 
 def test_dispatch_impls_match_torch_golden(scan_golden):

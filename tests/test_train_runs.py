@@ -316,6 +316,9 @@ def test_finetune_from_converted_checkpoint_single_label(env, parallel_runs):
   assert f"initialised from {root / 'one' / 'export'}" in log
   final = json.loads((root / "finetune" / "results.json").read_text())["valid"]
   assert 0.0 <= final["accuracy"] <= 1.0
+  # The export records its label kind: predict turns its logits into softmax probabilities.
+  exported = json.loads((root / "finetune" / "export" / "config.json").read_text())
+  assert exported["training"]["label_kind"] == "ce"
   rows = _losses(root / "finetune")
   assert sorted(rows) == [1, 2]
 
@@ -352,6 +355,7 @@ def test_choice_on_valid_and_one_test_evaluation(env):
   assert results["test"]["mAP"] == pytest.approx(best_map, abs=1e-6)
   exported = json.loads((workdir / "export" / "config.json").read_text())["training"]
   assert exported["step"] == best_step and exported["model"] == "best"
+  assert exported["label_kind"] == "bce"
 
 
 def test_rerun_with_more_steps_rewrites_the_export(env):

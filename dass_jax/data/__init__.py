@@ -28,9 +28,10 @@ left out of the section takes its default):
   num_workers:    worker processes decoding audio (0 = in the main process, with threads).
   read_threads:   threads per process reading batches (grain ReadOptions.num_threads).
   num_epochs:     training epochs; None repeats forever.
-  freqm:          max frequency-mask width in mel bins (AST: 48; 0 disables).
+  freqm:          max frequency-mask width in mel bins (AST: 48; 0 disables; at most 64).
   timem:          max time-mask width in frames at 1024 frames (AST: 192; scaled by
-                  target_frames / 1024; 0 disables).
+                  target_frames / 1024, so it masks the same share of any clip; 0 disables; at
+                  most 512, half the clip).
   mixup:          probability of waveform mixup per example (AST: 0.5; 0 disables).
   noise:          add AST's noise + time-roll augmentation.
   waveform:       also return the "waveform" batch entry (above).

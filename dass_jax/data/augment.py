@@ -6,14 +6,25 @@ normalise -> noise. Every function takes a `numpy.random.Generator`, so the pipe
 each example from (seed, epoch, position) and reproduce it on resume.
 
 Fbank layout: (frames, mel_bins); waveforms: (samples,) float32.
+
+Mask widths, relative to the clip: `freqm` is in mel bins; `timem` is given at AST's 1024-frame
+reference and scaled to the clip (`scaled_time_mask`), so a value masks the same share of a 1 s
+clip as of a 10 s one (AST's AudioSet recipe, freqm 48 / timem 192, hides at most 37.5 % of the
+bins and 18.75 % of the frames). Either mask may hide at most half of its axis: the pipeline
+refuses freqm > MAX_FREQM and timem > MAX_TIMEM (a config error, not a silent clip).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dass_jax.constants import NUM_MEL_BINS
+
 # AST's mask widths are for 1024-frame (10 s) inputs.
 REFERENCE_FRAMES = 1024
+# The widest masks the pipeline accepts: half the mel bins, half the clip (timem at 1024 frames).
+MAX_FREQM = NUM_MEL_BINS // 2
+MAX_TIMEM = REFERENCE_FRAMES // 2
 MIXUP_BETA = 10.0
 NOISE_MAX_SHIFT = 10
 

@@ -107,6 +107,19 @@ def _resolve(cfg: ml_collections.ConfigDict | dict[str, Any]) -> ml_collections.
   for name in ("num_workers", "read_threads", "freqm", "timem"):
     if int(merged[name]) < 0:
       raise ValueError(f"data config {name} must be >= 0, got {merged[name]}")
+  for name, cap, unit in (
+    ("freqm", augment.MAX_FREQM, f"half of the {NUM_MEL_BINS} mel bins"),
+    (
+      "timem",
+      augment.MAX_TIMEM,
+      f"half of the clip: timem is given at {augment.REFERENCE_FRAMES} "
+      "frames and scaled to target_frames",
+    ),
+  ):
+    if int(merged[name]) > cap:
+      raise ValueError(
+        f"data config {name}={merged[name]} masks more than {unit}; the largest allowed is {cap}"
+      )
   if not 0.0 <= float(merged.mixup) <= 1.0:
     raise ValueError(f"data config mixup is a probability, got {merged.mixup}")
   if merged.num_epochs is not None and int(merged.num_epochs) < 1:

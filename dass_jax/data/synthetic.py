@@ -6,8 +6,15 @@ beeps, decaying impacts) and random parameters within the class. A clip holds 1-
 distinct classes at random onsets and levels over quiet pink noise. Output (16 kHz mono 16-bit
 wav, identical bytes for the same arguments):
 
-  <cache_dir>/v1-seed<S>-train<N>-eval<M>-<T>s/
-    class_labels_indices.csv, train.json, eval.json, train/*.wav, eval/*.wav, COMPLETE
+  <cache_dir>/v1-seed<S>-train<N>[-valid<V>]-eval<M>-<T>s/
+    class_labels_indices.csv, train.json, [valid.json,] eval.json, train/*.wav, [valid/*.wav,]
+    eval/*.wav, COMPLETE
+
+Splits: `train`, the held-out `eval` clips, and with `num_valid` > 0 a `valid` split for the
+choices a training run makes (epochs, checkpoint, loss weights), so that `eval` can serve as a test
+split evaluated once (the quickstart does this). Every clip is drawn from its own generator seeded
+by (seed, split, index), so a split's clips do not depend on the other splits' sizes: the train
+and eval clips of a dataset with a valid split are those of the same dataset without one.
 
 Weak training labels (`missing_label_rate` r > 0): AudioSet's labels are known to miss events
 that are audible in a clip, and a teacher's soft labels are one way a student recovers them. To
@@ -39,7 +46,7 @@ from dass_jax.constants import SAMPLE_RATE
 from dass_jax.data import datafile as datafile_lib
 
 VERSION = "v1"
-_SPLIT_CODES = {"train": 0, "eval": 1}
+_SPLIT_CODES = {"train": 0, "eval": 1, "valid": 3}
 _MISSING_LABELS_CODE = 2  # generator stream of the weak-label draws
 _NUM_EVENTS_P = (0.45, 0.4, 0.15)  # P(1, 2, 3 events in a clip).
 
@@ -224,33 +231,35 @@ def write_wav(path: str, samples: np.ndarray) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticDataset:
-  """Paths of a generated dataset."""
+  """Paths of a generated dataset (`valid_datafile` is '' for a dataset without a valid split)."""
 
   root: str
   train_datafile: str
   eval_datafile: str
   label_csv: str
   num_classes: int
+  valid_datafile: str = ""
 
 
-def _paths(root: str) -> SyntheticDataset:
+def _paths(root: str, with_valid: bool) -> SyntheticDataset:
   return SyntheticDataset(
     root=root,
     train_datafile=os.path.join(root, "train.json"),
     eval_datafile=os.path.join(root, "eval.json"),
     label_csv=os.path.join(root, "class_labels_indices.csv"),
     num_classes=len(CLASSES),
+    valid_datafile=os.path.join(root, "valid.json") if with_valid else "",
   )
 
 
-def _is_complete(root: str) -> bool:
-  paths = _paths(root)
+def _is_complete(paths: SyntheticDataset) -> bool:
   return all(
     os.path.isfile(p)
     for p in (
-      os.path.join(root, "COMPLETE"),
+      os.path.join(paths.root, "COMPLETE"),
       paths.train_datafile,
       paths.eval_datafile,
+      paths.valid_datafile or paths.eval_datafile,
       paths.label_csv,
     )
   )
@@ -296,6 +305,7 @@ def ensure_dataset(
   num_eval: int = 200,
   clip_seconds: float = 3.0,
   missing_label_rate: float = 0.0,
+  num_valid: int = 0,
 ) -> SyntheticDataset:
   """Returns the dataset for these arguments, generating it on first use.
 
@@ -303,17 +313,19 @@ def ensure_dataset(
     cache_dir: parent folder; defaults to `dass_jax.cache.cache_dir("synthetic")`.
     seed: generator seed (same seed and sizes -> identical files).
     num_train: training clips.
-    num_eval: evaluation clips.
+    num_eval: held-out evaluation clips (a test split when there is a valid split).
     clip_seconds: clip length (3 s -> 298 fbank frames).
     missing_label_rate: probability that a training label is left out (weak labels; the
-      returned `train_datafile` is then `train-missing<r>.json`); eval labels stay complete.
+      returned `train_datafile` is then `train-missing<r>.json`); valid and eval labels stay
+      complete.
+    num_valid: validation clips (0: no valid split, `valid_datafile` is '').
 
   Returns:
     Paths of the datafiles and label CSV, and the number of classes.
   """
   if not 0.0 <= missing_label_rate < 1.0:
     raise ValueError(f"missing_label_rate must be in [0, 1), got {missing_label_rate}")
-  ds = _complete_dataset(cache_dir, seed, num_train, num_eval, clip_seconds)
+  ds = _complete_dataset(cache_dir, seed, num_train, num_eval, num_valid, clip_seconds)
   if missing_label_rate == 0.0:
     return ds
   weak = _weak_label_datafile(ds.root, seed, missing_label_rate)
@@ -325,29 +337,36 @@ def _complete_dataset(
   seed: int,
   num_train: int,
   num_eval: int,
+  num_valid: int,
   clip_seconds: float,
 ) -> SyntheticDataset:
   """The dataset with complete labels, generated on first use."""
-  if num_train < 1 or num_eval < 1:
-    raise ValueError(f"num_train and num_eval must be >= 1, got {num_train}, {num_eval}")
+  if num_train < 1 or num_eval < 1 or num_valid < 0:
+    raise ValueError(
+      f"num_train and num_eval must be >= 1 and num_valid >= 0, got {num_train}, {num_eval}, "
+      f"{num_valid}"
+    )
   if not 0.7 <= clip_seconds <= 60:
     raise ValueError(
       f"clip_seconds must be in [0.7, 60] (longest event 1.5 s is cropped), got {clip_seconds}"
     )
   cache_dir = os.fspath(cache_dir if cache_dir is not None else cache.cache_dir("synthetic"))
+  valid = f"-valid{num_valid}" if num_valid else ""
   root = os.path.join(
-    cache_dir, f"{VERSION}-seed{seed}-train{num_train}-eval{num_eval}-{clip_seconds:g}s"
+    cache_dir, f"{VERSION}-seed{seed}-train{num_train}{valid}-eval{num_eval}-{clip_seconds:g}s"
   )
-  if _is_complete(root):
-    return _paths(root)
+  paths = _paths(root, with_valid=num_valid > 0)
+  if _is_complete(paths):
+    return paths
   os.makedirs(cache_dir, exist_ok=True)
   if os.path.isdir(root):  # Not made by this module (it renames complete folders only).
     raise RuntimeError(f"{root} exists but is not a complete synthetic dataset; remove it")
   # Built in a temporary sibling, renamed into place whole; the datafiles store wav paths relative
   # to their folder, so the rename keeps them valid. Another process finishing first wins.
+  sizes = {"train": num_train, **({"valid": num_valid} if num_valid else {}), "eval": num_eval}
   with files.atomic_folder(root, if_exists="keep") as tmp:
-    _generate(str(tmp), seed, {"train": num_train, "eval": num_eval}, clip_seconds)
-  return _paths(root)
+    _generate(str(tmp), seed, sizes, clip_seconds)
+  return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--num-train", type=int, default=800)
   parser.add_argument("--num-eval", type=int, default=200)
+  parser.add_argument("--num-valid", type=int, default=0)
   parser.add_argument("--clip-seconds", type=float, default=3.0)
   parser.add_argument("--missing-label-rate", type=float, default=0.0)
   args = parser.parse_args(argv)
@@ -369,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       num_eval=args.num_eval,
       clip_seconds=args.clip_seconds,
       missing_label_rate=args.missing_label_rate,
+      num_valid=args.num_valid,
     )
   except (OSError, ValueError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -102,6 +102,7 @@ class AstConfig(ModelConfig):
   """
 
   model_type: ClassVar[str] = "ast"
+  RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"dropout_rate", "dtype"})
 
   num_classes: int = 527
   hidden_size: int = 768

@@ -117,6 +117,9 @@ class AumConfig(ModelConfig):
   """
 
   model_type: ClassVar[str] = "aum"
+  RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
+    {"drop_path_rate", "scan_impl", "scan_interpret", "dtype"}
+  )
 
   num_classes: int = 527
   embed_dim: int = 768

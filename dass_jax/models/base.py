@@ -1,7 +1,11 @@
 """The base of every model config: a frozen dataclass with a JSON round trip.
 
 A config names its architecture in the class attribute `model_type` (the key of
-`dass_jax.models.MODELS` and of `config.json` in a converted checkpoint). Configs validate their
+`dass_jax.models.MODELS` and of `config.json` in a converted checkpoint), and in `RUNTIME_FIELDS`
+the fields that choose how the model computes (scan implementation, compute dtype, chunking,
+train-time regularisation, batching conventions) rather than what its params compute: the only
+fields `dass_jax.load_model(path, **overrides)` lets a caller change on a saved checkpoint
+(tests/test_checkpoint.py checks that each leaves the params tree unchanged). Configs validate their
 fields when they are built (`__post_init__`), so a bad value fails with a message naming the valid
 choices before any model is traced.
 """
@@ -16,6 +20,8 @@ class ModelConfig:
   """JSON round trip shared by the model configs (subclasses are frozen dataclasses)."""
 
   model_type: ClassVar[str]
+  # Fields that may differ from the checkpoint's when loading it (see the module docstring).
+  RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
   def example_input_shape(self) -> tuple[int, ...]:
     """The shape of a small valid model input (batch 1), for abstract initialisation."""

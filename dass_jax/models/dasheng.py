@@ -98,6 +98,7 @@ class DashengConfig(ModelConfig):
   """
 
   model_type: ClassVar[str] = "dasheng"
+  RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"db_floor", "dtype"})
 
   num_classes: int = 527
   embed_dim: int = 768

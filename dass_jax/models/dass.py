@@ -112,6 +112,9 @@ class DassConfig(ModelConfig):
   """
 
   model_type: ClassVar[str] = "dass"
+  RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
+    {"mlp_token_chunk", "drop_path_rate", "scan_impl", "scan_interpret", "dtype"}
+  )
 
   num_classes: int = 527
   depths: tuple[int, ...] = (2, 2, 8, 2)

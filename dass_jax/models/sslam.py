@@ -93,6 +93,7 @@ class SslamConfig(ModelConfig):
   """
 
   model_type: ClassVar[str] = "sslam"
+  RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"dropout_rate", "dtype"})
 
   num_classes: int = 527
   hidden_size: int = 768

@@ -13,7 +13,8 @@ Datafiles in the AST format, one label per clip (5 s clips: 512 frames). The Aud
 head is replaced by a freshly initialised one for the new classes; loss is softmax cross-entropy;
 evaluation reports top-1 accuracy beside mAP. Hyperparameters follow AST's ESC-50 recipe
 (`egs/esc50/run_esc.sh`, AudioSet-pretrained start): lr 1e-5, batch 48, 25 epochs, lr x0.85 every
-epoch from epoch 5, freqm 24, timem 96, mixup 0; no teacher, no weight averaging.
+epoch from epoch 5, freqm 24, timem 96 frames of its 512 (here timem=192: the pipeline takes timem
+at 1024 frames and scales it to target_frames), mixup 0; no teacher, no weight averaging.
 For AST or AuM checkpoints the position embeddings are resized to the clips' 512 frames when the
 checkpoint is loaded (`experiments.train` sets max_length to input.target_frames for a fixed-length
 init_from; the registry's `with_max_length`). `experiments/configs/own_data.py` is the same
@@ -31,7 +32,7 @@ def get_config(arg=None):
   c.batch_size = 48
   c.num_epochs = 25
   c.input.target_frames = 512
-  c.input.freqm, c.input.timem, c.input.mixup = 24, 96, 0.0
+  c.input.freqm, c.input.timem, c.input.mixup = 24, 192, 0.0  # timem at 1024 frames: 96 of 512
   c.input.num_workers = 4
   c.evals.input.target_frames = 512
   c.evals.batch_size = 48

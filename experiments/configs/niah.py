@@ -62,9 +62,10 @@ def get_config(arg=None):
         "cache_dir": "",
         "seed": 0,
         "num_train": 800,
+        "num_valid": 200,
         "num_eval": 200,
         "clip_seconds": 1.0,
-      },  # the quickstart's dataset
+      },  # the quickstart's dataset; its eval clips are the quickstart's test split
     }
   )
   c.protocol = "paper"  # 'paper' (the authors' construction) or 'streamed' (ours, earlier)
@@ -120,6 +121,7 @@ def get_config(arg=None):
     c.babble_pool, c.num_needles, c.babble_talkers = 2, 6, 2
     c.haystacks = ("zeros", "white", "babble")
     c.data.synthetic.num_train, c.data.synthetic.num_eval = 1, 8
+    c.data.synthetic.num_valid = 0
     c.data.synthetic.clip_seconds = 1.0
     c.needle_frames = 98  # 1 s clips
     c.babble_seconds = 1.5
