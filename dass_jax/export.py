@@ -58,10 +58,10 @@ import jax
 import jax.numpy as jnp
 
 from dass_jax import models
-from dass_jax.checkpoint import is_source_name, load_model
 from dass_jax.constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from dass_jax.labels import class_names
 from dass_jax.models.ss2d import DepthwiseConv3x3
+from dass_jax.predict import InputError, load_checkpoint
 
 FORMATS = ("onnx", "stablehlo")
 EXPORT_SCAN_IMPL = "loop"
@@ -302,19 +302,11 @@ def export_checkpoint(
 
 
 def _load(checkpoint: str):
-  if not Path(checkpoint).is_dir() and not is_source_name(checkpoint):
-    raise ExportError(
-      f"{checkpoint}: checkpoint folder not found (nor a published name, hf:// id or https:// URL)"
-    )
+  """(model, params, config) of a classifier checkpoint (`predict.load_checkpoint`'s checks)."""
   try:
-    model, params, config = load_model(checkpoint)
-  except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:
-    raise ExportError(f"{checkpoint}: not a usable converted checkpoint ({e})") from e
-  if config.num_classes < 1:
-    raise ExportError(
-      f"{checkpoint}: this {config.model_type} checkpoint has no classifier head (num_classes 0)"
-    )
-  return model, params, config
+    return load_checkpoint(checkpoint)
+  except InputError as e:
+    raise ExportError(str(e)) from e
 
 
 def main(argv: list[str] | None = None) -> int:
