@@ -48,12 +48,16 @@ def extra_stages(
   for name in names:
     cfg = ml_collections.ConfigDict(stages["student_kd"].to_dict())
     cfg.teacher.path = ""
+    cfg.teacher.cache = ""  # student_kd's cache holds the AST teacher's logits alone
     if name == "student_ema":
       cfg.teacher.kind = "ema"
       cfg.teacher.ema_momentum = EMA_MOMENTUM
     else:
       cfg.teacher.combine = "logits"
       for teacher in ("teacher", "student_nokd"):
-        cfg.teacher.ensemble[teacher] = {"path": os.path.join(workdir, teacher)}
+        cfg.teacher.ensemble[teacher] = {
+          "path": os.path.join(workdir, teacher),
+          "cache": os.path.join(workdir, name, f"{teacher}_logits.npy"),
+        }
     out[name] = cfg
   return out

@@ -11,7 +11,7 @@ import pytest
 
 from dass_jax import constants, data
 from dass_jax import labels as labels_lib
-from dass_jax.data import balanced, pipeline, synthetic
+from dass_jax.data import augment, balanced, pipeline, synthetic
 from dass_jax.data import datafile as datafile_lib
 
 FRAMES = 100  # 1 s clips.
@@ -73,7 +73,8 @@ def test_batch_layout_and_labels(dataset):
 
 def test_masks_are_applied_before_normalisation(dataset):
   # A masked cell is 0 before normalisation, so it reads (0 - mean) / (2 std) afterwards.
-  cfg = _cfg(dataset, mixup=0.0, freqm=48, timem=192 * 1024 // FRAMES)
+  # timem is given at 1024 frames and capped at half of it (half of these 1 s clips).
+  cfg = _cfg(dataset, mixup=0.0, freqm=48, timem=augment.MAX_TIMEM)
   batch = next(data.make_train_iterator(cfg, seed=1, shard_index=0, shard_count=1))
   masked = np.isclose(batch["fbank"], MASK_VALUE, atol=1e-6)
   assert np.any(masked.all(axis=1))  # Some mel bin masked over all frames.
