@@ -149,8 +149,18 @@ def _blocked(tile, q, k, v):
     q_tiles, k_item, v_item = args
 
     def step(q_tile):
-      p = _probabilities(q_tile, k_item, scale).astype(v_item.dtype)
-      return p @ v_item
+      # The scale on q (exact for power-of-two head dims: d = 64 gives 1/8), the softmax's
+      # normalisation after the product with v: (tile, d) divisions instead of (tile, S).
+      scores = jnp.einsum(
+        "qd,kd->qk",
+        q_tile * jnp.asarray(scale, q_tile.dtype),
+        k_item,
+        preferred_element_type=jnp.float32,
+      )
+      weights = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+      total = jnp.sum(weights, axis=-1, keepdims=True)
+      y = jnp.dot(weights.astype(v_item.dtype), v_item, preferred_element_type=jnp.float32)
+      return (y / total).astype(v_item.dtype)
 
     if q_tiles.shape[0] == 1:
       return step(q_tiles[0])[None]

@@ -40,7 +40,8 @@ The adjoint recurrence dh_t = C_t dy_t + a_{t+1} dh_{t+1} (for a forward scan; m
 reverse one) runs through the same three passes in the opposite direction. The gradients are
 then elementwise products and contractions with a_t h_{t-1}, where h_{t-1} is the state
 sequence shifted by one step, with the chunk's start state at its first step: no division by a
-decay. With N == 1 the forward saves the state sequence (the size of y); with N > 1 it saves
+decay; dA's sum over the sequence is a `xla_cpu.column_sum` per group. With N == 1 the forward
+saves the state sequence (the size of y); with N > 1 it saves
 only the chunk start states and the backward reruns pass 3, so that a (..., L, N, D) array
 exists only transiently inside the backward.
 """
@@ -56,6 +57,7 @@ from jax import lax
 
 from pallas_kernels.chunk_engine import chunk_end_carries, chunk_start_states
 from pallas_kernels.reference import finish_output, prepare_inputs
+from pallas_kernels.xla_cpu import column_sum, materialize
 
 MIN_CHUNK, MAX_CHUNK = 8, 256
 # Axes of the chunked view (batch, G, n_chunks, T, ...) of (batch, G, L, ...) sequences.
@@ -238,11 +240,13 @@ def _scan_bwd(reverse, chunk, res, dy):
   # dh * a_t h_{t-1}: the sensitivity of the loss to the decay term of every step.
   rates = A[:, None, None]  # (G, 1, 1, N, D) against (batch, G, n_chunks, T, N, D)
   a = jnp.exp(ch.dt[..., None, :] * rates)
-  decay_term = dh * a * _previous_states(h, starts, reverse)
+  # Computed once for its two consumers (`xla_cpu.materialize`).
+  decay_term = materialize(dh * a * _previous_states(h, starts, reverse))
   dh_b = jnp.sum(dh * ch.B[..., None], axis=-2)
   du = ch.dt * dh_b
   ddt = jnp.sum(decay_term * rates, axis=-2) + ch.u * dh_b
-  dA = jnp.sum(decay_term * ch.dt[..., None, :], axis=(0, 2, 3))
+  per_step = decay_term * ch.dt[..., None, :]  # summed per group below (`xla_cpu.column_sum`)
+  dA = jnp.stack([column_sum(per_step[:, g], kept_axes=2) for g in range(A.shape[0])])
   dB = jnp.einsum("bgctnd,bgctd->bgctn", dh, ch.dt * ch.u)
   dC = jnp.einsum("bgctd,bgctnd->bgctn", dy, h)
   return (

@@ -26,12 +26,15 @@ from jax import lax
 
 from pallas_kernels.chunked_scan import scan_channels_last
 from pallas_kernels.cross_scan import K_DIRECTIONS
+from pallas_kernels.xla_cpu import column_sum, materialize
 
 ORDERS = 2  # row-major and column-major tokens
 ROUTES = (K_DIRECTIONS // ORDERS, ORDERS)  # route k = 2 * r + o as the index (r, o)
 # Terms of the atanh series of `softplus`: the truncation error is below (1/9)^7 / 15 < 2e-8
 # relative at worst (x = 0), under float32's rounding.
 SOFTPLUS_TERMS = 7
+# dt_rank from which `step_sizes` forms its rank-R product as a matrix product (measured on CPU).
+MIN_DOT_RANK = 16
 
 
 def softplus(x):
@@ -57,16 +60,24 @@ def softplus(x):
 def step_sizes(low_rank, weight, bias):
   """dt = softplus(low_rank @ weight + bias): (b, o, L, R), (o, R, d), (o, 1, d) -> (b, o, L, d).
 
-  Forward: the rank-R product as R multiply-adds in one elementwise pass with the bias and the
-  softplus, writing dt token-major (as a dot, XLA:CPU produced it channel-major, a rank-R
-  contraction being too thin for a matrix kernel, and transposed it in the softplus pass).
+  Forward: below rank MIN_DOT_RANK, the rank-R product as R multiply-adds in one elementwise
+  pass with the bias and the softplus, writing dt token-major (as a dot, XLA:CPU produced it
+  channel-major, a rank-R contraction being too thin for a matrix kernel, and transposed it in
+  the softplus pass); from that rank on, a matrix product. XLA:CPU fuses dt's producer into each
+  of its 4-5 consumers in the scan's backward, so R multiply-adds per value are paid that many
+  times; a product's result is computed once (DASS-small's last stage, R = 48: the SS2D core's
+  gradient 28 ms -> 6 ms; at R = 6 the multiply-adds stay faster, 76 ms against 103 ms).
   Backward (custom VJP): the slope sigmoid(pre) = 1 - exp(-dt) from the saved dt (which the
   scan saves anyway), then two matrix products; autodiff of the R multiply-adds would make 2R
   passes over the map.
   """
-  pre = low_rank[..., 0:1] * weight[:, None, 0]
-  for j in range(1, weight.shape[-2]):
-    pre = pre + low_rank[..., j : j + 1] * weight[:, None, j]
+  rank = weight.shape[-2]
+  if rank >= MIN_DOT_RANK:
+    pre = jnp.einsum("bolr,ord->bold", low_rank, weight)
+  else:
+    pre = low_rank[..., 0:1] * weight[:, None, 0]
+    for j in range(1, rank):
+      pre = pre + low_rank[..., j : j + 1] * weight[:, None, j]
   return softplus(pre + bias)
 
 
@@ -77,13 +88,39 @@ def _step_sizes_fwd(low_rank, weight, bias):
 
 def _step_sizes_bwd(res, g):
   low_rank, weight, dt = res
-  g_pre = g * -jnp.expm1(-dt)  # d softplus / d pre = sigmoid(pre) = 1 - exp(-softplus(pre))
+  # d softplus / d pre = sigmoid(pre) = 1 - exp(-softplus(pre)); g_pre feeds three products,
+  # each of which would otherwise recompute it and g's chain (`xla_cpu.materialize`).
+  g_pre = materialize(g * -jnp.expm1(-dt))
   d_low = jnp.einsum("bold,ord->bolr", g_pre, weight)
   d_weight = jnp.einsum("bolr,bold->ord", low_rank, g_pre)
-  return d_low, d_weight, jnp.sum(g_pre, axis=(0, 2))[:, None]
+  d_bias = jnp.stack([column_sum(g_pre[:, o]) for o in range(g_pre.shape[1])])
+  return d_low, d_weight, d_bias[:, None]
 
 
 step_sizes.defvjp(_step_sizes_fwd, _step_sizes_bwd)
+
+
+@jax.custom_vjp
+def skip_term(orders, skip):
+  """The D * u term of the two routes of each order: (batch, o, L, d) * (o, 1, d) -> like orders.
+
+  Its own VJP only to form d skip with `xla_cpu.column_sum` per order: autodiff's reduce over
+  (batch, L) took 12 ms per DASS-small stage-1 block on CPU.
+  """
+  return orders * skip
+
+
+def _skip_term_fwd(orders, skip):
+  return orders * skip, (orders, skip)
+
+
+def _skip_term_bwd(res, g):
+  orders, skip = res
+  d_skip = jnp.stack([column_sum(g[:, o] * orders[:, o]) for o in range(orders.shape[1])])
+  return g * skip, d_skip[:, None]
+
+
+skip_term.defvjp(_skip_term_fwd, _skip_term_bwd)
 
 
 def ss2d_scan_chunked(
@@ -151,7 +188,7 @@ def ss2d_scan_chunked(
   # that the two scans' buffers are not live together (the peak memory of long inputs).
   forward, low_rank = lax.optimization_barrier((forward, dt_low[:, :, :, 1]))
   skip = Ds.astype(f32).reshape(*ROUTES, d).sum(axis=0)[:, None]
-  y = forward + scan(1, low_rank) + skip * orders
+  y = forward + scan(1, low_rank) + skip_term(orders, skip)
   merged = y[:, 0] + column_major_inverse(y[:, 1], height, width)
   return merged.reshape(batch, height, width, d).astype(out_dtype or x.dtype)
 

@@ -76,6 +76,7 @@ from dass_jax.constants import NUM_MEL_BINS
 from dass_jax.layers import (
   DTYPES,
   compute_dtype,
+  gelu,
   layer_norm,
   torch_default_init,
   trunc_normal_init,
@@ -191,7 +192,7 @@ class PatchEmbed(nn.Module):
     half = self.embed_dim // 2
     x = conv3x3_s2(half, x.shape[-1], self.dtype, "conv0")(x)
     x = layer_norm("norm0")(x)
-    x = nn.gelu(x.astype(self.dtype), approximate=False)
+    x = gelu(x.astype(self.dtype))
     x = conv3x3_s2(self.embed_dim, half, self.dtype, "conv1")(x)
     x = layer_norm("norm1")(x)
     self.sow("intermediates", "output", x)

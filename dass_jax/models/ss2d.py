@@ -41,6 +41,7 @@ from dass_jax.layers import (
 from pallas_kernels.cross_scan import K_DIRECTIONS
 from pallas_kernels.sharding import sharded_ss2d_scan
 from pallas_kernels.ss2d_core import ss2d_scan_unfused
+from pallas_kernels.xla_cpu import column_sum, materialize
 
 if TYPE_CHECKING:
   from dass_jax.models.dass import DassConfig
@@ -92,14 +93,15 @@ def _depthwise_fwd(x, kernel):
 
 def _depthwise_bwd(res, g):
   x, kernel = res
+  # g once in memory for its 18 readers, the kernel's sums as products with a vector
+  # (`pallas_kernels.xla_cpu`).
+  g = materialize(g)
   height, width = x.shape[1:3]
   dx = _taps(_pad1(g), kernel[::-1, ::-1], height, width)
   padded = _pad1(x)
   dkernel = jnp.stack(
     [
-      jnp.stack(
-        [jnp.sum(padded[:, i : i + height, j : j + width, :] * g, axis=(0, 1, 2)) for j in range(3)]
-      )
+      jnp.stack([column_sum(padded[:, i : i + height, j : j + width, :] * g) for j in range(3)])
       for i in range(3)
     ]
   )
