@@ -63,14 +63,21 @@ def step_sizes(low_rank, weight, bias):
   Forward: below rank MIN_DOT_RANK, the rank-R product as R multiply-adds in one elementwise
   pass with the bias and the softplus, writing dt token-major (as a dot, XLA:CPU produced it
   channel-major, a rank-R contraction being too thin for a matrix kernel, and transposed it in
-  the softplus pass); from that rank on, a matrix product. XLA:CPU fuses dt's producer into each
-  of its 4-5 consumers in the scan's backward, so R multiply-adds per value are paid that many
-  times; a product's result is computed once (DASS-small's last stage, R = 48: the SS2D core's
-  gradient 28 ms -> 6 ms; at R = 6 the multiply-adds stay faster, 76 ms against 103 ms).
+  the softplus pass); from that rank on, a matrix product. Under differentiation the product
+  and dt are each written once (`xla_cpu.materialize`): XLA:CPU split the softplus after its
+  division and redid the R multiply-adds in the second half, and fused dt's producer into each
+  of its 4-5 consumers in the scan's backward (DASS-small training step 1.10x faster). Not in
+  inference, where the two extra map-sized buffers would raise long inputs' peak memory (XLA's
+  temporaries 3.4 -> 4.5 MiB per second of audio). At R = 6 the multiply-adds stay faster than
+  a product, 76 ms against 103 ms.
   Backward (custom VJP): the slope sigmoid(pre) = 1 - exp(-dt) from the saved dt (which the
   scan saves anyway), then two matrix products; autodiff of the R multiply-adds would make 2R
   passes over the map.
   """
+  return _softplus_of_product(low_rank, weight, bias, write_product=False)
+
+
+def _softplus_of_product(low_rank, weight, bias, write_product: bool):
   rank = weight.shape[-2]
   if rank >= MIN_DOT_RANK:
     pre = jnp.einsum("bolr,ord->bold", low_rank, weight)
@@ -78,11 +85,13 @@ def step_sizes(low_rank, weight, bias):
     pre = low_rank[..., 0:1] * weight[:, None, 0]
     for j in range(1, rank):
       pre = pre + low_rank[..., j : j + 1] * weight[:, None, j]
+    if write_product:
+      pre = materialize(pre)
   return softplus(pre + bias)
 
 
 def _step_sizes_fwd(low_rank, weight, bias):
-  dt = step_sizes(low_rank, weight, bias)
+  dt = materialize(_softplus_of_product(low_rank, weight, bias, write_product=True))
   return dt, (low_rank, weight, dt)
 
 
@@ -155,8 +164,9 @@ def ss2d_scan_chunked(
     t = t.reshape(t.shape[0], height, width, t.shape[-1])
     return jnp.swapaxes(t, 1, 2).reshape(t.shape[0], length, t.shape[-1])
 
-  # The map once in memory: XLA:CPU would otherwise fuse its producer (the model's depthwise
-  # conv and SiLU) into each consumer below and compute it four times.
+  # The map and its two token orders once in memory (`xla_cpu.materialize`): XLA:CPU would
+  # otherwise fuse their producers (the model's depthwise conv and SiLU, the stack) into each
+  # consumer below, in the chunked view and the flat one alike.
   rows = lax.optimization_barrier(x.astype(f32).reshape(batch, length, d))
   orders = jnp.stack([rows, column_major(rows)], axis=1)  # (batch, order, L, d)
   # Projections are per token, so all four routes' come from the row-major tokens in one

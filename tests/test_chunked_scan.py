@@ -148,7 +148,7 @@ def test_softplus_matches_torch_threshold_softplus():
   assert max_rel_err(ss2d_chunked.softplus(x), reference.softplus(x)) <= 3e-7
 
 
-@pytest.mark.parametrize("batch, length, rank, d", [(2, 13, 3, 8), (1, 40, 6, 16)])
+@pytest.mark.parametrize("batch, length, rank, d", [(2, 13, 3, 8), (1, 40, 6, 16), (1, 24, 16, 8)])
 def test_step_sizes_gradients_match_autodiff_of_the_plain_formula(batch, length, rank, d):
   """The custom VJP (slope from the saved dt, two products) against autodiff of
   softplus(low_rank @ weight + bias). 1e-5: float32, only the summation order and the slope's
