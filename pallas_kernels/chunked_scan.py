@@ -40,10 +40,10 @@ The adjoint recurrence dh_t = C_t dy_t + a_{t+1} dh_{t+1} (for a forward scan; m
 reverse one) runs through the same three passes in the opposite direction. The gradients are
 then elementwise products and contractions with a_t h_{t-1}, where h_{t-1} is the state
 sequence shifted by one step, with the chunk's start state at its first step: no division by a
-decay; dA's sum over the sequence is a `xla_cpu.column_sum` per group. With N == 1 the forward
-saves the state sequence (the size of y); with N > 1 it saves
-only the chunk start states and the backward reruns pass 3, so that a (..., L, N, D) array
-exists only transiently inside the backward.
+decay; dA's sum over the sequence is `xla_cpu.group_column_sums`. With N == 1 the forward saves
+the state sequence (the size of y); with N > 1 it saves only the chunk start states and the
+backward reruns pass 3, so that a (..., L, N, D) array exists only transiently inside the
+backward.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from jax import lax
 
 from pallas_kernels.chunk_engine import chunk_end_carries, chunk_start_states
 from pallas_kernels.reference import finish_output, prepare_inputs
-from pallas_kernels.xla_cpu import column_sum, materialize
+from pallas_kernels.xla_cpu import group_column_sums, materialize
 
 MIN_CHUNK, MAX_CHUNK = 8, 256
 # Axes of the chunked view (batch, G, n_chunks, T, ...) of (batch, G, L, ...) sequences.
@@ -245,8 +245,8 @@ def _scan_bwd(reverse, chunk, res, dy):
   dh_b = jnp.sum(dh * ch.B[..., None], axis=-2)
   du = ch.dt * dh_b
   ddt = jnp.sum(decay_term * rates, axis=-2) + ch.u * dh_b
-  per_step = decay_term * ch.dt[..., None, :]  # summed per group below (`xla_cpu.column_sum`)
-  dA = jnp.stack([column_sum(per_step[:, g], kept_axes=2) for g in range(A.shape[0])])
+  per_step = decay_term * ch.dt[..., None, :]  # summed per group below
+  dA = group_column_sums(per_step, kept_axes=2)
   dB = jnp.einsum("bgctnd,bgctd->bgctn", dh, ch.dt * ch.u)
   dC = jnp.einsum("bgctd,bgctnd->bgctn", dy, h)
   return (

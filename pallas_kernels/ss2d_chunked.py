@@ -26,7 +26,7 @@ from jax import lax
 
 from pallas_kernels.chunked_scan import scan_channels_last
 from pallas_kernels.cross_scan import K_DIRECTIONS
-from pallas_kernels.xla_cpu import column_sum, materialize
+from pallas_kernels.xla_cpu import group_column_sums, materialize
 
 ORDERS = 2  # row-major and column-major tokens
 ROUTES = (K_DIRECTIONS // ORDERS, ORDERS)  # route k = 2 * r + o as the index (r, o)
@@ -102,7 +102,7 @@ def _step_sizes_bwd(res, g):
   g_pre = materialize(g * -jnp.expm1(-dt))
   d_low = jnp.einsum("bold,ord->bolr", g_pre, weight)
   d_weight = jnp.einsum("bolr,bold->ord", low_rank, g_pre)
-  d_bias = jnp.stack([column_sum(g_pre[:, o]) for o in range(g_pre.shape[1])])
+  d_bias = group_column_sums(g_pre)
   return d_low, d_weight, d_bias[:, None]
 
 
@@ -113,8 +113,8 @@ step_sizes.defvjp(_step_sizes_fwd, _step_sizes_bwd)
 def skip_term(orders, skip):
   """The D * u term of the two routes of each order: (batch, o, L, d) * (o, 1, d) -> like orders.
 
-  Its own VJP only to form d skip with `xla_cpu.column_sum` per order: autodiff's reduce over
-  (batch, L) took 12 ms per DASS-small stage-1 block on CPU.
+  Its own VJP only to form d skip with `xla_cpu.group_column_sums` (per order): autodiff's
+  reduce over (batch, L) took 12 ms per DASS-small stage-1 block on CPU.
   """
   return orders * skip
 
@@ -125,7 +125,7 @@ def _skip_term_fwd(orders, skip):
 
 def _skip_term_bwd(res, g):
   orders, skip = res
-  d_skip = jnp.stack([column_sum(g[:, o] * orders[:, o]) for o in range(orders.shape[1])])
+  d_skip = group_column_sums(g * orders)
   return g * skip, d_skip[:, None]
 
 

@@ -41,6 +41,14 @@ def column_sum(x: jax.Array, kept_axes: int = 1) -> jax.Array:
   return (jnp.ones((rows.shape[0],), rows.dtype) @ rows).reshape(kept)
 
 
+def group_column_sums(x: jax.Array, kept_axes: int = 1) -> jax.Array:
+  """`column_sum` of each group x[:, g] of x (batch, G, ..., *kept): (G, *kept), x's dtype.
+
+  For parameters held per group (scan group, token order), summed over batch and tokens.
+  """
+  return jnp.stack([column_sum(x[:, g], kept_axes) for g in range(x.shape[1])])
+
+
 def materialize(x: jax.Array) -> jax.Array:
   """x, written once to memory for all its consumers (module docstring); on CPU only.
 
