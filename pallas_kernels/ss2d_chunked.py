@@ -164,9 +164,8 @@ def ss2d_scan_chunked(
     t = t.reshape(t.shape[0], height, width, t.shape[-1])
     return jnp.swapaxes(t, 1, 2).reshape(t.shape[0], length, t.shape[-1])
 
-  # The map and its two token orders once in memory (`xla_cpu.materialize`): XLA:CPU would
-  # otherwise fuse their producers (the model's depthwise conv and SiLU, the stack) into each
-  # consumer below, in the chunked view and the flat one alike.
+  # The map once in memory: XLA:CPU would otherwise fuse its producer (the model's depthwise
+  # conv and SiLU) into each consumer below and compute it four times.
   rows = lax.optimization_barrier(x.astype(f32).reshape(batch, length, d))
   orders = jnp.stack([rows, column_major(rows)], axis=1)  # (batch, order, L, d)
   # Projections are per token, so all four routes' come from the row-major tokens in one
